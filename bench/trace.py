@@ -1,0 +1,105 @@
+"""Trace speed and memory on the real-size (Bio_ClinicalBERT-shaped) checkpoint.
+
+Prints, for notes of 128, 512 and 5,000 tokens:
+  * trace time / plain forward time (the same weights loaded with the default
+    SDPA attention, no extra outputs, over the same windows), same process;
+  * the trace's memory size;
+  * the 5,000-token trace time as a multiple of the 512-token one;
+then the bf16 autocast speed-up with its largest attention difference, the cost
+of the optional captures, and the offline start-up decision time.
+
+    .venv/bin/python bench/trace.py
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import numpy as np
+import torch
+from transformers import AutoModelForMaskedLM
+
+from common import best_time, note_with_tokens, paired_times, shaped_checkpoint
+
+from cbert_core.loading import load_model, resolve_default_model
+from cbert_core.trace import trace
+
+GOALS = {"ratio_512": 1.25, "mb_512": 100.0, "multiple_5000": 12.0, "decision_s": 3.0}
+
+
+def plain_forward(model: torch.nn.Module, result) -> None:
+    """The model with SDPA attention over the trace's windows, nothing captured."""
+    with torch.inference_mode():
+        for window in range(len(result.windows)):
+            ids = torch.from_numpy(result.input_ids[result.window_positions(window)].copy())[None]
+            model(input_ids=ids)
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    folder = shaped_checkpoint()
+    loaded = load_model(str(folder))
+    plain = AutoModelForMaskedLM.from_pretrained(folder).eval()  # default attention: SDPA
+    print(f"checkpoint: {folder} ({loaded.info.num_layers} layers x {loaded.info.num_heads} heads, "
+          f"hidden {loaded.info.hidden_size}); plain model attention: {plain.config._attn_implementation}; "
+          f"torch threads: {torch.get_num_threads()}; CPU capability: {torch.backends.cpu.get_cpu_capability()}")
+    tokenizer = loaded.tokenizer()
+    rows = []
+    times: dict[int, float] = {}
+    for size in (128, 512, 5000):
+        content = size - 2 if size <= 512 else size
+        text = note_with_tokens(tokenizer, content)
+        result = trace(loaded, text)
+        traced, base = paired_times(lambda: trace(loaded, text), lambda: plain_forward(plain, result),
+                                    repeats=7 if size <= 512 else 2)
+        times[size] = traced
+        rows.append((size, len(result.tokens), len(result.windows), traced, base, traced / base,
+                     result.nbytes / 2**20))
+    print("\n tokens  positions  windows  trace s  plain s  trace/plain  trace MB")
+    for size, positions, windows, traced, base, ratio, megabytes in rows:
+        print(f"{size:7d}  {positions:9d}  {windows:7d}  {traced:7.3f}  {base:7.3f}  {ratio:11.2f}  {megabytes:8.1f}")
+    ratio_512 = rows[1][5]
+    mb_512 = rows[1][6]
+    multiple = times[5000] / times[512]
+    print(f"\n512 tokens: trace/plain = {ratio_512:.2f}x (goal <= {GOALS['ratio_512']}x); "
+          f"trace size {mb_512:.1f} MB (goal <= {GOALS['mb_512']:.0f} MB)")
+    print(f"5,000 tokens: {multiple:.1f}x the 512-token time (goal <= {GOALS['multiple_5000']:.0f}x), "
+          f"{rows[2][2]} windows")
+
+    text = note_with_tokens(tokenizer, 510)
+    fp32 = trace(loaded, text)
+    bf16 = trace(loaded, text, precision="bf16")
+    t_fp32, t_bf16 = paired_times(lambda: trace(loaded, text), lambda: trace(loaded, text, precision="bf16"),
+                                  repeats=2)
+    difference = max(float(np.abs(a.astype(np.float32) - b.astype(np.float32)).max())
+                     for a, b in zip(fp32.attentions, bf16.attentions))
+    print(f"\nbf16 autocast at 512 tokens: {t_fp32 / t_bf16:.2f}x the fp32 speed "
+          f"({t_fp32:.3f} s fp32, {t_bf16:.3f} s bf16); largest attention difference {difference:.4f} "
+          f"(CPU capability {torch.backends.cpu.get_cpu_capability()}: bf16 is only fast with AMX/AVX512-BF16)")
+
+    with_qk = best_time(lambda: trace(loaded, text, capture_qk=True))
+    with_all = best_time(lambda: trace(loaded, text, capture_qk=True, capture_ffn=True,
+                                       extra_sites={"embeddings.word", "embeddings.position",
+                                                    "embeddings.token_type", "attention_update", "ffn_update"}))
+    print(f"optional captures at 512 tokens: +queries/keys {with_qk / t_fp32:.2f}x, "
+          f"+everything for 'Inside the model' {with_all / t_fp32:.2f}x the default trace")
+
+    env = {k: v for k, v in os.environ.items() if k not in {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"}}
+    decision = resolve_default_model(env=env)
+    print(f"\noffline start-up decision (hub unreachable here): {decision.seconds:.2f} s -> {decision.spec.label} "
+          f"(goal <= {GOALS['decision_s']:.0f} s)")
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    env["HF_ENDPOINT"] = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    started = time.perf_counter()
+    decision = resolve_default_model(env=env)
+    silent.close()
+    print(f"start-up decision with a hub that accepts but never answers: {time.perf_counter() - started:.2f} s "
+          f"-> {decision.spec.label}")
+
+
+if __name__ == "__main__":
+    main()

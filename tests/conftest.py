@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny seeded checkpoints on disk and the bundled real model, offline."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # tests never reach a hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pytest  # noqa: E402
+
+from cbert_core.loading import BUNDLED, LoadedModel, load_model  # noqa: E402
+from tiny_models import write_bert  # noqa: E402
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_bert(tmp_path_factory.mktemp("tiny") / "mlm")
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_dir: Path) -> LoadedModel:
+    return load_model(str(tiny_dir))
+
+
+@pytest.fixture(scope="session")
+def bundled() -> LoadedModel:
+    return load_model(BUNDLED)
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not (SHARED / "tools" / "make_shaped_checkpoint.py").is_file():
+        pytest.skip("../shared is not present (optional real-size checks)")
+    return SHARED

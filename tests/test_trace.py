@@ -1,0 +1,227 @@
+"""Trace invariants: attention rows, logits, hooks, knockout, windows, threads, bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cbert_core.errors import EmptyNoteError, NoteTooLongError
+from cbert_core.hooks import capture, hook_count, knockout, whole_layers
+from cbert_core.loading import load_model
+from cbert_core.trace import trace
+from notes import CLINICAL_NOTE, HOSTILE_NOTES
+from tiny_models import write_bert
+
+
+def plain_logits(loaded, result) -> torch.Tensor:
+    with torch.inference_mode():
+        return loaded.model(input_ids=torch.from_numpy(result.input_ids)[None]).logits[0]
+
+
+def test_attention_rows_sum_to_one(tiny, bundled) -> None:
+    for loaded in (tiny, bundled):
+        result = trace(loaded, "Patient denies chest pain. No evidence of pneumonia.")
+        for attention in result.attentions:
+            assert abs(attention.astype(np.float32).sum(-1) - 1).max() < 2e-3
+
+
+def test_trace_shapes_and_positions(bundled) -> None:
+    result = trace(bundled, CLINICAL_NOTE, capture_qk=True, capture_ffn=True)
+    positions = len(result.tokens)
+    assert result.tokens[0] == "[CLS]" and result.tokens[-1] == "[SEP]"
+    assert result.hidden_states.shape == (7, positions, 384)
+    assert result.attentions[0].shape == (6, 12, positions, positions)
+    assert result.queries[0].shape == result.keys[0].shape == (6, 12, positions, 32)
+    assert result.ffn_activations.shape == (6, positions, 1536)
+    assert (result.offsets[0] == -1).all() and (result.offsets[-1] == -1).all()
+    for token, (start, end) in zip(result.tokens[1:-1], result.offsets[1:-1]):
+        assert CLINICAL_NOTE[start:end].lower().startswith(token.removeprefix("##")[:1]) or token == "[UNK]"
+    assert result.section_ids.max() == 2  # three sections
+    assert result.sentence_ids[1:-1].min() >= -1
+
+
+def test_traced_outputs_equal_untraced(tiny) -> None:
+    result = trace(tiny, "Patient denies chest [MASK] . No fever.", top_k=5)
+    logprobs = torch.log_softmax(plain_logits(tiny, result), dim=-1)
+    values, indices = torch.topk(logprobs, 5, dim=-1)
+    np.testing.assert_array_equal(result.head.top_ids, indices.numpy())
+    np.testing.assert_allclose(result.head.top_logprobs, values.numpy(), rtol=0, atol=1e-5)
+
+
+def test_traced_hidden_and_attention_equal_transformers_outputs() -> None:
+    bundled = load_model("bundled")  # own copy: output_attentions makes transformers add hooks for good
+    result = trace(bundled, "Patient denies chest pain.")
+    with torch.inference_mode():
+        reference = bundled.model(input_ids=torch.from_numpy(result.input_ids)[None],
+                                  output_attentions=True, output_hidden_states=True)
+    expected_hidden = torch.stack(reference.hidden_states)[:, 0].numpy()
+    np.testing.assert_allclose(result.hidden_states, expected_hidden, atol=1e-5)
+    expected_attention = torch.stack(reference.attentions)[:, 0].numpy()
+    np.testing.assert_allclose(result.attentions[0].astype(np.float32), expected_attention, atol=1e-3)
+
+
+def test_no_hook_left_after_trace_or_exception(tiny) -> None:
+    all_hooks_before = hook_count(tiny.model, ours_only=False)
+    assert hook_count(tiny.model) == 0
+    trace(tiny, "Patient denies chest pain.", capture_qk=True, capture_ffn=True, knocked_out=[(0, 1)])
+    assert hook_count(tiny.model) == 0
+
+    def explode(fraction: float, message: str) -> None:
+        raise RuntimeError("user changed the note")
+
+    with pytest.raises(RuntimeError, match="changed the note"):
+        trace(tiny, "Patient denies chest pain.", knocked_out=[(1, 2)], progress=explode)
+    assert hook_count(tiny.model) == 0
+    with pytest.raises(ZeroDivisionError):
+        with capture(tiny.anatomy, {"hidden", "attention", "query"}), knockout(tiny.anatomy, [(0, 0)]):
+            assert hook_count(tiny.model) > 0
+            raise ZeroDivisionError
+    assert hook_count(tiny.model) == 0
+    assert hook_count(tiny.model, ours_only=False) == all_hooks_before
+
+
+def test_knockout_changes_output_and_restoring_is_exact(tiny) -> None:
+    text = "Patient denies chest pain [MASK] fever."
+    intact = trace(tiny, text)
+    knocked = trace(tiny, text, knocked_out=[(1, 0), (1, 3)])
+    assert knocked.knocked_out == frozenset({(1, 0), (1, 3)})
+    assert not np.allclose(knocked.hidden_states[-1], intact.hidden_states[-1])
+    np.testing.assert_array_equal(knocked.hidden_states[:2], intact.hidden_states[:2])  # layer 0 untouched
+    again = trace(tiny, text)
+    np.testing.assert_array_equal(again.hidden_states, intact.hidden_states)
+    np.testing.assert_array_equal(again.head.top_logprobs, intact.head.top_logprobs)
+
+
+def test_knockout_of_no_heads_changes_nothing_and_a_whole_layer_does(tiny) -> None:
+    ids = torch.from_numpy(trace(tiny, "Patient denies chest pain.").input_ids)[None]
+    with torch.inference_mode():
+        base = tiny.model(input_ids=ids).logits
+        with knockout(tiny.anatomy, []):
+            none = tiny.model(input_ids=ids).logits
+        with knockout(tiny.anatomy, whole_layers([0], tiny.anatomy.num_heads)):
+            layer = tiny.model(input_ids=ids).logits
+    assert torch.equal(base, none)
+    assert not torch.allclose(base, layer)
+
+
+def test_knockout_zeroes_the_head_context(tiny) -> None:
+    ids = torch.from_numpy(trace(tiny, "Patient denies chest pain.").input_ids)[None]
+    seen = {}
+
+    def grab(_module, args):
+        seen["context"] = args[0].detach().clone()
+
+    with torch.inference_mode(), knockout(tiny.anatomy, [(0, 2)]):
+        handle = tiny.anatomy.layers[0].attention_out_proj.register_forward_pre_hook(grab)
+        try:
+            tiny.model(input_ids=ids)
+        finally:
+            handle.remove()
+    # grab() ran after the knockout hook (registration order): head 2's slice is zero
+    context = seen["context"].unflatten(-1, (4, 8))
+    assert torch.count_nonzero(context[..., 2, :]) == 0
+    assert torch.count_nonzero(context[..., 1, :]) > 0
+
+
+def test_knockout_rejects_heads_outside_the_model(tiny) -> None:
+    with pytest.raises(ValueError, match="outside"):
+        trace(tiny, "Patient.", knocked_out=[(5, 0)])
+    assert hook_count(tiny.model) == 0
+
+
+def test_long_note_is_windowed_and_stitched(tmp_path: Path) -> None:
+    loaded = load_model(str(write_bert(tmp_path / "short", max_positions=40)))
+    text = " ".join(f"Patient denies chest pain number {i}." for i in range(40))
+    result = trace(loaded, text, overlap=8)
+    assert len(result.windows) > 3
+    assert result.windows[-1].stop == len(result.tokens) - 2
+    # Each window's attention is over its own positions; stitched hidden states
+    # equal a plain forward of the owning window at the owned positions.
+    for window in result.windows:
+        positions = result.window_positions(window.index)
+        ids = torch.from_numpy(result.input_ids[positions])[None]
+        with torch.inference_mode():
+            hidden = loaded.model(input_ids=ids, output_hidden_states=True).hidden_states[-1][0].numpy()
+        owned = np.flatnonzero(result.owner[positions] == window.index)
+        np.testing.assert_allclose(result.hidden_states[-1][positions[owned]], hidden[owned], atol=1e-5)
+
+
+def test_five_thousand_token_note_on_the_bundled_model(bundled) -> None:
+    text = (CLINICAL_NOTE + "\n") * 36
+    result = trace(bundled, text)
+    assert len(result.tokens) - 2 >= 5000
+    assert len(result.windows) >= 10
+    assert all(window.size <= 510 for window in result.windows)
+    assert result.hidden_states.shape[1] == len(result.tokens)
+
+
+def test_trace_is_frozen_readonly_and_pickles(tiny) -> None:
+    result = trace(tiny, "Patient denies chest pain.")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.text = "other"  # type: ignore[misc]
+    with pytest.raises(ValueError):
+        result.hidden_states[0, 0, 0] = 1.0
+    clone = pickle.loads(pickle.dumps(result))
+    np.testing.assert_array_equal(clone.attentions[0], result.attentions[0])
+    assert not any(isinstance(value, torch.Tensor | torch.nn.Module) for value in vars(result).values())
+
+
+def test_eight_threads_get_their_own_results(bundled) -> None:
+    notes = [f"Patient {i} denies chest pain. No evidence of pneumonia number {i}." * (1 + i % 3)
+             for i in range(8)]
+    reference = [trace(bundled, note, knocked_out=[(i % 6, i % 12)] if i % 2 else []) for i, note in
+                 enumerate(notes)]
+
+    def run(index: int):
+        return trace(bundled, notes[index], knocked_out=[(index % 6, index % 12)] if index % 2 else [])
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for _round in range(2):
+            results = list(pool.map(run, range(8)))
+            for got, expected in zip(results, reference):
+                assert got.text == expected.text
+                np.testing.assert_allclose(got.hidden_states, expected.hidden_states, atol=1e-4)
+                np.testing.assert_allclose(got.attentions[0].astype(np.float32),
+                                           expected.attentions[0].astype(np.float32), atol=2e-3)
+    assert hook_count(bundled.model) == 0
+
+
+def test_bf16_attention_is_close_to_fp32(tiny) -> None:
+    text = "Patient denies chest pain. No evidence of pneumonia."
+    fp32 = trace(tiny, text)
+    bf16 = trace(tiny, text, precision="bf16")
+    assert bf16.precision == "bf16"
+    difference = np.abs(fp32.attentions[0].astype(np.float32) - bf16.attentions[0].astype(np.float32)).max()
+    assert 0 < difference < 0.05
+
+
+@pytest.mark.parametrize("text,error", [("", EmptyNoteError), ("  \n ", EmptyNoteError),
+                                        ("\x00\x01\x02", EmptyNoteError)])
+def test_bad_notes_raise_typed_errors(tiny, text: str, error: type) -> None:
+    with pytest.raises(error):
+        trace(tiny, text)
+
+
+def test_note_over_the_limit(tiny) -> None:
+    with pytest.raises(NoteTooLongError):
+        trace(tiny, "Patient. " * 20, max_chars=100)
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_NOTES))
+def test_hostile_notes_trace(bundled, name: str) -> None:
+    text = HOSTILE_NOTES[name]
+    result = trace(bundled, text)
+    content = result.offsets[1:-1]
+    assert (content[:, 0] >= 0).all() and (content[:, 1] <= len(text)).all()
+    assert abs(result.attentions[0].astype(np.float32).sum(-1) - 1).max() < 2e-3
+    if name == "literal_specials":
+        assert result.tokens.count("[CLS]") == 1 and result.tokens.count("[SEP]") == 1
+    if name == "html":
+        shown = {text[a:b] for a, b in content}
+        assert {"<", "script", ">"} <= shown
