@@ -283,6 +283,20 @@ def load_model(spec: ModelSpec | str, progress: Progress | None = None) -> Loade
     return LoadedModel(model=model, anatomy=anatomy, info=info, tokenizers=tokenizers)
 
 
+def load_tokenizer(spec: ModelSpec | str) -> PreTrainedTokenizerBase:
+    """Only the tokenizer of a checkpoint (its default casing), without loading weights.
+
+    Raises:
+        ModelNotFoundError, HubUnreachableError, UnsupportedModelError, ModelLoadError.
+    """
+    if isinstance(spec, str):
+        spec = parse_spec(spec)
+    folder = _folder_for(spec, None)
+    config = _read_config(folder)
+    tokenizers, default_lowercase = _load_tokenizers(folder, str(config.model_type).lower())
+    return tokenizers[default_lowercase]
+
+
 def _folder_for(spec: ModelSpec, progress: Progress | None) -> Path:
     if spec.kind == "bundled":
         return bundled_model_path()

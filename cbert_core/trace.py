@@ -36,6 +36,7 @@ from .text import (
 Precision = Literal["fp32", "bf16"]
 Progress = Callable[[float, str], None]
 DEFAULT_TOP_K = 10
+HEAD_SPLIT_SITES = frozenset({"query", "key", "value", "context"})  # kept per head: [layer, head, pos, head_dim]
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
@@ -284,7 +285,8 @@ def trace(
         queries=tuple(part["query"] for part in per_window) if capture_qk else None,
         keys=tuple(part["key"] for part in per_window) if capture_qk else None,
         ffn_activations=stitch("ffn_activation", axis=1).astype(np.float16) if capture_ffn else None,
-        extras={name: stitch(name, axis=1) for name in sorted(extra)},
+        # [layer, head, pos, head_dim] for per-head sites, else [layer, pos, ...]
+        extras={name: stitch(name, axis=2 if name in HEAD_SPLIT_SITES else 1) for name in sorted(extra)},
     )
 
 
@@ -320,7 +322,7 @@ def _collect_window(recording: Recording, sites: set[str], num_heads: int) -> di
     collected: dict[str, np.ndarray] = {}
     for site in sites:
         stacked = recording.take_stacked(site)[:, 0]  # [layer(+1), ...] without the batch axis
-        if site in {"query", "key", "value", "context"}:
+        if site in HEAD_SPLIT_SITES:
             layers, tokens, width = stacked.shape
             stacked = stacked.reshape(layers, tokens, num_heads, width // num_heads).transpose(0, 2, 1, 3)
             stacked = np.ascontiguousarray(stacked)  # [layer, head, pos, head_dim]

@@ -1,0 +1,30 @@
+"""Clinical BERT explorer: the entry script (streamlit run app.py).
+
+Sets up the page, draws the shared sidebar (model, casing, note) and runs the
+page the user picked. Pages are thin views in pages/; the logic is in cbert_core.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import streamlit as st  # noqa: E402
+
+import ui  # noqa: E402
+
+st.set_page_config(page_title="Clinical BERT explorer", page_icon=":material/stethoscope:", layout="wide",
+                   initial_sidebar_state="expanded")
+
+PAGES = [
+    st.Page("pages/note.py", title="Note", icon=":material/description:", default=True),
+    st.Page("pages/tokenization.py", title="Tokenization", icon=":material/extension:"),
+    st.Page("pages/attention.py", title="Attention", icon=":material/visibility:"),
+    st.Page("pages/embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
+]
+
+navigation = st.navigation(PAGES)
+ui.sidebar()
+navigation.run()

@@ -1,0 +1,90 @@
+"""A thread-safe, size-bounded LRU cache that computes each key once.
+
+Browser sessions share models and traces. When two sessions ask for the same
+key at once, one computes and the other waits for its result; when the
+computation fails (or is cancelled by its session), nothing is stored and the
+next caller computes afresh. Values must be immutable: callers get the very
+object that is stored.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+Value = TypeVar("Value")
+
+
+class ResultCache(Generic[Value]):
+    """LRU cache bounded by item count and by total size (bytes, as ``sizeof`` reports)."""
+
+    def __init__(self, max_items: int, max_bytes: int | None = None,
+                 sizeof: Callable[[Value], int] | None = None) -> None:
+        self._items: OrderedDict[Hashable, tuple[Value, int]] = OrderedDict()
+        self._pending: dict[Hashable, threading.Event] = {}
+        self._lock = threading.Lock()
+        self._max_items = max_items
+        self._max_bytes = max_bytes
+        self._sizeof = sizeof or (lambda _value: 0)
+
+    def __contains__(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._items
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    @property
+    def total_bytes(self) -> int:
+        with self._lock:
+            return sum(size for _value, size in self._items.values())
+
+    def get(self, key: Hashable) -> Value | None:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key][0]
+        return None
+
+    def get_or_compute(self, key: Hashable, compute: Callable[[], Value]) -> Value:
+        """The cached value for ``key``, computing it (once across threads) if missing."""
+        while True:
+            with self._lock:
+                if key in self._items:
+                    self._items.move_to_end(key)
+                    return self._items[key][0]
+                waiter = self._pending.get(key)
+                if waiter is None:
+                    done = threading.Event()
+                    self._pending[key] = done
+                    break
+            waiter.wait()  # another thread computes it; then look again
+        try:
+            value = compute()
+        except BaseException:
+            with self._lock:
+                self._pending.pop(key, None)
+            done.set()
+            raise
+        size = int(self._sizeof(value))
+        with self._lock:
+            self._items[key] = (value, size)
+            self._items.move_to_end(key)
+            self._evict()
+            self._pending.pop(key, None)
+        done.set()
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def _evict(self) -> None:
+        while len(self._items) > self._max_items:
+            self._items.popitem(last=False)
+        if self._max_bytes is not None:
+            while len(self._items) > 1 and sum(size for _v, size in self._items.values()) > self._max_bytes:
+                self._items.popitem(last=False)

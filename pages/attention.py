@@ -1,0 +1,121 @@
+"""Attention: every head, layer by layer; statistics, bertviz views, rollout and the neuron view."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+import streamlit.components.v1 as components
+
+import ui
+from cbert_core.attention import HeadStatistics, hide_specials, to_words, window_groups
+from cbert_core.views.attention_figures import attention_heatmap, head_grid, neuron_view, rollout_figure, word_list
+from cbert_core.views.bertviz_offline import MAX_HEAD_VIEW_TOKENS, MAX_MODEL_VIEW_TOKENS, bertviz_html
+from cbert_core.views.labels import head_name, position_labels
+
+VIEWS = ["Heads", "bertviz head view", "bertviz model view", "Rollout", "Neuron view"]
+
+st.title("Attention")
+st.caption("Each head decides, for every token, how much to look at every other token. Rows of a head's "
+           "matrix sum to 1. Pick a layer and a head, or click one in the grid.")
+now = ui.current()
+result, info = now.trace, now.loaded.info
+layers, heads = result.num_layers, result.num_heads
+
+controls = st.columns([1, 1, 1, 2])
+window = 0
+if len(result.windows) > 1:
+    window = controls[3].selectbox("Window", range(len(result.windows)), key="att_window",
+                                   format_func=lambda w: f"window {w + 1} (pieces {result.windows[w].start + 1}–"
+                                                         f"{result.windows[w].stop})")
+st.session_state.setdefault("att_layer", 1)
+st.session_state.setdefault("att_head", 1)
+if "pending_head" in st.session_state:  # a click in the grid on the previous run
+    st.session_state["att_layer"], st.session_state["att_head"] = st.session_state.pop("pending_head")
+layer = controls[0].number_input("Layer", 1, layers, key="att_layer") - 1
+head = controls[1].number_input("Head", 1, heads, key="att_head") - 1
+view = controls[2].selectbox("View", VIEWS, key="att_view")
+
+positions = result.window_positions(window)
+tokens = [result.tokens[p] for p in positions]
+labels = position_labels(tokens, positions)
+weights = result.attentions[window]  # [layer, head, q, k] float16
+
+if view == "Heads":
+    grid_column, map_column = st.columns([2, 3])
+    with grid_column:
+        metric = st.selectbox("Statistic", HeadStatistics.METRICS, key="att_metric",
+                              format_func=lambda m: m.replace("_", " "))
+        stats = ui.head_statistics(now.trace_key, window, result)
+        event = st.plotly_chart(head_grid(stats.metric(metric), metric, (layer, head)), on_select="rerun",
+                                selection_mode="points", key="att_grid", width="stretch")
+        points = event.selection.points if event and event.selection else []
+        if points:
+            index = int(points[0]["point_index"])
+            clicked = (index // heads + 1, index % heads + 1)
+            if clicked != (layer + 1, head + 1):
+                st.session_state["pending_head"] = clicked
+                st.rerun()
+        st.caption(f"{head_name(layer, head)}: entropy {stats.entropy[layer, head]:.2f}, mean distance "
+                   f"{stats.mean_distance[layer, head]:.1f} tokens, on [CLS] {stats.cls_share[layer, head]:.0%}, "
+                   f"on [SEP] {stats.sep_share[layer, head]:.0%}, on punctuation "
+                   f"{stats.punctuation_share[layer, head]:.0%}.")
+    with map_column:
+        options = st.columns(2)
+        words = options[0].toggle("Word level", key="att_words",
+                                  help="Sum over a word's pieces as keys, average over them as queries.")
+        hide = options[1].toggle("Hide [CLS]/[SEP]", key="att_hide",
+                                 help="Drop the special tokens and renormalize each row to sum to 1.")
+        matrix = weights[layer, head].astype(np.float32)
+        row_labels = labels
+        keep = ~result.special[positions]
+        if words:
+            groups, word_labels, firsts = window_groups(result, window)
+            matrix = to_words(matrix, groups)
+            row_labels = word_list(list(word_labels))
+            keep = ~result.special[positions[firsts]]
+        if hide:
+            matrix = hide_specials(matrix, keep)
+            row_labels = [label for label, kept in zip(row_labels, keep) if kept]
+        st.plotly_chart(attention_heatmap(matrix, row_labels, row_labels,
+                                          f"{head_name(layer, head)}{' · words' if words else ''}"),
+                        key="att_heatmap", width="stretch")
+
+elif view in {"bertviz head view", "bertviz model view"}:
+    limit = MAX_HEAD_VIEW_TOKENS if view == "bertviz head view" else MAX_MODEL_VIEW_TOKENS
+    last = len(positions) - 2  # content positions are 1..last
+    start = st.slider("First word piece shown", 1, max(last, 1), 1, key=f"bv_start_{view}") if last > limit - 2 else 1
+    stop = min(last, start + limit - 3)
+    shown = np.unique(np.concatenate([[0], np.arange(start, stop + 1), [len(positions) - 1]]))
+    st.caption(f"Showing [CLS], pieces {start}–{stop} and [SEP] ({len(shown)} of {len(positions)} positions): "
+               f"bertviz sends every value to the browser, so long notes are shown a span at a time.")
+    span = weights[:, :, shown][:, :, :, shown].astype(np.float32)
+    span_tokens = [tokens[i] for i in shown]
+    if view == "bertviz head view":
+        page = bertviz_html("head", span, span_tokens, layer=layer)
+        st.caption(f"Layer {layer + 1}. Hover a token to see where it looks; double-click a colour to show one head.")
+        components.html(page, height=min(60 + 24 * len(shown), 2600), scrolling=True)
+    else:
+        page = bertviz_html("model", span, span_tokens)
+        st.caption("Every layer (rows) and head (columns); click a thumbnail to enlarge it.")
+        components.html(page, height=1100, scrolling=True)
+
+elif view == "Rollout":
+    flows = ui.rollout(now.trace_key, window, result)  # [layer, q, k]
+    query = st.selectbox("Whose information flow", range(len(positions)), key="att_rollout_query",
+                         format_func=lambda i: labels[i])
+    st.caption("Attention rollout multiplies the head-averaged attention (with the residual connection mixed in) "
+               "through the layers: an estimate of how much each input token reaches the chosen token by then.")
+    st.plotly_chart(rollout_figure(flows[:, query, :], labels, layers, f"Rollout to {labels[query]}"),
+                    key="att_rollout", width="stretch")
+
+else:  # Neuron view
+    with_qk = ui.current(capture_qk=True).trace
+    query = st.selectbox("Query token", range(len(positions)), key="att_neuron_query",
+                         index=min(1, len(positions) - 1), format_func=lambda i: labels[i])
+    q = with_qk.queries[window][layer, head, query]  # [head_dim]
+    k = with_qk.keys[window][layer, head]  # [n, head_dim]
+    st.caption("The query vector of the chosen token meets every key vector: their elementwise product, the "
+               "scaled dot product q·k/√d and the softmax over keys, which is the attention row the model used.")
+    st.plotly_chart(neuron_view(q, k, labels, labels[query], 1.0 / np.sqrt(info.head_dim),
+                                with_qk.attentions[window][layer, head, query].astype(np.float32)),
+                    key="att_neuron", width="stretch")

@@ -1,0 +1,102 @@
+"""Embeddings: token projections per layer, trajectories, cosine similarity, the note embedding."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+import ui
+from cbert_core.projection import METHOD_NAMES, cosine_matrix, piece_kinds
+from cbert_core.views.embedding_figures import (
+    layer_curves,
+    note_path_figure,
+    projection_scatter,
+    similarity_heatmap,
+    trajectory_figure,
+)
+from cbert_core.views.labels import escape, layer_name, position_labels
+
+st.title("Embeddings")
+st.caption("Every token is a vector (a long list of numbers) after each layer. Here they are flattened to two "
+           "dimensions so you can see which tokens the model treats alike, and how that changes with depth.")
+now = ui.current()
+result = now.trace
+layers = result.num_layers
+labels = position_labels(result.tokens, range(result.num_positions))
+
+controls = st.columns([3, 1, 1])
+layer = controls[0].slider("Layer (0 = the embedding layer)", 0, layers, layers, key="emb_layer")
+method = controls[1].selectbox("Projection", list(METHOD_NAMES), key="emb_method",
+                               format_func=lambda m: METHOD_NAMES[m],
+                               help="PCA is instant; UMAP and t-SNE take a few seconds and are computed on request.")
+colour_by = controls[2].selectbox("Colour by", ["section", "sentence", "piece kind"], key="emb_colour")
+
+if method != "pca" and not st.session_state.get(f"emb_run_{method}"):
+    st.info(f"{METHOD_NAMES[method]} takes a few seconds per layer.", icon=":material/timer:")
+    if st.button(f"Compute {METHOD_NAMES[method]}", key=f"emb_go_{method}"):
+        st.session_state[f"emb_run_{method}"] = True
+        st.rerun()
+    method = "pca"
+
+projected = ui.projection_of(now.trace_key, layer, method, result)
+sections = result.segmentation.sections
+if colour_by == "section":
+    groups = ["[CLS]/[SEP]" if result.special[p] else
+              (escape(sections[s].title) if s >= 0 and sections[s].title else "(no section)")
+              for p, s in zip(projected.positions, result.section_ids[projected.positions])]
+elif colour_by == "sentence":
+    groups = ["[CLS]/[SEP]" if result.special[p] else (f"sentence {s + 1}" if s >= 0 else "(between)")
+              for p, s in zip(projected.positions, result.sentence_ids[projected.positions])]
+else:
+    kinds = piece_kinds(result)
+    groups = [kinds[p] for p in projected.positions]
+
+
+def context(position: int) -> str:
+    start, end = result.offsets[position]
+    if start < 0:
+        return labels[position]
+    left = escape(result.text[max(0, start - 30):start])
+    right = escape(result.text[end:end + 30])
+    return f"{labels[position]}<br>…{left}<b>{escape(result.text[start:end])}</b>{right}…"
+
+
+hover = [context(int(p)) for p in projected.positions]
+axes = (("PC 1", "PC 2") if projected.method == "pca" else (f"{METHOD_NAMES[projected.method]} 1",
+                                                          f"{METHOD_NAMES[projected.method]} 2"))
+explained = (f" (PCA axes explain {sum(projected.explained):.0%} of the variance)" if projected.explained else "")
+st.plotly_chart(projection_scatter(projected.coords, groups, hover,
+                                   f"{METHOD_NAMES[projected.method]} of tokens after {layer_name(layer)}"
+                                   f"{explained}", axes), key="emb_scatter", width="stretch")
+
+st.subheader("Chosen tokens")
+content_positions = [int(p) for p in np.flatnonzero(~result.special)]
+default = [p for p in content_positions if result.tokens[p].lower() in {"copd", "cop", "pneumonia", "chest"}][:4]
+chosen = st.multiselect("Tokens to follow", content_positions, default=default or content_positions[:3],
+                        format_func=lambda p: labels[p], key="emb_chosen", max_selections=12)
+if chosen:
+    left, right = st.columns(2)
+    with left:
+        paths = ui.trajectories(now.trace_key, tuple(chosen), result)
+        st.plotly_chart(trajectory_figure(paths.coords, [labels[p] for p in chosen],
+                                          "Paths through the layers (E = embeddings, then layer numbers)"),
+                        key="emb_paths", width="stretch")
+    with right:
+        matrix = cosine_matrix(result.hidden_states[layer, chosen])
+        st.plotly_chart(similarity_heatmap(matrix, [labels[p] for p in chosen],
+                                           f"Cosine similarity after {layer_name(layer)}"),
+                        key="emb_cosine", width="stretch")
+
+st.subheader("The note as one vector")
+st.caption("Two common ways to summarize a note: the [CLS] position's vector, or the average of every word "
+           "piece's vector (how all-MiniLM-L6-v2 makes sentence embeddings).")
+note = ui.note_embeddings(now.trace_key, result)
+left, right = st.columns(2)
+with left:
+    st.plotly_chart(layer_curves({"[CLS] vs last layer": note.cls_to_final, "mean vs last layer": note.mean_to_final,
+                                  "[CLS] vs mean": note.cls_to_mean},
+                                 "How similar the note vector is to its final form", "cosine"),
+                    key="emb_note_curves", width="stretch")
+with right:
+    st.plotly_chart(note_path_figure(note.coords, "The note vector through the layers (shared PCA plane)"),
+                    key="emb_note_path", width="stretch")

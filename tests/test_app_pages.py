@@ -1,0 +1,131 @@
+"""AppTest per page: offline, on the bundled model; checks what each page shows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from cbert_core.examples import DEFAULT_EXAMPLE, EXAMPLE_NOTES
+from cbert_core.loading import load_model
+from cbert_core.trace import trace
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+NOTE = EXAMPLE_NOTES[DEFAULT_EXAMPLE]
+
+
+def charts(at: AppTest) -> dict[str, dict]:
+    """Plotly figures on the page by widget key, parsed from the sent JSON."""
+    out = {}
+    for element in at.get("plotly_chart"):
+        spec = json.loads(element.proto.spec)
+        out[element.proto.id.split("-")[-1] if not element.key else element.key] = spec
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return trace(load_model("bundled"), NOTE)
+
+
+def start(page: str | None = None, **state: object) -> AppTest:
+    """A fresh app run with sidebar state preset.
+
+    Sidebar widgets are set through session state before the first run:
+    Streamlit's AppTest drops the sidebar of an st.navigation app from the
+    element tree on later runs (the browser tests drive the real sidebar).
+    """
+    at = AppTest.from_file(APP, default_timeout=180)
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    assert not at.exception, at.exception
+    if page is not None:
+        at.switch_page(page).run()
+        assert not at.exception, at.exception
+    return at
+
+
+@pytest.fixture()
+def app() -> AppTest:
+    return start()
+
+
+def test_note_page_shows_sizes_sections_and_model(app: AppTest, reference) -> None:
+    metrics = {metric.label: metric.value for metric in app.metric}
+    assert metrics["Word pieces"] == f"{len(reference.tokens) - 2:,}"
+    assert metrics["Sentences"] == str(len(reference.segmentation.sentences))
+    assert metrics["Sections"] == "3"
+    assert metrics["Windows"] == "1"
+    sections = app.dataframe[0].value
+    assert list(sections["section"]) == ["HISTORY OF PRESENT ILLNESS", "PHYSICAL EXAM", "Assessment/Plan"]
+    sidebar_text = " ".join(caption.value for caption in app.sidebar.caption)
+    assert "all-MiniLM-L6-v2" in sidebar_text and "6 layers × 12 heads" in sidebar_text
+
+
+def test_another_note_changes_every_count() -> None:
+    app = start(note_text="Patient denies chest pain. No fever.")
+    metrics = {metric.label: metric.value for metric in app.metric}
+    assert metrics["Sentences"] == "2" and metrics["Word pieces"] == "8"
+
+
+@pytest.mark.parametrize("page", ["pages/note.py", "pages/tokenization.py", "pages/attention.py",
+                                  "pages/embeddings.py"])
+def test_empty_note_is_a_message_not_a_traceback(page: str) -> None:
+    app = start(page if page != "pages/note.py" else None, note_text="   ")
+    assert not app.exception
+    assert any("empty" in error.value for error in app.error)
+
+
+def test_tokenization_page_table_and_casing(reference) -> None:
+    app = start("pages/tokenization.py")
+    table = app.dataframe[0].value
+    assert len(table) == len(reference.tokens) - 2
+    assert list(table["token"][:3]) == list(reference.tokens[1:4])
+    first = table.iloc[0]
+    assert NOTE[first["start"]:first["end"]] == first["characters"]
+    assert any("Casing in force: **lower-cased**" in caption.value for caption in app.caption)
+    kept = start("pages/tokenization.py", keep_case=True, note_text="COPD exacerbation")
+    assert any("Casing in force: **case kept**" in caption.value for caption in kept.caption)
+    assert list(kept.dataframe[0].value["token"]) != list(start("pages/tokenization.py",
+                                                                note_text="COPD exacerbation").dataframe[0].value["token"])
+
+
+def test_attention_page_grid_heatmap_and_views(reference) -> None:
+    app = start("pages/attention.py")
+    figures = charts(app)
+    grid = figures["att_grid"]["data"][0]
+    assert len(grid["text"]) == 6 * 12  # one square per head
+    heatmap = figures["att_heatmap"]
+    assert len(heatmap["data"][0]["x"]) == len(reference.tokens)
+    app.number_input(key="att_layer").set_value(3).run()
+    app.number_input(key="att_head").set_value(5).run()
+    assert charts(app)["att_heatmap"]["layout"]["title"]["text"].startswith("L3 H5")
+    app.toggle(key="att_words").set_value(True).run()
+    assert len(charts(app)["att_heatmap"]["data"][0]["x"]) == len(reference.word_spans) + 2
+    app.selectbox(key="att_view").set_value("Rollout").run()
+    assert "att_rollout" in charts(app)
+    app.selectbox(key="att_view").set_value("Neuron view").run()
+    neuron = charts(app)["att_neuron"]
+    assert len(neuron["data"]) == 4 and len(neuron["data"][3]["y"]) == len(reference.tokens)
+    app.selectbox(key="att_view").set_value("bertviz head view").run()
+    assert not app.exception
+    html = [element for element in app.get("iframe")] or app.get("html")
+    assert html, "bertviz view missing"
+
+
+def test_embeddings_page_projection_paths_and_note_vector(reference) -> None:
+    app = start("pages/embeddings.py")
+    figures = charts(app)
+    scatter = figures["emb_scatter"]
+    assert sum(len(trace_["x"]["bdata"]) > 0 if isinstance(trace_["x"], dict) else len(trace_["x"]) > 0
+               for trace_ in scatter["data"]) == len(scatter["data"])
+    assert {trace_["name"] for trace_ in scatter["data"]} >= {"HISTORY OF PRESENT ILLNESS", "Assessment/Plan"}
+    assert "emb_paths" in figures and "emb_cosine" in figures and "emb_note_path" in figures
+    app.slider(key="emb_layer").set_value(0).run()
+    assert "after embeddings" in charts(app)["emb_scatter"]["layout"]["title"]["text"]
+    app.selectbox(key="emb_colour").set_value("piece kind").run()
+    names = {trace_["name"] for trace_ in charts(app)["emb_scatter"]["data"]}
+    assert "[MASK]" in names and "word start" in names

@@ -1,0 +1,298 @@
+"""Streamlit glue: the shared sidebar, session state and cached accessors.
+
+Pages call :func:`current` to get the model and the trace of the note in force,
+then draw. Models and traces live in thread-safe LRU caches held by
+``st.cache_resource`` (one copy shared by every session: both are immutable, a
+512-token trace is ~90 MB and ``st.cache_data`` would pickle a copy of it on
+every page switch); derived analyses use ``st.cache_data`` keyed by the trace.
+No note text is logged or written to disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+import torch
+
+from cbert_core import attention as attention_analysis
+from cbert_core import projection
+from cbert_core.cache import ResultCache
+from cbert_core.errors import CbertError
+from cbert_core.examples import DEFAULT_EXAMPLE, EXAMPLE_NOTES
+from cbert_core.loading import BIO_CLINICALBERT, BUNDLED_NAME, LoadedModel, Resolution, load_model, \
+    load_tokenizer, parse_spec, resolve_default_model
+from cbert_core.text import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP
+from cbert_core.trace import Trace, trace
+
+MODEL_DEFAULT = "Default (see why below)"
+MODEL_BUNDLED = f"Bundled: {BUNDLED_NAME}"
+MODEL_CLINICAL = f"Hub: {BIO_CLINICALBERT}"
+MODEL_OTHER = "Other hub id or local folder..."
+UPLOAD_LIMIT_BYTES = 2_000_000  # a .txt note; collections go through the Corpus page
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything a trace depends on, read from the sidebar."""
+
+    model_spec: str  # text for parse_spec
+    lowercase: bool | None  # None: the tokenizer's default
+    note: str
+    overlap: int
+    precision: str
+    max_chars: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Current:
+    loaded: LoadedModel
+    trace: Trace
+    trace_key: str
+    settings: Settings
+
+
+@st.cache_resource(show_spinner=False)
+def _model_cache() -> ResultCache[LoadedModel]:
+    return ResultCache(max_items=3)
+
+
+@st.cache_resource(show_spinner=False)
+def _trace_cache() -> ResultCache[Trace]:
+    return ResultCache(max_items=32, max_bytes=3 * 2**30, sizeof=lambda value: value.nbytes)
+
+
+@st.cache_resource(show_spinner="Deciding which model to start with...")
+def default_resolution() -> Resolution:
+    """Decided once per server start; bounded to a few seconds when offline."""
+    return resolve_default_model()
+
+
+def progress_reporter(label: str) -> tuple[Callable[[float, str], None], Callable[[], None]]:
+    """A progress bar and its clean-up. Updating it is where a stale run gets cancelled."""
+    holder = st.empty()
+    bar = holder.progress(0.0, text=label)
+
+    def report(fraction: float, message: str) -> None:
+        bar.progress(min(max(float(fraction), 0.0), 1.0), text=f"{label}: {message}")
+
+    return report, holder.empty
+
+
+def get_model(spec_text: str) -> LoadedModel:
+    """The loaded model for ``spec_text`` (shared across sessions; loads once)."""
+    spec = parse_spec(spec_text)
+    cache = _model_cache()
+    cached = cache.get(spec)
+    if cached is not None:
+        return cached
+    report, done = progress_reporter(f"Loading {spec.label}")
+    try:
+        return cache.get_or_compute(spec, lambda: load_model(spec, progress=report))
+    finally:
+        done()
+
+
+@st.cache_resource(show_spinner="Loading the tokenizer...", max_entries=4)
+def get_tokenizer(spec_text: str) -> Any:
+    """Only a checkpoint's tokenizer (for comparisons), shared across sessions."""
+    return load_tokenizer(spec_text)
+
+
+def trace_key(settings: Settings, model_key: str, **extra: Any) -> str:
+    """A digest naming one trace (the note text itself never becomes a visible key)."""
+    payload = repr((model_key, settings.note, settings.lowercase, settings.overlap, settings.precision,
+                    sorted(extra.items())))
+    return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def get_trace(loaded: LoadedModel, settings: Settings, **options: Any) -> tuple[Trace, str]:
+    """The trace of the note in force (computed once per note, model and settings)."""
+    key = trace_key(settings, loaded.info.key, **options)
+    cache = _trace_cache()
+    cached = cache.get(key)
+    if cached is not None:
+        return cached, key
+    report, done = progress_reporter("Running the note through the model")
+    try:
+        result = cache.get_or_compute(key, lambda: trace(
+            loaded, settings.note, lowercase=settings.lowercase, overlap=settings.overlap,
+            precision=settings.precision, max_chars=settings.max_chars, progress=report, **options))
+    finally:
+        done()
+    return result, key
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Show a cbert_core error as a message (never a traceback) and stop the page."""
+    try:
+        yield
+    except CbertError as problem:
+        st.error(str(problem), icon=":material/warning:")
+        st.stop()
+
+
+def current(**trace_options: Any) -> Current:
+    """Model and trace for the page; stops the page with a message on a user error."""
+    settings = st.session_state.get("settings")
+    if settings is None:
+        st.stop()
+    with user_errors():
+        loaded = get_model(settings.model_spec)
+        result, key = get_trace(loaded, settings, **trace_options)
+    return Current(loaded=loaded, trace=result, trace_key=key, settings=settings)
+
+
+# ---------------------------------------------------------------- cached analyses
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def head_statistics(key: str, window: int, _trace: Trace) -> attention_analysis.HeadStatistics:
+    return attention_analysis.head_statistics(_trace, window)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def rollout(key: str, window: int, _trace: Trace) -> Any:
+    return attention_analysis.rollout(_trace, window)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def word_attention(key: str, window: int, layer: int, head: int, _trace: Trace) -> attention_analysis.WordAttention:
+    return attention_analysis.word_attention(_trace, window, layer, head)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def projection_of(key: str, layer: int, method: str, _trace: Trace) -> projection.Projection:
+    if method == "pca":
+        return projection.project(_trace, layer, "pca")
+    report, done = progress_reporter(f"Computing {projection.METHOD_NAMES[method]}")
+    try:
+        return projection.project(_trace, layer, method, progress=report)  # type: ignore[arg-type]
+    finally:
+        done()
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def trajectories(key: str, positions: tuple[int, ...], _trace: Trace) -> projection.Trajectories:
+    import numpy as np
+
+    return projection.trajectories(_trace, np.asarray(positions, dtype=np.int64))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def note_embeddings(key: str, _trace: Trace) -> projection.NoteEmbeddings:
+    return projection.note_embeddings(_trace)
+
+
+# ---------------------------------------------------------------- sidebar
+
+def _load_example() -> None:
+    choice = st.session_state.get("example_choice")
+    if choice in EXAMPLE_NOTES:
+        st.session_state["note_text"] = EXAMPLE_NOTES[choice]
+
+
+def _load_upload() -> None:
+    upload = st.session_state.get("note_upload")
+    if upload is None:
+        return
+    data = upload.getvalue()
+    if len(data) > UPLOAD_LIMIT_BYTES:
+        st.session_state["upload_error"] = (
+            f"{upload.name} is {len(data) / 1e6:.1f} MB; a note can be at most {UPLOAD_LIMIT_BYTES / 1e6:.0f} MB. "
+            "Upload a single note (for collections use the Corpus page).")
+        return
+    try:
+        st.session_state["note_text"] = data.decode("utf-8-sig")
+        st.session_state["upload_error"] = None
+    except UnicodeDecodeError:
+        st.session_state["upload_error"] = (f"{upload.name} is not UTF-8 text. Save it as UTF-8 (plain text) "
+                                            "and upload it again.")
+
+
+def _model_choice() -> str:
+    resolution = default_resolution()
+    choice = st.sidebar.selectbox("Model", [MODEL_DEFAULT, MODEL_BUNDLED, MODEL_CLINICAL, MODEL_OTHER],
+                                  key="model_choice")
+    if choice == MODEL_DEFAULT:
+        spec_text = resolution.spec.location if resolution.spec.kind != "bundled" else ""
+        with st.sidebar.expander(f"Why {resolution.spec.label}?", expanded=False):
+            for step in resolution.steps:
+                st.markdown(f"- {step}")
+            st.caption(f"Decided in {resolution.seconds:.2f} s.")
+        return spec_text
+    if choice == MODEL_BUNDLED:
+        return ""
+    if choice == MODEL_CLINICAL:
+        return BIO_CLINICALBERT
+    return st.sidebar.text_input("Hub id or local folder", key="model_custom",
+                                 placeholder="/path/to/model or owner/name").strip()
+
+
+def _casing(loaded: LoadedModel) -> bool | None:
+    info = loaded.info
+    if not info.casing_switchable:
+        st.sidebar.caption("Casing: fixed by this tokenizer.")
+        return None
+    keep_case = st.sidebar.toggle(
+        "Keep upper/lower case", key="keep_case", value=not info.tokenizer_lowercases,
+        help="The tokenizer's own setting is "
+             f"{'to lower-case the text' if info.tokenizer_lowercases else 'to keep case'}. "
+             f"The vocabulary is {'cased' if info.vocab_cased else 'uncased'}.")
+    if info.casing_mismatch:
+        st.sidebar.info(
+            "This vocabulary is **cased**, but the published tokenizer settings **lower-case** the text "
+            "(so 'COPD' is read as 'cop ##d' rather than 'CO ##PD'). The model was pretrained on cased "
+            "text; switch on *Keep upper/lower case* to read notes as it saw them.", icon=":material/match_case:")
+    return not keep_case
+
+
+def sidebar() -> Settings | None:
+    """Draw the shared sidebar and store the resulting :class:`Settings` in session state."""
+    st.session_state.setdefault("note_text", EXAMPLE_NOTES[DEFAULT_EXAMPLE])
+    st.sidebar.markdown("### Model")
+    spec_text = _model_choice()
+    loaded = None
+    with st.sidebar:
+        try:
+            loaded = get_model(spec_text)
+        except CbertError as problem:
+            st.error(str(problem), icon=":material/warning:")
+    lowercase = None
+    if loaded is not None:
+        info = loaded.info
+        st.sidebar.caption(
+            f"**In force:** {info.name} · {info.family} · {info.num_layers} layers × {info.num_heads} heads · "
+            f"head: {info.head_kind} · {info.max_tokens} positions")
+        lowercase = _casing(loaded)
+
+    st.sidebar.markdown("### Note")
+    st.sidebar.selectbox("Example notes", ["(choose an example)", *EXAMPLE_NOTES], key="example_choice",
+                         on_change=_load_example)
+    st.sidebar.text_area("Clinical note", key="note_text", height=220,
+                         help="Paste a note; type [MASK] where the model should fill in a word. "
+                              "Press Ctrl+Enter (or click outside) to apply.")
+    st.sidebar.file_uploader("...or upload a .txt note", type=["txt"], key="note_upload", on_change=_load_upload)
+    if st.session_state.get("upload_error"):
+        st.sidebar.error(st.session_state["upload_error"], icon=":material/warning:")
+    with st.sidebar.expander("Advanced"):
+        overlap = st.number_input("Window overlap for long notes (tokens)", min_value=0, max_value=256,
+                                  value=DEFAULT_OVERLAP, step=16, key="overlap")
+        fast_bf16 = torch.backends.cpu.get_cpu_capability() in {"AVX512", "AMX"}
+        precision = st.radio("Precision", ["fp32", "bf16"], key="precision", horizontal=True,
+                             help="bf16 autocast is ~3x faster on CPUs with AMX; on others it is slower. "
+                                  f"This server's CPU: {torch.backends.cpu.get_cpu_capability()}"
+                                  f"{' (bf16 is fast here)' if fast_bf16 else ' (bf16 is slow here)'}.")
+        max_chars = st.number_input("Longest note accepted (characters)", min_value=1_000, max_value=1_000_000,
+                                    value=DEFAULT_MAX_CHARS, step=10_000, key="max_chars")
+    if loaded is None:
+        st.session_state["settings"] = None
+        return None
+    settings = Settings(model_spec=spec_text, lowercase=lowercase, note=st.session_state["note_text"],
+                        overlap=int(overlap), precision=str(precision), max_chars=int(max_chars))
+    st.session_state["settings"] = settings
+    return settings
