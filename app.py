@@ -15,11 +15,14 @@ import streamlit as st  # noqa: E402
 
 import ui  # noqa: E402
 
-st.set_page_config(page_title="Clinical BERT explorer", page_icon=":material/stethoscope:", layout="wide",
+# The tab icon is drawn here rather than named (":material/..." or an emoji), which the
+# browser would fetch from a CDN: nothing may leave the machine.
+st.set_page_config(page_title="Clinical BERT explorer", page_icon=ui.tab_icon(), layout="wide",
                    initial_sidebar_state="expanded")
 
 PAGES = [
     st.Page("pages/note.py", title="Note", icon=":material/description:", default=True),
+    st.Page("pages/inside.py", title="Inside the model", icon=":material/biotech:"),
     st.Page("pages/tokenization.py", title="Tokenization", icon=":material/extension:"),
     st.Page("pages/attention.py", title="Attention", icon=":material/visibility:"),
     st.Page("pages/embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),

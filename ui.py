@@ -57,6 +57,19 @@ class Current:
 
 
 @st.cache_resource(show_spinner=False)
+def tab_icon() -> Any:
+    """A small teal cross for the browser tab, drawn in memory (no file, no CDN)."""
+    from PIL import Image, ImageDraw
+
+    icon = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(icon)
+    draw.rounded_rectangle((2, 2, 62, 62), radius=14, fill=(31, 111, 139, 255))
+    draw.rectangle((26, 12, 38, 52), fill="white")
+    draw.rectangle((12, 26, 52, 38), fill="white")
+    return icon
+
+
+@st.cache_resource(show_spinner=False)
 def _model_cache() -> ResultCache[LoadedModel]:
     return ResultCache(max_items=3)
 
@@ -64,6 +77,11 @@ def _model_cache() -> ResultCache[LoadedModel]:
 @st.cache_resource(show_spinner=False)
 def _trace_cache() -> ResultCache[Trace]:
     return ResultCache(max_items=32, max_bytes=3 * 2**30, sizeof=lambda value: value.nbytes)
+
+
+@st.cache_resource(show_spinner=False)
+def _inside_cache() -> ResultCache[Any]:
+    return ResultCache(max_items=6, max_bytes=2**30, sizeof=lambda value: value.nbytes)
 
 
 @st.cache_resource(show_spinner="Deciding which model to start with...")
@@ -127,6 +145,16 @@ def get_trace(loaded: LoadedModel, settings: Settings, **options: Any) -> tuple[
     return result, key
 
 
+def get_inside(loaded: LoadedModel, settings: Settings) -> Any:
+    """The exact float32 walk for the "Inside the model" page (computed on that page only)."""
+    from cbert_core.inside import inside_trace
+
+    key = ("inside", trace_key(settings, loaded.info.key))
+    with st.spinner("Walking the note through every layer..."):
+        return _inside_cache().get_or_compute(key, lambda: inside_trace(
+            loaded, settings.note, lowercase=settings.lowercase, max_chars=settings.max_chars))
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Show a cbert_core error as a message (never a traceback) and stop the page."""
@@ -137,8 +165,23 @@ def user_errors() -> Iterator[None]:
         st.stop()
 
 
+def require_entry_script() -> None:
+    """Make sure the page runs inside app.py's navigation, not as a legacy stand-alone page.
+
+    Streamlit runs a file from ``pages/`` on its own (the pre-``st.navigation``
+    behaviour) when the very first request after a server start asks for that
+    page's URL. Switch the server to app.py's navigation and run again.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def current(**trace_options: Any) -> Current:
     """Model and trace for the page; stops the page with a message on a user error."""
+    require_entry_script()
     settings = st.session_state.get("settings")
     if settings is None:
         st.stop()

@@ -7,7 +7,7 @@ blank on a locked-down hospital network and 1.7 GB at 512 tokens. Here:
 * the CDN script is replaced by d3 and jQuery shipped in this package (see
   ``vendor/``) and a two-line stand-in for require.js, so nothing is fetched;
 * only a span of tokens (and, for the head view, one layer) is sent, with
-  values rounded to 3 decimals;
+  values rounded to 3 decimals, once (bertviz also pastes them into a comment);
 * token text cannot close the surrounding ``<script>`` element: ``<``, ``>`` and
   ``&`` travel as JSON escapes (bertviz draws tokens with d3 ``.text()``, so
   they show as text).
@@ -23,10 +23,16 @@ from typing import Literal
 import numpy as np
 
 VENDOR = Path(__file__).resolve().parent / "vendor"
-MAX_HEAD_VIEW_TOKENS = 160
+MAX_HEAD_VIEW_TOKENS = 128
 MAX_MODEL_VIEW_TOKENS = 48
 CDN_SCRIPT = re.compile(r'<script src="https://cdnjs\.cloudflare\.com/[^"]*"></script>')
 CDN_URL = re.compile(r"https://cdnjs\.cloudflare\.com/[^'\"]*")
+# bertviz substitutes its params into a code comment as well as the code, sending
+# every value twice; the comment copy is dropped.
+PARAMS_IN_COMMENT = re.compile(r"// HACK: [^\n]*")
+PARAMS_LINE = re.compile(r"const params = \{[^\n]*")
+NUMBER_GAP = re.compile(r"(?<=[\d\]]), (?=[\d\[])")  # ", " between numbers or arrays
+ZERO = re.compile(r"(?<=[\[,])0\.0(?=[,\]])")
 # Characters that could end a <script> block, sent through bertviz as private-use
 # stand-ins, then turned into JSON escapes that JavaScript reads back as the character.
 _STAND_INS = {"<": "\ue000", ">": "\ue001", "&": "\ue002"}
@@ -97,6 +103,8 @@ def bertviz_html(kind: Literal["head", "model"], attention: np.ndarray, tokens: 
         data = _rounded_layers(attention)
         result = model_view(data, safe, display_mode="light", html_action="return")
         page = result.data
+    page = PARAMS_IN_COMMENT.sub("", page)
+    page = PARAMS_LINE.sub(lambda line: ZERO.sub("0", NUMBER_GAP.sub(",", line.group(0))), page)
     page = CDN_SCRIPT.sub("", page)
     page = CDN_URL.sub("", page)
     for stand_in, escape in _JSON_ESCAPES.items():

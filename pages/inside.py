@@ -1,0 +1,118 @@
+"""Inside the model: the note through the embedding layer, every encoder layer and the output head."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+import ui
+from cbert_core.inside import (
+    CAPTIONS,
+    attention_step,
+    embedding_walk,
+    encoder_stack,
+    logit_lens,
+    verify_layer,
+)
+from cbert_core.views.attention_figures import neuron_view
+from cbert_core.views.inside_figures import (
+    attention_step_figure,
+    embedding_parts_figure,
+    head_share_figure,
+    layer_token_heatmap,
+    logit_lens_figure,
+)
+from cbert_core.views.labels import escape, head_name, position_labels
+
+st.title("Inside the model")
+st.caption("The note's journey through the model with the real numbers: first the embedding layer, then each "
+           "encoder layer (attention, then a feed-forward step), then the output layer.")
+now = ui.current()
+loaded, info = now.loaded, now.loaded.info
+with ui.user_errors():
+    inside = ui.get_inside(loaded, now.settings)
+labels = position_labels(inside.tokens, range(inside.num_positions))
+
+st.header("1 · Embedding layer")
+st.caption(CAPTIONS["embeddings"])
+walk = embedding_walk(inside)
+if walk.projected:
+    st.caption(CAPTIONS["embedding_projection"])
+shares = ", ".join(f"{name} {share:.0%}" for name, share in zip(walk.part_names, walk.note_norm_shares))
+st.markdown(f"Across this note, the parts' average shares are: **{shares}**.")
+st.plotly_chart(embedding_parts_figure(walk.part_names, walk.norm_shares, labels, walk.sum_norms,
+                                       walk.output_norms), key="inside_embeddings", width="stretch")
+
+st.header("2 · Attention, step by step")
+st.caption(CAPTIONS["attention_step"])
+columns = st.columns(3)
+layer = columns[0].number_input("Layer", 1, inside.num_layers, 1, key="inside_layer") - 1
+head = columns[1].number_input("Head", 1, inside.num_heads, 1, key="inside_head") - 1
+masks = [int(p) for p in inside.mask_positions]
+query = columns[2].selectbox("Query token", range(inside.num_positions), key="inside_query",
+                             index=masks[0] if masks else min(1, inside.num_positions - 1),
+                             format_func=lambda p: labels[p])
+step = attention_step(inside, layer, head, query)
+st.plotly_chart(neuron_view(step.query, step.keys, labels, labels[query], step.scale, step.weights),
+                key="inside_qk", width="stretch")
+left, right = st.columns([3, 2])
+with left:
+    st.plotly_chart(attention_step_figure(labels, step.scores, step.weights, np.linalg.norm(step.values, axis=-1)),
+                    key="inside_step", width="stretch")
+with right:
+    st.plotly_chart(head_share_figure(step.head_shares, head), key="inside_share", width="stretch")
+    st.caption(CAPTIONS["head_share"])
+    st.markdown(f"{head_name(layer, head)} gives **{step.share:.0%}** of layer {layer + 1}'s attention update "
+                f"at {labels[query]}.")
+check = verify_layer(loaded, inside, layer)
+st.caption(f"{CAPTIONS['check']} Largest difference in layer {layer + 1}: {check.max_error:.1e} (head output "
+           f"{check.context_error:.1e}, attention update {check.attention_update_error:.1e}, layer output "
+           f"{check.layer_output_error:.1e}).")
+
+st.header("3 · The encoder stack")
+st.caption(CAPTIONS["encoder_stack"])
+stack = encoder_stack(inside)
+left, right = st.columns(2)
+with left:
+    st.plotly_chart(layer_token_heatmap(stack.attention_relative, labels, "Attention's change, relative to the "
+                                        "running summary", "relative size"), key="inside_att_rel", width="stretch")
+with right:
+    st.plotly_chart(layer_token_heatmap(stack.ffn_relative, labels, "Feed-forward's change, relative to the "
+                                        "running summary", "relative size"), key="inside_ffn_rel", width="stretch")
+st.plotly_chart(layer_token_heatmap(stack.stream_norms, labels, "Size (norm) of the running summary entering "
+                                    "each layer, and after the last", "norm", first_layer=0),
+                key="inside_stream", width="stretch")
+
+st.header("4 · Output layer")
+output = inside.output
+st.caption(CAPTIONS[f"output.{output.kind}"])
+if output.kind == "masked-lm":
+    position = st.selectbox("Position", range(inside.num_positions), key="inside_lens_position",
+                            index=masks[0] if masks else min(1, inside.num_positions - 1),
+                            format_func=lambda p: labels[p])
+    st.dataframe(pd.DataFrame(output.predictions_at(position), columns=["token", "probability"]),
+                 hide_index=True, width="content")
+    st.subheader("Logit lens")
+    st.caption(CAPTIONS["logit_lens"])
+    with ui.user_errors():
+        lens = logit_lens(loaded, inside, position)
+    st.plotly_chart(logit_lens_figure(lens.layer_names, lens.final_probs, lens.input_token_probs,
+                                      escape(lens.final_token), escape(lens.token)), key="inside_lens",
+                    width="stretch")
+    st.dataframe(pd.DataFrame({name: [f"{token} ({prob:.0%})" for token, prob in zip(tokens, probs)]
+                               for name, tokens, probs in zip(lens.layer_names, lens.top_tokens, lens.top_probs)}),
+                 hide_index=True, width="stretch")
+elif output.kind == "sequence-classification":
+    st.dataframe(pd.DataFrame({"label": output.labels, "probability": output.sequence_probs}), hide_index=True)
+elif output.kind == "token-classification":
+    best = output.token_probs.argmax(-1)
+    st.dataframe(pd.DataFrame({"token": inside.tokens, "label": [output.labels[i] for i in best],
+                               "probability": output.token_probs.max(-1)}), hide_index=True, width="stretch")
+else:
+    vectors = {"[CLS] vector": output.cls_vector, "mean of pieces": output.mean_vector}
+    if output.pooled_vector is not None:
+        vectors["pooled vector"] = output.pooled_vector
+    st.dataframe(pd.DataFrame({name: [f"{np.linalg.norm(vector):.2f}", np.array2string(vector[:8], precision=3)]
+                               for name, vector in vectors.items()}, index=["norm", "first 8 numbers"]))
+PREDICTIONS_LINK = None  # linked once the Predictions page lands
