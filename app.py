@@ -29,5 +29,6 @@ PAGES = [
 ]
 
 navigation = st.navigation(PAGES)
+ui.keep_page_choices()
 ui.sidebar()
 navigation.run()

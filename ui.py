@@ -140,6 +140,8 @@ def get_trace(loaded: LoadedModel, settings: Settings, **options: Any) -> tuple[
         result = cache.get_or_compute(key, lambda: trace(
             loaded, settings.note, lowercase=settings.lowercase, overlap=settings.overlap,
             precision=settings.precision, max_chars=settings.max_chars, progress=report, **options))
+        report(1.0, "summarizing every attention head")
+        head_statistics(key, 0, result)  # part of the first analysis, so the Attention page opens at once
     finally:
         done()
     return result, key
@@ -232,6 +234,20 @@ def note_embeddings(key: str, _trace: Trace) -> projection.NoteEmbeddings:
 
 
 # ---------------------------------------------------------------- sidebar
+
+# Widget keys whose values survive page switches. Streamlit drops a widget's value
+# when a run does not draw the widget (any other page); writing the value back at
+# the start of every run keeps it (buttons and uploaders cannot be written, so only
+# these prefixes are kept).
+PERSISTENT_PREFIXES = ("att_", "emb_", "inside_", "tok_", "pred_", "attr_", "ko_", "corpus_", "cmp_", "ft_")
+
+
+def keep_page_choices() -> None:
+    """Carry every page's choices (layer, head, view, ...) across page switches."""
+    for key in list(st.session_state.keys()):
+        if isinstance(key, str) and key.startswith(PERSISTENT_PREFIXES):
+            st.session_state[key] = st.session_state[key]
+
 
 def _load_example() -> None:
     choice = st.session_state.get("example_choice")

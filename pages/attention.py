@@ -47,7 +47,7 @@ if view == "Heads":
                               format_func=lambda m: m.replace("_", " "))
         stats = ui.head_statistics(now.trace_key, window, result)
         event = st.plotly_chart(head_grid(stats.metric(metric), metric, (layer, head)), on_select="rerun",
-                                selection_mode="points", key="att_grid", width="stretch")
+                                selection_mode="points", key="grid_heads", width="stretch")
         points = event.selection.points if event and event.selection else []
         if points:
             index = int(points[0]["point_index"])

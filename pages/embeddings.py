@@ -33,7 +33,7 @@ colour_by = controls[2].selectbox("Colour by", ["section", "sentence", "piece ki
 
 if method != "pca" and not st.session_state.get(f"emb_run_{method}"):
     st.info(f"{METHOD_NAMES[method]} takes a few seconds per layer.", icon=":material/timer:")
-    if st.button(f"Compute {METHOD_NAMES[method]}", key=f"emb_go_{method}"):
+    if st.button(f"Compute {METHOD_NAMES[method]}", key=f"go_{method}"):
         st.session_state[f"emb_run_{method}"] = True
         st.rerun()
     method = "pca"

@@ -83,7 +83,7 @@ else:
 
 st.subheader("Through a second model's tokenizer")
 second = st.text_input("Second model (hub id or local folder; empty for the bundled model)",
-                       value="" if info.spec.kind != "bundled" else BIO_CLINICALBERT, key="second_tokenizer")
+                       value="" if info.spec.kind != "bundled" else BIO_CLINICALBERT, key="tok_second")
 try:
     other_tokenizer = ui.get_tokenizer(second)
 except CbertError as problem:

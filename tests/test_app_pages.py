@@ -96,7 +96,7 @@ def test_tokenization_page_table_and_casing(reference) -> None:
 def test_attention_page_grid_heatmap_and_views(reference) -> None:
     app = start("pages/attention.py")
     figures = charts(app)
-    grid = figures["att_grid"]["data"][0]
+    grid = figures["grid_heads"]["data"][0]
     assert len(grid["text"]) == 6 * 12  # one square per head
     heatmap = figures["att_heatmap"]
     assert len(heatmap["data"][0]["x"]) == len(reference.tokens)

@@ -1,0 +1,109 @@
+"""What the browser receives for the Attention page, and how fast it draws, beside plain bertviz.
+
+Starts the app as `make run` does on the real-size (Bio_ClinicalBERT-shaped) checkpoint, drives it in
+headless Chromium and prints, at 64, 256 and 512 tokens:
+  * bytes the app sends (websocket) when opening the Attention page, for its default view and for
+    the bertviz head and model views;
+  * seconds from the click to a drawn page, first visit and again after visiting another page
+    (nothing recomputed), and after switching the layer;
+  * the size of the page plain bertviz (html_action="return", every layer) would send.
+
+    .venv/bin/python bench/ui.py
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import ROOT, note_with_tokens, shaped_checkpoint
+
+sys.path.insert(0, str(ROOT / "tests"))
+from browser_support import browser, drawn_after, open_page, running_app, set_note, settle, watch  # noqa: E402
+
+from cbert_core.loading import load_model  # noqa: E402
+from cbert_core.trace import trace  # noqa: E402
+
+SIZES = (64, 256, 512)
+GOALS = {"payload_mb": 5.0, "first_draw_s": 2.0, "cached_draw_s": 1.0}
+
+
+def plain_bertviz_bytes(attention: np.ndarray, tokens: list[str], exact: bool) -> tuple[int, str]:
+    """Size of bertviz's head_view page for every layer: exact, or one layer times the layer count."""
+    import torch
+    from bertviz import head_view
+
+    if exact:
+        layers = [torch.from_numpy(attention[layer][None].astype(np.float32)) for layer in range(len(attention))]
+        return len(head_view(layers, tokens, html_action="return").data.encode()), "exact"
+    one = head_view([torch.from_numpy(attention[0][None].astype(np.float32))], tokens, html_action="return")
+    return len(one.data.encode()) * len(attention), "one layer x layers"
+
+
+def choose_view(tab: object, name: str) -> None:
+    tab.locator('[data-testid="stSelectbox"]', has_text="View").first.click()
+    tab.get_by_role("option", name=name).click()
+
+
+def main() -> None:
+    folder = shaped_checkpoint()
+    loaded = load_model(str(folder))
+    tokenizer = loaded.tokenizer()
+    print(f"model: Bio_ClinicalBERT-shaped checkpoint ({loaded.info.num_layers} layers x {loaded.info.num_heads} "
+          f"heads), app started with make run")
+    rows = []
+    with running_app(env={"CBERT_MODEL": str(folder), "HF_HUB_OFFLINE": "1"}) as server, browser() as chromium:
+        context = chromium.new_context(viewport={"width": 1500, "height": 1400})
+        tab = context.new_page()
+        traffic = watch(tab)
+        tab.goto(server.url)
+        settle(tab)
+        for size in SIZES:
+            text = note_with_tokens(tokenizer, size - 2)
+            set_note(tab, text)
+            reference = trace(loaded, text)
+            traffic.reset()
+            first = open_page(tab, "Attention", plots=2)
+            heads_bytes = traffic.websocket_bytes  # plotly.js itself arrives once over HTTP and is cached
+            open_page(tab, "Note")
+            cached = open_page(tab, "Attention", plots=2)
+            layer_input = tab.locator('[data-testid="stMain"] input[aria-label="Layer"]')
+            layer_input.fill("7")
+            started = time.perf_counter()
+            layer_input.press("Enter")
+            layer_switch = drawn_after(tab, started, plots=2, text="L7 H1")
+            traffic.reset()
+            choose_view(tab, "bertviz head view")
+            settle(tab)
+            head_bytes = traffic.websocket_bytes
+            traffic.reset()
+            choose_view(tab, "bertviz model view")
+            settle(tab)
+            model_bytes = traffic.websocket_bytes
+            choose_view(tab, "Heads")
+            settle(tab)
+            plain, how = plain_bertviz_bytes(reference.attentions[0], list(reference.tokens), exact=size <= 64)
+            rows.append((size, len(reference.tokens), heads_bytes, head_bytes, model_bytes, first, cached,
+                         layer_switch, plain, how))
+            open_page(tab, "Note")
+        context.close()
+        assert not traffic.outside_requests, traffic.outside_requests
+
+    print("\n tokens | Attention page MB (heads / bertviz head / model view) | draw s (first / again / layer)"
+          " | plain bertviz MB | ratio")
+    for size, positions, heads, head, model, first, cached, layer, plain, how in rows:
+        biggest = max(heads, head, model)
+        print(f" {size:6d} | {heads / 1e6:6.2f} / {head / 1e6:6.2f} / {model / 1e6:6.2f}"
+              f"                       | {first:5.2f} / {cached:5.2f} / {layer:5.2f}"
+              f"             | {plain / 1e6:10.1f} ({how}) | {plain / biggest:7.0f}x smaller")
+    last = rows[-1]
+    print(f"\n512 tokens: largest Attention-page payload {max(last[2:5]) / 1e6:.2f} MB (goal <= "
+          f"{GOALS['payload_mb']} MB); first draw {last[5]:.2f} s (goal < {GOALS['first_draw_s']} s); "
+          f"drawn again {last[6]:.2f} s, after a layer switch {last[7]:.2f} s (goal <= {GOALS['cached_draw_s']} s)")
+
+
+if __name__ == "__main__":
+    main()

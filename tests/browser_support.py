@@ -1,0 +1,203 @@
+"""Drive the real app in headless Chromium: start it as `make run` does, wait, measure.
+
+Used by the browser tests and by bench/ui.py and bench/load.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+BUSY = '[data-testid="stStatusWidget"], [data-testid="stSpinner"], [data-testid="stProgress"]'
+SCREENSHOTS = ROOT / "tests" / "screenshots"
+LOCAL_PREFIXES = ("http://127.0.0.1", "http://localhost", "ws://127.0.0.1", "ws://localhost", "data:", "blob:",
+                  "about:")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+
+@contextmanager
+def running_app(env: dict[str, str] | None = None, log_dir: Path | None = None,
+                timeout_s: float = 120.0) -> Iterator[Server]:
+    """Start the app with `make run` on a free port; stop it (and its children) afterwards."""
+    port = free_port()
+    environment = {**os.environ, **(env or {})}
+    log_path = (log_dir or Path("/tmp")) / f"cbert-app-{port}.log"
+    with open(log_path, "w", encoding="utf-8") as log:
+        process = subprocess.Popen(["make", "-s", "run", f"PORT={port}"], cwd=ROOT, env=environment,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"the app exited early:\n{log_path.read_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.3)
+        else:
+            raise TimeoutError("the app did not start")
+        yield Server(url=url, process=process, log_path=log_path)
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@contextmanager
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+@dataclass
+class Traffic:
+    """What a page received and asked for, recorded from Playwright events."""
+
+    websocket_bytes: int = 0
+    http_bytes: int = 0
+    outside_requests: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.websocket_bytes = 0
+        self.http_bytes = 0
+
+    @property
+    def total_bytes(self) -> int:
+        return self.websocket_bytes + self.http_bytes
+
+
+def watch(page: object) -> Traffic:
+    """Record websocket frames, HTTP bodies, requests to other hosts and dialogs (alert())."""
+    traffic = Traffic()
+
+    def on_frame(payload: str | bytes) -> None:
+        traffic.websocket_bytes += len(payload.encode() if isinstance(payload, str) else payload)
+
+    def on_response(response: object) -> None:
+        try:
+            traffic.http_bytes += len(response.body())
+        except Exception:  # noqa: BLE001 - bodies of redirects/aborted requests are unavailable
+            pass
+
+    def on_dialog(dialog: object) -> None:
+        traffic.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("websocket", lambda socket_: socket_.on("framereceived", on_frame))
+    page.on("response", on_response)
+    page.on("request", lambda request: None if request.url.startswith(LOCAL_PREFIXES)
+            else traffic.outside_requests.append(request.url))
+    page.on("dialog", on_dialog)
+    return traffic
+
+
+def settle(page: object, timeout_s: float = 180.0, quiet_s: float = 1.5) -> float:
+    """Wait until the app shows no running/spinner/progress state for ``quiet_s``.
+
+    Returns the seconds until the calm began (the page was drawn), not counting the quiet wait.
+    """
+    started = time.perf_counter()
+    page.wait_for_selector("h1", timeout=timeout_s * 1000)
+    calm_since: float | None = None
+    while time.perf_counter() - started < timeout_s:
+        if page.locator(BUSY).count() > 0:
+            calm_since = None
+        elif calm_since is None:
+            calm_since = time.perf_counter()
+        elif time.perf_counter() - calm_since >= quiet_s:
+            return calm_since - started
+        time.sleep(0.05)
+    raise TimeoutError("the app did not settle")
+
+
+def wait_for_plots(page: object, count: int = 1, timeout_s: float = 60.0) -> None:
+    """Wait until ``count`` plotly charts have drawn their SVG."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if page.locator(".js-plotly-plot .main-svg").count() >= count:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"fewer than {count} plotly charts drew")
+
+
+def set_note(page: object, text: str) -> None:
+    """Type a note into the sidebar text area and commit it (Ctrl+Enter), checking it took."""
+    area = page.locator('[data-testid="stSidebar"] textarea[aria-label="Clinical note"]')
+    for _attempt in range(3):
+        area.click()
+        area.fill(text)
+        area.press("Control+Enter")
+        settle(page)
+        if area.input_value() == text:
+            return
+    raise AssertionError("the note did not take in the text area")
+
+
+def drawn_after(page: object, started: float, plots: int = 0, text: str | None = None,
+                timeout_s: float = 120.0) -> float:
+    """Seconds from ``started`` until the page is drawn: not busy, ``plots`` plotly charts drawn and
+    ``text`` (if given) shown. Waits for the page to stay calm afterwards (not counted)."""
+    while time.perf_counter() - started < timeout_s:
+        ready = page.locator(BUSY).count() == 0
+        if ready and plots:
+            ready = page.locator(".js-plotly-plot .main-svg").count() >= plots
+        if ready and text:
+            ready = page.get_by_text(text).count() > 0
+        if ready:
+            elapsed = time.perf_counter() - started
+            settle(page)
+            return elapsed
+        time.sleep(0.02)
+    raise TimeoutError("the page did not draw")
+
+
+def open_page(page: object, title: str, plots: int = 0) -> float:
+    """Click a page in the sidebar navigation; return seconds from the click until it was drawn."""
+    clicked = time.perf_counter()
+    page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+    page.wait_for_selector(f"h1:has-text('{title}')", timeout=120_000)
+    return drawn_after(page, clicked, plots)
+
+
+def screenshot(page: object, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path

@@ -1,0 +1,152 @@
+"""The real app in headless Chromium: every page draws, offline, and hostile text stays text.
+
+The app is started the way `make run` starts it, on a free port, offline
+(HF_HUB_OFFLINE=1, so it runs on the bundled model). Screenshots of every page
+go to tests/screenshots/ (ignored by git).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from browser_support import (
+    CHROMIUM,
+    browser,
+    open_page,
+    running_app,
+    screenshot,
+    set_note,
+    settle,
+    wait_for_plots,
+    watch,
+)
+from notes import CLINICAL_NOTE
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                reason="browser tests need Debian's chromium (make test installs it)")
+HOSTILE_NOTE = ("Pt denies <script>alert(1)</script> chest pain. <img src=x onerror=alert(2)> No fever. "
+                "</script> COPD [MASK] exacerbation.")
+PAGES = ["Note", "Inside the model", "Tokenization", "Attention", "Embeddings"]
+
+
+@pytest.fixture(scope="module")
+def app_server(tmp_path_factory: pytest.TempPathFactory):
+    with running_app(env={"HF_HUB_OFFLINE": "1", "CBERT_MODEL": ""},
+                     log_dir=tmp_path_factory.mktemp("logs")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    with browser() as instance:
+        yield instance
+
+
+@pytest.fixture()
+def page(chromium, app_server):
+    context = chromium.new_context(viewport={"width": 1500, "height": 1800})
+    tab = context.new_page()
+    traffic = watch(tab)
+    tab.goto(app_server.url)
+    settle(tab)
+    yield tab, traffic
+    context.close()
+
+
+def grid_rows(tab) -> int:
+    """Rows of the first Streamlit dataframe (glide grid reports them as aria-rowcount)."""
+    grid = tab.locator('[data-testid="stDataFrame"] [role="grid"]').first
+    return int(grid.get_attribute("aria-rowcount")) - 1  # minus the header row
+
+
+def test_every_page_draws_its_content_offline(page) -> None:
+    tab, traffic = page
+    set_note(tab, CLINICAL_NOTE)
+    assert "Word pieces" in tab.locator('[data-testid="stMetric"]').all_inner_texts()[1]
+    screenshot(tab, "note")
+    assert tab.locator("text=HISTORY OF PRESENT ILLNESS:").count() >= 1
+
+    open_page(tab, "Tokenization")
+    words = int(tab.locator('[data-testid="stMetric"]').nth(0).locator('[data-testid="stMetricValue"]')
+                .inner_text().replace(",", ""))
+    assert grid_rows(tab) == words
+    screenshot(tab, "tokenization")
+
+    open_page(tab, "Attention")
+    wait_for_plots(tab, 2)
+    screenshot(tab, "attention")
+    tab.locator('[data-testid="stSelectbox"]', has_text="View").first.click()
+    tab.get_by_role("option", name="bertviz head view").click()
+    settle(tab)
+    frame = tab.frame_locator("iframe").first
+    frame.locator("svg").first.wait_for(timeout=30_000)
+    time.sleep(1.0)
+    # bertviz draws one line per (head, query, key) with visible weight, and the tokens as text.
+    assert frame.locator("line, path").count() > 50
+    assert frame.locator("text").count() > 10
+    screenshot(tab, "attention_bertviz_head")
+
+    open_page(tab, "Embeddings")
+    wait_for_plots(tab, 3)
+    screenshot(tab, "embeddings")
+
+    open_page(tab, "Inside the model")
+    wait_for_plots(tab, 5)
+    screenshot(tab, "inside")
+
+    assert traffic.outside_requests == []
+    assert traffic.dialogs == []
+
+
+def test_hostile_note_shows_as_text_everywhere(page) -> None:
+    tab, traffic = page
+    set_note(tab, HOSTILE_NOTE)
+    note_text = tab.locator('[data-testid="stHtml"]').first.inner_text()
+    assert "<script>alert(1)</script>" in note_text and "<img src=x onerror=alert(2)>" in note_text
+    assert tab.locator('[data-testid="stMain"] img[src="x"]').count() == 0
+    screenshot(tab, "hostile_note")
+
+    open_page(tab, "Tokenization")
+    boxed = tab.locator('[data-testid="stHtml"]').first.inner_text()
+    assert "<img src=x onerror=alert(2)>" in boxed
+
+    open_page(tab, "Attention")
+    wait_for_plots(tab, 2)
+    labels = " ".join(tab.locator(".js-plotly-plot text").all_text_contents())
+    assert "<" in labels  # tick labels show the characters
+    assert tab.locator(".js-plotly-plot img").count() == 0
+    tab.locator('[data-testid="stSelectbox"]', has_text="View").first.click()
+    tab.get_by_role("option", name="bertviz head view").click()
+    settle(tab)
+    frame = tab.frame_locator("iframe").first
+    frame.locator("svg").first.wait_for(timeout=30_000)
+    time.sleep(1.0)
+    tokens = frame.locator("text").all_text_contents()
+    assert "<" in tokens and "script" in tokens
+    assert frame.locator("img").count() == 0
+    screenshot(tab, "hostile_bertviz")
+
+    for title in ("Embeddings", "Inside the model"):
+        open_page(tab, title)
+    time.sleep(1.0)
+    assert traffic.dialogs == [], f"a script ran: {traffic.dialogs}"
+    assert traffic.outside_requests == []
+
+
+def test_note_and_choices_persist_across_pages(page) -> None:
+    tab, _traffic = page
+    set_note(tab, "Patient denies chest pain. No fever.")
+    open_page(tab, "Attention")
+    layer = tab.locator('[data-testid="stMain"] input[aria-label="Layer"]')
+    layer.fill("3")
+    layer.press("Enter")
+    settle(tab)
+    open_page(tab, "Note")
+    assert tab.locator('[data-testid="stSidebar"] textarea').input_value() == "Patient denies chest pain. No fever."
+    values = tab.locator('[data-testid="stMetricValue"]').all_inner_texts()
+    assert values[3] == "2"  # sentences of the new note
+    open_page(tab, "Attention")
+    assert tab.locator('[data-testid="stMain"] input[aria-label="Layer"]').input_value() == "3"
