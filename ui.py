@@ -23,6 +23,7 @@ from cbert_core import attention as attention_analysis
 from cbert_core import projection
 from cbert_core.cache import ResultCache
 from cbert_core.errors import CbertError
+from cbert_core.status import server_status
 from cbert_core.examples import DEFAULT_EXAMPLE, EXAMPLE_NOTES
 from cbert_core.loading import BIO_CLINICALBERT, BUNDLED_NAME, LoadedModel, Resolution, load_model, \
     load_tokenizer, parse_spec, resolve_default_model
@@ -348,6 +349,11 @@ def sidebar() -> Settings | None:
                                   f"{' (bf16 is fast here)' if fast_bf16 else ' (bf16 is slow here)'}.")
         max_chars = st.number_input("Longest note accepted (characters)", min_value=1_000, max_value=1_000_000,
                                     value=DEFAULT_MAX_CHARS, step=10_000, key="max_chars")
+        status = server_status(_model_cache().values(), len(_trace_cache()), _trace_cache().total_bytes)
+        st.caption(f"Server: {status.rss_bytes / 2**30:.2f} GB resident · {status.models} model(s) · "
+                   f"{status.traces} trace(s), {status.trace_bytes / 2**20:.0f} MB cached · "
+                   f"{status.hooks} hooks left on models", help="For whoever runs the server: memory in use "
+                   "and a check that no analysis left a hook on a shared model.")
     if loaded is None:
         st.session_state["settings"] = None
         return None

@@ -42,6 +42,11 @@ class ResultCache(Generic[Value]):
         with self._lock:
             return sum(size for _value, size in self._items.values())
 
+    def values(self) -> list[Value]:
+        """A snapshot of the cached values (oldest first)."""
+        with self._lock:
+            return [value for value, _size in self._items.values()]
+
     def get(self, key: Hashable) -> Value | None:
         with self._lock:
             if key in self._items:

@@ -82,16 +82,22 @@ else:
     st.caption("This tokenizer has a single casing.")
 
 st.subheader("Through a second model's tokenizer")
-second = st.text_input("Second model (hub id or local folder; empty for the bundled model)",
-                       value="" if info.spec.kind != "bundled" else BIO_CLINICALBERT, key="tok_second")
-try:
-    other_tokenizer = ui.get_tokenizer(second)
-except CbertError as problem:
-    st.warning(str(problem), icon=":material/warning:")
+suggestion = "bundled" if info.spec.kind != "bundled" else ""
+second = st.text_input("Second model: 'bundled', a local folder or a hub id (a hub id needs the network "
+                       "unless it is cached)", value=suggestion, key="tok_second",
+                       placeholder=f"e.g. {BIO_CLINICALBERT} or /path/to/model").strip()
+if not second:
+    st.caption("Name a second model to compare how it splits this note.")
 else:
-    versus = compare(text, loaded.tokenizer(result.lowercase), other_tokenizer)
-    st.caption(f"{info.name}: {versus.a_piece_count} pieces; {second or 'bundled model'}: "
-               f"{versus.b_piece_count} pieces; {len(versus.differing)} words split differently.")
-    if versus.differing:
-        st.dataframe(pd.DataFrame([{"word": word, info.name: " ".join(a), second or "bundled": " ".join(b)}
-                                   for word, a, b in versus.differing[:300]]), hide_index=True, width="stretch")
+    try:
+        other_tokenizer = ui.get_tokenizer(second)
+    except CbertError as problem:
+        st.warning(str(problem), icon=":material/warning:")
+    else:
+        versus = compare(text, loaded.tokenizer(result.lowercase), other_tokenizer)
+        st.caption(f"{info.name}: {versus.a_piece_count} pieces; {second}: {versus.b_piece_count} pieces; "
+                   f"{len(versus.differing)} words split differently.")
+        if versus.differing:
+            st.dataframe(pd.DataFrame([{"word": word, info.name: " ".join(a), second: " ".join(b)}
+                                       for word, a, b in versus.differing[:300]]), hide_index=True,
+                         width="stretch")
