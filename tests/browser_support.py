@@ -201,3 +201,61 @@ def screenshot(page: object, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+# ---------------------------------------------------------------- async versions for many sessions at once
+
+async def asettle(page: object, timeout_s: float = 300.0, quiet_s: float = 1.5) -> None:
+    """:func:`settle` for Playwright's async API."""
+    import asyncio
+
+    await page.wait_for_selector("h1", timeout=timeout_s * 1000)
+    started = time.perf_counter()
+    calm_since: float | None = None
+    while time.perf_counter() - started < timeout_s:
+        if await page.locator(BUSY).count() > 0:
+            calm_since = None
+        elif calm_since is None:
+            calm_since = time.perf_counter()
+        elif time.perf_counter() - calm_since >= quiet_s:
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError("the app did not settle")
+
+
+async def aset_note(page: object, text: str) -> None:
+    """:func:`set_note` for Playwright's async API."""
+    area = page.locator('[data-testid="stSidebar"] textarea[aria-label="Clinical note"]')
+    for _attempt in range(3):
+        await area.click()
+        await area.fill(text)
+        await area.press("Control+Enter")
+        await asettle(page)
+        if await area.input_value() == text:
+            return
+    raise AssertionError("the note did not take in the text area")
+
+
+async def aopen_page(page: object, title: str) -> float:
+    """:func:`open_page` for Playwright's async API: seconds from the click until drawn and calm."""
+    clicked = time.perf_counter()
+    await page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+    await page.wait_for_selector(f"h1:has-text('{title}')", timeout=300_000)
+    await asettle(page, quiet_s=0.5)
+    return time.perf_counter() - clicked - 0.5
+
+
+def process_rss_bytes(port: int) -> int:
+    """Resident memory of the Streamlit server listening on ``port`` (Linux /proc)."""
+    found = subprocess.run(["pgrep", "-f", f"streamlit run app.py.*--server.port {port}"], capture_output=True,
+                           text=True, check=False).stdout.split()
+    total = 0
+    for pid in found:
+        try:
+            with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+                for line in handle:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total

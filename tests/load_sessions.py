@@ -1,0 +1,136 @@
+"""Many browser sessions on one server, each analysing its own note over and over.
+
+Shared by tests/test_load.py (4 sessions, 1 minute) and bench/load.py (8 sessions, 5 minutes).
+Every session checks, on every round, that the pages show its own note and no other session's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from dataclasses import dataclass, field
+
+from browser_support import CHROMIUM, CHROMIUM_ARGS, aopen_page, aset_note, asettle, process_rss_bytes
+
+PAGES = ("Tokenization", "Attention", "Embeddings", "Inside the model", "Note")
+WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet")
+
+
+def session_note(session: int, round_: int) -> str:
+    marker = f"Zx{WORDS[session % len(WORDS)]}{session}"
+    sentences = " ".join(f"Patient {marker} denies chest pain number {i}." for i in range(3 + session))
+    return f"HISTORY: {sentences} Round {round_}. COPD [MASK] exacerbation."
+
+
+@dataclass
+class LoadReport:
+    sessions: int
+    seconds: float
+    page_times: list[float] = field(default_factory=list)
+    rounds: list[int] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    rss: list[tuple[str, int]] = field(default_factory=list)
+    hooks_after: int | None = None
+    dialogs: list[str] = field(default_factory=list)
+    outside_requests: list[str] = field(default_factory=list)
+
+    @property
+    def median_page_s(self) -> float:
+        return statistics.median(self.page_times) if self.page_times else float("nan")
+
+    @property
+    def worst_page_s(self) -> float:
+        return max(self.page_times) if self.page_times else float("nan")
+
+
+async def _check_own(page: object, session: int, note: str, report: LoadReport, timeout_s: float = 60.0) -> None:
+    """The Note page must come to show this session's note (its length and marker) and never another's."""
+    own = f"Zx{WORDS[session % len(WORDS)]}{session}"
+    others = [f"Zx{WORDS[other % len(WORDS)]}{other}" for other in range(report.sessions) if other != session]
+    deadline = time.perf_counter() + timeout_s
+    values: list[str] = []
+    while time.perf_counter() < deadline:
+        values = await page.locator('[data-testid="stMetricValue"]').all_inner_texts()
+        boxes = await page.locator('[data-testid="stHtml"]').all_inner_texts()
+        shown = boxes[0] if boxes else ""
+        leaked = [marker for marker in others if marker in shown]
+        if leaked:
+            report.problems.append(f"session {session}: sees another session's note ({leaked})")
+            return
+        if values and values[0].replace(",", "") == str(len(note)) and own in shown:
+            return
+        await asyncio.sleep(0.2)
+    report.problems.append(f"session {session}: Characters shows {values[:1]}, expected {len(note)}")
+
+
+async def _session(browser: object, url: str, session: int, deadline: float, report: LoadReport) -> None:
+    context = await browser.new_context(viewport={"width": 1300, "height": 1000})
+    page = await context.new_page()
+    page.on("dialog", lambda dialog: report.dialogs.append(dialog.message))
+    page.on("request", lambda request: None if request.url.startswith(("http://127.0.0.1", "ws://127.0.0.1",
+                                                                        "data:", "blob:", "about:"))
+            else report.outside_requests.append(request.url))
+    rounds = 0
+    try:
+        await page.goto(url)
+        await asettle(page)
+        while time.perf_counter() < deadline:
+            note = session_note(session, rounds)
+            await aset_note(page, note)
+            await _check_own(page, session, note, report)
+            for title in PAGES:
+                report.page_times.append(await aopen_page(page, title))
+                if time.perf_counter() >= deadline:
+                    break
+            if await page.locator("h1:has-text('Note')").count():
+                await _check_own(page, session, note, report)
+            rounds += 1
+    except Exception as failure:  # noqa: BLE001 - every failure is a finding of the load run
+        report.problems.append(f"session {session}: {type(failure).__name__}: {str(failure)[:200]}")
+    finally:
+        report.rounds.append(rounds)
+        await context.close()
+
+
+async def _hooks_left(browser: object, url: str) -> int | None:
+    """Read the server status line (in the sidebar's Advanced section) from a fresh session."""
+    context = await browser.new_context()
+    page = await context.new_page()
+    try:
+        await page.goto(url)
+        await asettle(page)
+        await page.locator('[data-testid="stSidebar"] summary', has_text="Advanced").click()
+        text = await page.locator('[data-testid="stSidebar"]').inner_text()
+        for line in text.splitlines():
+            if "hooks left on models" in line:
+                return int(line.split("·")[-1].split("hooks")[0].strip())
+        return None
+    finally:
+        await context.close()
+
+
+async def _run(url: str, port: int, sessions: int, seconds: float) -> LoadReport:
+    from playwright.async_api import async_playwright
+
+    report = LoadReport(sessions=sessions, seconds=seconds)
+    report.rss.append(("start", process_rss_bytes(port)))
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        started = time.perf_counter()
+        deadline = started + seconds
+
+        async def sample_rss() -> None:
+            await asyncio.sleep(min(60.0, seconds / 2))
+            report.rss.append((f"after {min(60.0, seconds / 2):.0f} s", process_rss_bytes(port)))
+
+        await asyncio.gather(sample_rss(), *(_session(browser, url, index, deadline, report)
+                                             for index in range(sessions)))
+        report.rss.append(("end", process_rss_bytes(port)))
+        report.hooks_after = await _hooks_left(browser, url)
+        await browser.close()
+    return report
+
+
+def run_load(url: str, port: int, sessions: int, seconds: float) -> LoadReport:
+    return asyncio.run(_run(url, port, sessions, seconds))

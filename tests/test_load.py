@@ -1,0 +1,25 @@
+"""A short load run: 4 browser sessions for a minute on one server, no cross-talk, no hooks left."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from browser_support import CHROMIUM, running_app
+from load_sessions import run_load
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (make test)")
+
+
+def test_four_sessions_for_a_minute_each_see_only_their_own_note(tmp_path: Path) -> None:
+    with running_app(env={"HF_HUB_OFFLINE": "1", "CBERT_MODEL": "bundled"}, log_dir=tmp_path) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        report = run_load(server.url, port, sessions=4, seconds=60)
+    assert report.problems == []
+    assert all(rounds >= 1 for rounds in report.rounds), report.rounds
+    assert len(report.page_times) >= 4 * len(("Tokenization", "Attention"))
+    assert report.hooks_after == 0
+    assert report.dialogs == [] and report.outside_requests == []
+    start, end = report.rss[0][1], report.rss[-1][1]
+    assert end < start + 3 * 2**30, report.rss  # memory stays bounded (caches are LRU with byte limits)
