@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from .hooks import HeadSet, Recording, capture, knockout
-from .loading import HeadKind, LoadedModel
+from .errors import ResourceLimitError
+from .loading import HeadKind, LoadedModel, ModelInfo
 from .text import (
     DEFAULT_MAX_CHARS,
     DEFAULT_OVERLAP,
@@ -36,6 +37,7 @@ from .text import (
 Precision = Literal["fp32", "bf16"]
 Progress = Callable[[float, str], None]
 DEFAULT_TOP_K = 10
+DEFAULT_MAX_TRACE_BYTES = 2 * 2**30  # what one trace may hold in memory
 HEAD_SPLIT_SITES = frozenset({"query", "key", "value", "context"})  # kept per head: [layer, head, pos, head_dim]
 
 
@@ -182,6 +184,7 @@ def trace(
     top_k: int = DEFAULT_TOP_K,
     knocked_out: Iterable[tuple[int, int]] = (),
     progress: Progress | None = None,
+    max_trace_bytes: int = DEFAULT_MAX_TRACE_BYTES,
 ) -> Trace:
     """Run ``text`` through ``loaded`` and capture what the views need.
 
@@ -198,20 +201,26 @@ def trace(
         top_k: masked-LM candidates kept per position.
         knocked_out: (layer, head) pairs zeroed for this run.
         progress: called with (fraction, message) after each window.
+        max_trace_bytes: refuse notes whose trace would need more memory than this.
 
     Raises:
         EmptyNoteError, NoteTooLongError: the note cannot be analysed.
+        ResourceLimitError: the trace would exceed ``max_trace_bytes``.
     """
     check_note(text, max_chars)
     info = loaded.info
     lowercase = loaded.resolve_lowercase(lowercase)
     tokenizer = loaded.tokenizer(lowercase)
-    segmentation = segment(text)
     note = tokenize_note(tokenizer, text)
     max_content = info.max_tokens - tokenizer.num_special_tokens_to_add(pair=False)
+    # Refuse an oversized note before the (slower) sentence segmentation.
+    _check_memory(info, plan_windows(len(note), max_content, overlap), len(note) + 2, capture_qk, capture_ffn,
+                  max_trace_bytes)
+    segmentation = segment(text)
     boundaries = sentence_start_tokens(note.offsets, [s.start for s in segmentation.sentences])
     windows = plan_windows(len(note), max_content, overlap, boundaries)
     owner_content = owner_windows(windows, len(note))
+    _check_memory(info, windows, len(note) + 2, capture_qk, capture_ffn, max_trace_bytes)
 
     extra = frozenset(extra_sites) - {"hidden", "attention", "query", "key", "ffn_activation"}
     sites = {"hidden", "attention", *extra}
@@ -288,6 +297,28 @@ def trace(
         # [layer, head, pos, head_dim] for per-head sites, else [layer, pos, ...]
         extras={name: stitch(name, axis=2 if name in HEAD_SPLIT_SITES else 1) for name in sorted(extra)},
     )
+
+
+def estimated_bytes(info: ModelInfo, windows: tuple[Window, ...], positions: int, capture_qk: bool = False,
+                    capture_ffn: bool = False) -> int:
+    """Memory a trace will hold: attention per window (float16), hidden states, optional captures."""
+    layers, heads = info.num_layers, info.num_heads
+    attention = sum(layers * heads * (w.size + 2) ** 2 * 2 for w in windows)
+    hidden = (layers + 1) * positions * info.hidden_size * 4
+    qk = sum(2 * layers * (w.size + 2) * info.hidden_size * 4 for w in windows) if capture_qk else 0
+    ffn = layers * positions * info.intermediate_size * 2 if capture_ffn else 0
+    return attention + hidden + qk + ffn
+
+
+def _check_memory(info: ModelInfo, windows: tuple[Window, ...], positions: int, capture_qk: bool,
+                  capture_ffn: bool, limit: int) -> None:
+    needed = estimated_bytes(info, windows, positions, capture_qk, capture_ffn)
+    if needed > limit:
+        raise ResourceLimitError(
+            f"This note ({positions - 2:,} word pieces in {len(windows)} windows) would need about "
+            f"{needed / 2**30:.1f} GB to analyse; the limit is {limit / 2**30:.1f} GB. Analyse a shorter excerpt "
+            f"(for example one section)."
+        )
 
 
 def _local_index(windows: tuple[Window, ...], owner: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ model to fill in a word.
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 
@@ -71,6 +72,17 @@ def check_note(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> None:
         )
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def tokenizable(text: str) -> str:
+    """``text`` with lone UTF-16 surrogates (possible from JSON escapes) replaced by U+FFFD.
+
+    The tokenizer cannot encode them; one character replaces one, so offsets still hold.
+    """
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
 def tokenize_note(tokenizer: PreTrainedTokenizerBase, text: str) -> NoteTokens:
     """Tokenize ``text`` into word pieces with offsets and word alignment.
 
@@ -82,6 +94,7 @@ def tokenize_note(tokenizer: PreTrainedTokenizerBase, text: str) -> NoteTokens:
         :class:`NoteTokens`; a note that yields no pieces (e.g. only control
         characters) raises :class:`EmptyNoteError`.
     """
+    text = tokenizable(text)
     mask = tokenizer.mask_token
     pieces: list[tuple[int, int, bool]] = []  # (start, end, is_mask) runs of text
     cursor = 0
