@@ -37,8 +37,12 @@ run: $(VENV)/.deps
 test: test-deps
 	$(PY) -m pytest
 
-bench: $(VENV)/.deps
+bench: test-deps
 	$(PY) bench/trace.py
+	$(PY) bench/attribution.py
+	$(PY) bench/ui.py
+	$(PY) bench/finetune.py
+	$(PY) bench/load.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache tests/screenshots

@@ -10,6 +10,9 @@ import os
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Several sessions share two cores: OpenMP threads that spin while waiting starve the others
+# (torch ran 7-100x slower under load with the default policy). Set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import streamlit as st  # noqa: E402
 
@@ -26,6 +29,8 @@ PAGES = [
     st.Page("pages/tokenization.py", title="Tokenization", icon=":material/extension:"),
     st.Page("pages/attention.py", title="Attention", icon=":material/visibility:"),
     st.Page("pages/embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
+    st.Page("pages/predictions.py", title="Predictions", icon=":material/target:"),
+    st.Page("pages/attribution.py", title="Attribution", icon=":material/balance:"),
 ]
 
 navigation = st.navigation(PAGES)

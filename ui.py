@@ -85,6 +85,11 @@ def _inside_cache() -> ResultCache[Any]:
     return ResultCache(max_items=6, max_bytes=2**30, sizeof=lambda value: value.nbytes)
 
 
+@st.cache_resource(show_spinner=False)
+def _analysis_cache() -> ResultCache[Any]:
+    return ResultCache(max_items=256)
+
+
 @st.cache_resource(show_spinner="Deciding which model to start with...")
 def default_resolution() -> Resolution:
     """Decided once per server start; bounded to a few seconds when offline."""
@@ -156,6 +161,51 @@ def get_inside(loaded: LoadedModel, settings: Settings) -> Any:
     with st.spinner("Walking the note through every layer..."):
         return _inside_cache().get_or_compute(key, lambda: inside_trace(
             loaded, settings.note, lowercase=settings.lowercase, max_chars=settings.max_chars))
+
+
+def analysis(name: str, now: Current, params: tuple, compute: Callable[[Callable[[float, str], None]], Any],
+             label: str) -> Any:
+    """A model-running analysis (predictions, attributions, scans) for the note in force.
+
+    Computed once per (analysis, model, note, settings, params) and shared; a progress bar
+    shows while it runs, and a changed input cancels it (Streamlit interrupts the run at
+    the next progress update; nothing half-done is cached).
+    """
+    key = (name, now.trace_key, params)
+    cache = _analysis_cache()
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
+    report, done = progress_reporter(label)
+    try:
+        return cache.get_or_compute(key, lambda: compute(report))
+    finally:
+        done()
+
+
+def knockout_picker(info: Any) -> frozenset[tuple[int, int]]:
+    """Heads (or whole layers) to knock out, shared by the Predictions and Attribution pages."""
+    from cbert_core.views.labels import head_name
+
+    if "ko_pending" in st.session_state:  # a head clicked in the importance scan on the last run
+        chosen = set(st.session_state.get("ko_heads", [])) | {st.session_state.pop("ko_pending")}
+        st.session_state["ko_heads"] = sorted(chosen)
+    names = {head_name(layer, head): (layer, head) for layer in range(info.num_layers)
+             for head in range(info.num_heads)}
+    with st.expander("Head knockout: compare with some heads switched off", expanded=False):
+        st.caption("A knocked-out head's output is zeroed before the layer mixes its heads. Results below then "
+                   "show the intact model beside the knocked-out one.")
+        columns = st.columns(2)
+        heads = columns[0].multiselect("Heads", list(names), key="ko_heads")
+        layers = columns[1].multiselect("Whole layers", list(range(1, info.num_layers + 1)), key="ko_layers",
+                                        format_func=lambda layer: f"layer {layer}")
+    chosen = {names[name] for name in heads if name in names}
+    chosen |= {(layer - 1, head) for layer in layers for head in range(info.num_heads)}
+    return frozenset(chosen)
+
+
+def has_analysis(name: str, now: Current, params: tuple) -> bool:
+    return (name, now.trace_key, params) in _analysis_cache()
 
 
 @contextlib.contextmanager

@@ -115,4 +115,5 @@ else:
         vectors["pooled vector"] = output.pooled_vector
     st.dataframe(pd.DataFrame({name: [f"{np.linalg.norm(vector):.2f}", np.array2string(vector[:8], precision=3)]
                                for name, vector in vectors.items()}, index=["norm", "first 8 numbers"]))
-PREDICTIONS_LINK = None  # linked once the Predictions page lands
+st.page_link("pages/predictions.py", label="What the model predicts, and why: the Predictions page",
+             icon=":material/arrow_forward:")

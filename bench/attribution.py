@@ -1,0 +1,243 @@
+"""Attribution and pseudo-likelihood speed and memory on the real-size (Bio_ClinicalBERT-shaped) checkpoint.
+
+Prints, for notes of 128 and 512 positions (the target: the log-probability of the
+original word at a [MASK] a quarter into the note):
+
+  * our integrated gradients (50 Gauss-Legendre steps) vs captum's
+    LayerIntegratedGradients at its defaults (n_steps=50, Gauss-Legendre, all 50
+    steps in one batch at 128; internal_batch_size=10 at 512, where one batch would
+    need about 25 GB), both on the word-embedding layer, same target, same baseline;
+  * seconds, peak resident memory of the measuring process (each measurement runs
+    in a fresh process; the model alone is shown as "idle"), the speed ratio, and
+    the convergence delta as % of the score difference;
+  * pseudo-log-likelihood time at 128 and 512 positions, exact and strided.
+
+Machine noise: the measurements alternate ours / captum, and the 128-position pair
+runs twice; the ratio is computed per round. Each row also shows the process's CPU
+time and the load average during the measurement: on a shared machine wall time can
+vary threefold between identical runs, CPU time much less.
+
+    .venv/bin/python bench/attribution.py
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import resource
+import statistics
+import sys
+import time
+from typing import Any
+
+from common import note_with_tokens, shaped_checkpoint
+
+GOALS = {"ratio_128": 3.0, "seconds_512": 15.0, "gb_512": 3.0, "delta_pct": 5.0, "pll_512_s": 10.0}
+
+
+def masked_note(tokenizer: Any, content_tokens: int) -> tuple[str, str, int]:
+    """A note of exactly ``content_tokens`` pieces with one single-piece word replaced by [MASK].
+
+    Returns:
+        (text, the masked word, its global position).
+    """
+    from cbert_core.text import tokenize_note
+
+    text = note_with_tokens(tokenizer, content_tokens)
+    note = tokenize_note(tokenizer, text)
+    numbers = note.piece_numbers
+    for index in range(content_tokens // 4, content_tokens):
+        single = numbers[index] == 0 and (index + 1 == len(note) or numbers[index + 1] == 0)
+        if single and note.tokens[index].isalpha():
+            start, end = (int(v) for v in note.offsets[index])
+            return text[:start] + "[MASK]" + text[end:], note.tokens[index], index + 1
+    raise ValueError("no single-piece word to mask")
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process: less sensitive than wall time to other work on the machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _peak_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
+
+
+def _child(kind: str, folder: str, positions: int, options: dict[str, Any], pipe: Any) -> None:
+    """Load the model and run one measurement; send back a dict (runs in a fresh process)."""
+    try:
+        import torch
+
+        from cbert_core.loading import load_model
+
+        loaded = load_model(folder)
+        tokenizer = loaded.tokenizer()
+        with torch.inference_mode():  # start the thread pool outside the timed part, for both sides alike
+            loaded.model(input_ids=torch.tensor([[tokenizer.cls_token_id, tokenizer.sep_token_id]]))
+        idle = _peak_gb()
+        cpu_before, load_before = _cpu_seconds(), os.getloadavg()[0]
+        result = {"ours": _ours, "captum": _captum, "pll": _pll}[kind](loaded, positions, options)
+        result.update(idle_gb=idle, peak_gb=_peak_gb(), cpu=_cpu_seconds() - cpu_before,
+                      load=(load_before + os.getloadavg()[0]) / 2)
+        pipe.send(result)
+    except BaseException as failure:  # noqa: BLE001 - reported by the parent
+        pipe.send({"error": f"{type(failure).__name__}: {failure}"})
+    finally:
+        pipe.close()
+
+
+def _ours(loaded: Any, positions: int, options: dict[str, Any]) -> dict[str, Any]:
+    from cbert_core.attribution import attribute, masked_token_target
+
+    text, word, _ = masked_note(loaded.tokenizer(), positions - 2)
+    target = masked_token_target(loaded, word)
+    started = time.perf_counter()
+    result = attribute(loaded, text, target, steps=options.get("steps", 50), rule=options.get("rule", "gauss-legendre"))
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "delta": result.delta, "gap": result.score - result.baseline_score,
+            "batch": result.batch_size, "tokens": len(result.tokens)}
+
+
+def _captum(loaded: Any, positions: int, options: dict[str, Any]) -> dict[str, Any]:
+    import torch
+    from captum.attr import LayerIntegratedGradients
+    from transformers import AutoModelForMaskedLM
+
+    text, word, position = masked_note(loaded.tokenizer(), positions - 2)
+    tokenizer = loaded.tokenizer()
+    from cbert_core.predict import prepare, vocabulary_id
+
+    prepared = prepare(loaded, text)
+    ids = torch.from_numpy(prepared.window_ids(prepared.windows[0]))[None]
+    baseline = ids.clone()
+    keep = torch.zeros_like(ids, dtype=torch.bool)
+    keep[0, [0, -1, position]] = True  # [CLS], [SEP] and the target [MASK], as ours
+    baseline[~keep] = tokenizer.pad_token_id
+    token = vocabulary_id(loaded, word)
+    model = loaded.model
+    if options.get("sdpa"):
+        model = AutoModelForMaskedLM.from_pretrained(loaded.info.folder, attn_implementation="sdpa").eval()
+        model.requires_grad_(False)
+
+    def forward(input_ids: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(model(input_ids=input_ids).logits[:, position], dim=-1)[:, token]
+
+    explainer = LayerIntegratedGradients(forward, model.base_model.embeddings.word_embeddings)
+    started = time.perf_counter()
+    _, delta = explainer.attribute(ids, baseline, n_steps=50, internal_batch_size=options.get("internal_batch_size"),
+                                   return_convergence_delta=True)
+    seconds = time.perf_counter() - started
+    with torch.inference_mode():
+        gap = float(forward(ids) - forward(baseline))
+    return {"seconds": seconds, "delta": float(delta), "gap": gap, "batch": options.get("internal_batch_size") or 50,
+            "tokens": int(ids.shape[1])}
+
+
+class _Enough(Exception):
+    """Raised from the progress callback to stop an extrapolated run."""
+
+
+def _pll(loaded: Any, positions: int, options: dict[str, Any]) -> dict[str, Any]:
+    from cbert_core.predict import pseudo_log_likelihood
+
+    text = note_with_tokens(loaded.tokenizer(), positions - 2)
+    stop_after = options.get("stop_after")
+    seen: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def progress(fraction: float, message: str) -> None:
+        seen["fraction"] = fraction
+        if stop_after is not None and fraction >= stop_after:
+            raise _Enough
+
+    try:
+        result = pseudo_log_likelihood(loaded, text, stride=options.get("stride", 0), batch_size=8, progress=progress)
+        rows = result.forward_rows
+    except _Enough:
+        rows = None
+    seconds = time.perf_counter() - started
+    fraction = seen.get("fraction", 1.0)
+    return {"seconds": seconds / fraction, "measured_s": seconds, "fraction": fraction, "rows": rows,
+            "tokens": positions}
+
+
+def measure(kind: str, folder: str, positions: int, **options: Any) -> dict[str, Any]:
+    """One measurement in a fresh process."""
+    context = mp.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_child, args=(kind, folder, positions, options, sender))
+    process.start()
+    sender.close()
+    result = receiver.recv()
+    process.join()
+    if "error" in result:
+        raise SystemExit(f"{kind} at {positions} positions failed: {result['error']}")
+    return result
+
+
+def _row(label: str, r: dict[str, Any]) -> str:
+    pct = 100 * abs(r["delta"]) / abs(r["gap"]) if r["gap"] else float("nan")
+    return (f"  {label:<36} {r['seconds']:6.1f} s wall {r['cpu']:6.1f} s CPU (load {r['load']:3.1f})  "
+            f"peak {r['peak_gb']:4.2f} GB (idle {r['idle_gb']:4.2f})  batch {r['batch']:>2}  "
+            f"delta {r['delta']:+.1e} = {pct:.4f} % of {r['gap']:+.3f}")
+
+
+def main() -> None:
+    import torch
+
+    folder = str(shaped_checkpoint())
+    print(f"checkpoint: {folder} (BERT-base shape, random weights); torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+          f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} at start")
+
+    print("\nIntegrated gradients, 50 steps, target log p(word | [MASK] a quarter into the note)")
+    print("128 positions (two alternating rounds; captum: one batch of 50):")
+    wall_ratios, cpu_ratios = [], []
+    for round_index in range(2):
+        ours = measure("ours", folder, 128)
+        theirs = measure("captum", folder, 128)
+        wall_ratios.append(theirs["seconds"] / ours["seconds"])
+        cpu_ratios.append(theirs["cpu"] / ours["cpu"])
+        print(_row(f"round {round_index + 1} ours", ours))
+        print(_row(f"round {round_index + 1} captum LIG defaults", theirs))
+    ratio = statistics.median(wall_ratios)
+    print(f"  speed ratio captum / ours, wall: {', '.join(f'{r:.2f}' for r in wall_ratios)} -> median {ratio:.2f}x; "
+          f"CPU time: {', '.join(f'{r:.2f}' for r in cpu_ratios)} -> median {statistics.median(cpu_ratios):.2f}x "
+          f"(goal >= {GOALS['ratio_128']:.0f}x: {'met' if ratio >= GOALS['ratio_128'] else 'NOT met'} by wall time)")
+
+    print("512 positions (captum internal_batch_size=10):")
+    ours = measure("ours", folder, 512)
+    print(_row("ours", ours))
+    theirs = measure("captum", folder, 512, internal_batch_size=10)
+    print(_row("captum LIG, internal_batch_size=10", theirs))
+    sdpa = measure("captum", folder, 512, internal_batch_size=10, sdpa=True)
+    print(_row("captum LIG, ibs=10, SDPA model copy", sdpa))
+    fewer = measure("ours", folder, 512, steps=16)
+    print(_row("ours, 16 Gauss-Legendre steps (info)", fewer))
+    pct = 100 * abs(ours["delta"]) / abs(ours["gap"])
+    print(f"  speed ratio captum / ours, wall (CPU): {theirs['seconds'] / ours['seconds']:.2f}x "
+          f"({theirs['cpu'] / ours['cpu']:.2f}x) with the app's eager-attention model, "
+          f"{sdpa['seconds'] / ours['seconds']:.2f}x ({sdpa['cpu'] / ours['cpu']:.2f}x) with an SDPA copy")
+    print(f"  goals at 512: <= {GOALS['seconds_512']:.0f} s: {'met' if ours['seconds'] <= GOALS['seconds_512'] else 'NOT met'}"
+          f" ({ours['seconds']:.1f} s); <= {GOALS['gb_512']:.0f} GB peak: "
+          f"{'met' if ours['peak_gb'] <= GOALS['gb_512'] else 'NOT met'} ({ours['peak_gb']:.2f} GB); delta <= "
+          f"{GOALS['delta_pct']:.0f} %: {'met' if pct <= GOALS['delta_pct'] else 'NOT met'} ({pct:.3f} %)")
+
+    print("\nPseudo-log-likelihood (batch 8 masked copies; exact = one mask per copy):")
+    for positions, options, label in [(128, {}, "exact"), (512, {"stop_after": 0.08}, "exact"),
+                                      (512, {"stride": 16}, "stride 16 (32 masks per copy)")]:
+        r = measure("pll", folder, positions, **options)
+        how = (f"extrapolated from {r['measured_s']:.1f} s for {100 * r['fraction']:.0f} % of the copies"
+               if r["fraction"] < 1 else f"{r['rows']} copies")
+        cpu = r["cpu"] / r["fraction"]
+        print(f"  {positions} positions, {label:<30} {r['seconds']:7.1f} s wall {cpu:7.1f} s CPU (load "
+              f"{r['load']:3.1f})  ({how}; peak {r['peak_gb']:.2f} GB)")
+        if positions == 512:
+            met = r["seconds"] <= GOALS["pll_512_s"]
+            print(f"    goal <= {GOALS['pll_512_s']:.0f} s at 512: {'met' if met else 'NOT met'}")
+    print(f"\nload average {os.getloadavg()[0]:.1f} at the end (2 CPUs shared with other work)")
+
+
+if __name__ == "__main__":
+    main()

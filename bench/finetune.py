@@ -1,0 +1,102 @@
+"""Fine-tune bench: negated vs affirmed NegEx sentences on the bundled all-MiniLM-L6-v2.
+
+Needs ../shared (the public NegEx test set). Prints wall time, the majority
+baseline, validation accuracy, macro-F1 and the confusion matrix.
+
+    .venv/bin/python bench/finetune.py [--epochs 2] [--unfreeze 2] [--input sentence|condition]
+
+``--input sentence`` feeds the sentence alone (NegEx writes the condition in
+capitals, which an uncased model cannot see); ``--input condition`` feeds
+"<condition>: <sentence>" so the model knows which finding the label is about.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Busy-waiting OpenMP threads slow torch down several-fold when other work shares the two cores
+# (measured here: 2.7 s vs 0.41 s per training step); passive waiting avoids that.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+NEGEX = ROOT.parent / "shared" / "data" / "clinical_text" / "negex_rsAnnotations-1-120-random.txt"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--unfreeze", type=int, default=2, help="top encoder layers to train with the head")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--input", choices=("sentence", "condition"), default="condition")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if not NEGEX.is_file():
+        print(f"{NEGEX} is missing: this bench needs ../shared (the public NegEx test set).", file=sys.stderr)
+        return 2
+
+    import numpy as np
+    import torch
+
+    from cbert_core.collection import collection_from_texts, read_table
+    from cbert_core.finetune import FineTuneConfig, fine_tune
+    from cbert_core.loading import BUNDLED, load_model
+
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    table = read_table(NEGEX).frame
+    status = next(column for column in table.columns if column.startswith("negation_status"))
+    sentences = [" ".join(text.split()) for text in table["sentence"]]  # NegEx pads with runs of spaces
+    if args.input == "condition":
+        texts = [f"{condition.strip().lower()}: {sentence}" for condition, sentence in
+                 zip(table["Condition"], sentences)]
+    else:
+        texts = sentences
+    collection = collection_from_texts(texts, labels=[value.strip() for value in table[status]])
+    loaded = load_model(BUNDLED)
+    config = FineTuneConfig(epochs=args.epochs, batch_size=args.batch_size, unfreeze_layers=args.unfreeze,
+                            lr_encoder=5e-5, lr_head=1e-3, max_length=128, seed=args.seed)
+    counts = {name: int((np.asarray(collection.labels) == name).sum()) for name in collection.label_names}
+    print(f"data: {len(collection):,} NegEx sentences {counts}; input = {args.input}")
+    print(f"model: {loaded.info.name} ({loaded.info.num_layers} layers, hidden {loaded.info.hidden_size}); "
+          f"torch threads {torch.get_num_threads()}")
+    print(f"settings: epochs {config.epochs}, batch {config.batch_size}, top {config.unfreeze_layers} layers + head, "
+          f"lr {config.lr_encoder:g} (encoder) / {config.lr_head:g} (head), class-weighted loss, "
+          f"max {config.max_length} pieces, validation share {config.validation_fraction:.0%}, seed {config.seed}")
+    last = [time.perf_counter()]
+
+    def report(fraction: float, message: str) -> None:
+        if time.perf_counter() - last[0] > 30:
+            print(f"  {fraction:6.1%}  {message}", flush=True)
+            last[0] = time.perf_counter()
+
+    tuned = fine_tune(loaded, collection, config=config, progress=report)
+    result = tuned.result
+    wall = time.perf_counter() - started
+    losses = result.losses
+    per_epoch = np.array_split(losses, config.epochs)
+    print(f"steps: {result.steps_done} ({len(result.train_rows):,} training / {len(result.validation_rows):,} "
+          f"validation sentences, {result.truncated_examples} cut to {config.max_length} pieces)")
+    print("mean training loss per epoch: " + ", ".join(f"{chunk.mean():.4f}" for chunk in per_epoch if len(chunk)))
+    print(f"training + evaluation time: {result.seconds:.1f} s; wall time incl. loading: {wall:.1f} s")
+    majority = result.labels[int(np.bincount(collection.label_ids[result.validation_rows]).argmax())]
+    print(f"majority baseline (always '{majority}'): {result.majority_baseline:.4f}")
+    print(f"validation accuracy: {result.validation_accuracy:.4f}")
+    print(f"macro-F1: {result.macro_f1:.4f} (per class: "
+          + ", ".join(f"{name} {score:.4f}" for name, score in zip(result.labels, result.per_class_f1)) + ")")
+    width = max(len(name) for name in result.labels) + 2
+    print("confusion matrix (rows = true, columns = predicted):")
+    print(" " * width + "".join(f"{name:>{width}}" for name in result.labels))
+    for name, row in zip(result.labels, result.confusion):
+        print(f"{name:<{width}}" + "".join(f"{value:>{width}}" for value in row))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
