@@ -163,24 +163,64 @@ def get_inside(loaded: LoadedModel, settings: Settings) -> Any:
             loaded, settings.note, lowercase=settings.lowercase, max_chars=settings.max_chars))
 
 
-def analysis(name: str, now: Current, params: tuple, compute: Callable[[Callable[[float, str], None]], Any],
-             label: str) -> Any:
-    """A model-running analysis (predictions, attributions, scans) for the note in force.
+def cached(key: tuple, compute: Callable[[Callable[[float, str], None]], Any], label: str) -> Any:
+    """A shared, immutable result computed once per key, with a progress bar while it runs.
 
-    Computed once per (analysis, model, note, settings, params) and shared; a progress bar
-    shows while it runs, and a changed input cancels it (Streamlit interrupts the run at
-    the next progress update; nothing half-done is cached).
+    A changed input cancels the run (Streamlit interrupts it at the next progress
+    update); nothing half-done is cached.
     """
-    key = (name, now.trace_key, params)
     cache = _analysis_cache()
-    cached = cache.get(key)
-    if cached is not None:
-        return cached
+    found = cache.get(key)
+    if found is not None:
+        return found
     report, done = progress_reporter(label)
     try:
         return cache.get_or_compute(key, lambda: compute(report))
     finally:
         done()
+
+
+def is_cached(key: tuple) -> bool:
+    return key in _analysis_cache()
+
+
+def analysis(name: str, now: Current, params: tuple, compute: Callable[[Callable[[float, str], None]], Any],
+             label: str) -> Any:
+    """A model-running analysis (predictions, attributions, scans) of the note in force."""
+    return cached((name, now.trace_key, params), compute, label)
+
+
+def has_analysis(name: str, now: Current, params: tuple) -> bool:
+    return is_cached((name, now.trace_key, params))
+
+
+def download(label: str, make: Callable[[], bytes], file_name: str, mime: str, key: str) -> None:
+    """A download button whose file is made only when clicked (exports can be large).
+
+    Nothing is written on the server: the bytes go straight to the browser. An export
+    that cannot be made (too big, a format this machine cannot write) downloads a short
+    text file saying why instead of failing.
+    """
+    def deferred() -> bytes:
+        try:
+            return make()
+        except CbertError as problem:
+            return f"This export could not be made: {problem}\n".encode("utf-8")
+
+    st.download_button(label, deferred, file_name=file_name, mime=mime, key=key, on_click="ignore",
+                       icon=":material/download:")
+
+
+def open_note(text: str) -> None:
+    """Make ``text`` the note in force (from another page) and show it on the Note page."""
+    st.session_state["pending_note"] = text
+    st.switch_page("pages/note.py")
+
+
+def use_model(spec_text: str) -> None:
+    """Switch the sidebar to another model (e.g. a fine-tuned folder) on the next run."""
+    st.session_state["pending_model"] = spec_text
+    st.rerun()
 
 
 def knockout_picker(info: Any) -> frozenset[tuple[int, int]]:
@@ -202,10 +242,6 @@ def knockout_picker(info: Any) -> frozenset[tuple[int, int]]:
     chosen = {names[name] for name in heads if name in names}
     chosen |= {(layer - 1, head) for layer in layers for head in range(info.num_heads)}
     return frozenset(chosen)
-
-
-def has_analysis(name: str, now: Current, params: tuple) -> bool:
-    return (name, now.trace_key, params) in _analysis_cache()
 
 
 @contextlib.contextmanager
@@ -289,8 +325,19 @@ def note_embeddings(key: str, _trace: Trace) -> projection.NoteEmbeddings:
 # Widget keys whose values survive page switches. Streamlit drops a widget's value
 # when a run does not draw the widget (any other page); writing the value back at
 # the start of every run keeps it (buttons and uploaders cannot be written, so only
-# these prefixes are kept).
+# these prefixes are kept). Choices that depend on the note (a token, a word) use keys
+# named per note ("q_<note digest>_...") and are not carried over.
 PERSISTENT_PREFIXES = ("att_", "emb_", "inside_", "tok_", "pred_", "attr_", "ko_", "corpus_", "cmp_", "ft_")
+
+
+def defaults(**values: Any) -> None:
+    """Initial values of persistent widgets (widgets are then created without ``value=``).
+
+    Widgets that keep their choice across pages get their value from session state
+    only; passing a default as well makes Streamlit log a warning on every run.
+    """
+    for key, value in values.items():
+        st.session_state.setdefault(key, value)
 
 
 def keep_page_choices() -> None:
@@ -326,6 +373,9 @@ def _load_upload() -> None:
 
 def _model_choice() -> str:
     resolution = default_resolution()
+    if "pending_model" in st.session_state:  # chosen on another page on the last run
+        st.session_state["model_choice"] = MODEL_OTHER
+        st.session_state["model_custom"] = st.session_state.pop("pending_model")
     choice = st.sidebar.selectbox("Model", [MODEL_DEFAULT, MODEL_BUNDLED, MODEL_CLINICAL, MODEL_OTHER],
                                   key="model_choice")
     if choice == MODEL_DEFAULT:
@@ -364,6 +414,8 @@ def _casing(loaded: LoadedModel) -> bool | None:
 def sidebar() -> Settings | None:
     """Draw the shared sidebar and store the resulting :class:`Settings` in session state."""
     st.session_state.setdefault("note_text", EXAMPLE_NOTES[DEFAULT_EXAMPLE])
+    if "pending_note" in st.session_state:  # opened from the Corpus page on the last run
+        st.session_state["note_text"] = st.session_state.pop("pending_note")
     st.sidebar.markdown("### Model")
     spec_text = _model_choice()
     loaded = None

@@ -35,3 +35,39 @@ Negative for fever and chills. Possible small pleural effusion. Mother had breas
 }
 
 DEFAULT_EXAMPLE = "COPD admission (with [MASK])"
+
+
+# A small labelled collection for the Corpus and Fine-tune pages (synthetic sentences written for this
+# project; the label says whether the finding is affirmed or negated).
+EXAMPLE_COLLECTION: tuple[tuple[str, str], ...] = (
+    ("Patient denies chest pain or pressure.", "negated"),
+    ("No evidence of pneumonia on the chest x-ray.", "negated"),
+    ("Negative for fever, chills and night sweats.", "negated"),
+    ("He denies shortness of breath at rest.", "negated"),
+    ("No pleural effusion or pneumothorax is seen.", "negated"),
+    ("There is no focal consolidation.", "negated"),
+    ("She has no history of diabetes.", "negated"),
+    ("Denies nausea, vomiting or diarrhea.", "negated"),
+    ("No signs of deep vein thrombosis in the left leg.", "negated"),
+    ("The abdomen is soft without tenderness.", "negated"),
+    ("No acute intracranial hemorrhage.", "negated"),
+    ("Patient reports no headache today.", "negated"),
+    ("Rules out myocardial infarction by serial troponins.", "negated"),
+    ("Free of any rash or skin lesions.", "negated"),
+    ("Patient reports worsening shortness of breath.", "affirmed"),
+    ("Chest x-ray shows a right lower lobe pneumonia.", "affirmed"),
+    ("She presents with fever and productive cough.", "affirmed"),
+    ("Complains of crushing substernal chest pain.", "affirmed"),
+    ("Small left pleural effusion is present.", "affirmed"),
+    ("Exam is notable for diffuse expiratory wheezes.", "affirmed"),
+    ("History of type 2 diabetes on metformin.", "affirmed"),
+    ("He has had nausea and vomiting for two days.", "affirmed"),
+    ("Ultrasound confirms deep vein thrombosis of the left leg.", "affirmed"),
+    ("The abdomen is tender in the right lower quadrant.", "affirmed"),
+    ("CT shows an acute subdural hemorrhage.", "affirmed"),
+    ("Patient reports a severe headache since morning.", "affirmed"),
+    ("Troponin is elevated, consistent with myocardial infarction.", "affirmed"),
+    ("A diffuse maculopapular rash covers the trunk.", "affirmed"),
+    ("COPD exacerbation with increased sputum production.", "affirmed"),
+    ("No wheezing, rales or rhonchi.", "negated"),
+)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 import streamlit.components.v1 as components
 
 import ui
+from cbert_core import export
 from cbert_core.attention import HeadStatistics, hide_specials, to_words, window_groups
 from cbert_core.views.attention_figures import attention_heatmap, head_grid, neuron_view, rollout_figure, word_list
 from cbert_core.views.bertviz_offline import MAX_HEAD_VIEW_TOKENS, MAX_MODEL_VIEW_TOKENS, bertviz_html
@@ -76,9 +78,18 @@ if view == "Heads":
         if hide:
             matrix = hide_specials(matrix, keep)
             row_labels = [label for label, kept in zip(row_labels, keep) if kept]
-        st.plotly_chart(attention_heatmap(matrix, row_labels, row_labels,
-                                          f"{head_name(layer, head)}{' · words' if words else ''}"),
-                        key="att_heatmap", width="stretch")
+        figure = attention_heatmap(matrix, row_labels, row_labels,
+                                   f"{head_name(layer, head)}{' · words' if words else ''}")
+        st.plotly_chart(figure, key="att_heatmap", width="stretch")
+        downloads = st.columns(2)
+        with downloads[0]:
+            ui.download("This heatmap (HTML)", lambda: export.figure_to_html_bytes(figure),
+                        f"attention_{head_name(layer, head).replace(' ', '_')}.html", "text/html", "dl_att_html")
+        with downloads[1]:
+            ui.download("Head statistics (CSV)", lambda: export.table_to_csv_bytes(pd.DataFrame(
+                [{"layer": row + 1, "head": col + 1, **{m: float(stats.metric(m)[row, col]) for m in HeadStatistics.METRICS}}
+                 for row in range(layers) for col in range(heads)])), "head_statistics.csv", "text/csv", "dl_att_stats")
+        st.caption("PNG: use the camera icon in the chart's toolbar (drawn in your browser).")
 
 elif view in {"bertviz head view", "bertviz model view"}:
     limit = MAX_HEAD_VIEW_TOKENS if view == "bertviz head view" else MAX_MODEL_VIEW_TOKENS
@@ -101,7 +112,7 @@ elif view in {"bertviz head view", "bertviz model view"}:
 
 elif view == "Rollout":
     flows = ui.rollout(now.trace_key, window, result)  # [layer, q, k]
-    query = st.selectbox("Whose information flow", range(len(positions)), key="att_rollout_query",
+    query = st.selectbox("Whose information flow", range(len(positions)), key=f"q_rollout_{now.trace_key[:12]}",
                          format_func=lambda i: labels[i])
     st.caption("Attention rollout multiplies the head-averaged attention (with the residual connection mixed in) "
                "through the layers: an estimate of how much each input token reaches the chosen token by then.")
@@ -110,7 +121,7 @@ elif view == "Rollout":
 
 else:  # Neuron view
     with_qk = ui.current(capture_qk=True).trace
-    query = st.selectbox("Query token", range(len(positions)), key="att_neuron_query",
+    query = st.selectbox("Query token", range(len(positions)), key=f"q_neuron_{now.trace_key[:12]}",
                          index=min(1, len(positions) - 1), format_func=lambda i: labels[i])
     q = with_qk.queries[window][layer, head, query]  # [head_dim]
     k = with_qk.keys[window][layer, head]  # [n, head_dim]

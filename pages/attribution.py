@@ -35,12 +35,12 @@ with ui.user_errors():
                     "should go (see the Predictions page).", icon=":material/info:")
             st.stop()
         columns = st.columns(2)
-        mask_index = columns[0].selectbox("Which [MASK]", range(len(masks)), key="attr_mask",
+        mask_index = columns[0].selectbox("Which [MASK]", range(len(masks)), key=f"q_mask_{now.trace_key[:12]}",
                                           format_func=lambda i: f"[MASK] {i + 1}")
         filled = ui.analysis("fill_mask", now, ((),), lambda report: predict.fill_mask(loaded, settings.note,
                                                                                         **common), "Filling in")
         word = columns[1].selectbox("Explain the probability of", list(filled.top_tokens[mask_index]),
-                                    key=f"attr_word_{mask_index}")
+                                    key=f"q_target_{now.trace_key[:12]}_{mask_index}")
         target = attr.masked_token_target(loaded, word, mask_index=mask_index, lowercase=settings.lowercase)
     elif info.head_kind == "sequence-classification":
         label = st.selectbox("Explain the class", list(info.labels), key="attr_class")
@@ -48,7 +48,7 @@ with ui.user_errors():
     elif info.head_kind == "token-classification":
         spans = now.trace.word_spans
         columns = st.columns(2)
-        word_index = columns[0].selectbox("Word", range(len(spans)), key="attr_token_word",
+        word_index = columns[0].selectbox("Word", range(len(spans)), key=f"q_tokword_{now.trace_key[:12]}",
                                           format_func=lambda i: settings.note[spans[i][0]:spans[i][1]])
         label = columns[1].selectbox("Label", list(info.labels), key="attr_token_label")
         target = attr.token_class_target(loaded, int(spans[word_index][0]), label)
@@ -61,13 +61,14 @@ with ui.user_errors():
 target_key = (target.kind, target.label, target.token_id, target.mask_index, target.char_index, target.class_index)
 
 with st.expander("Methods and settings", expanded=False):
-    methods = st.multiselect("Methods", list(METHOD_NAMES), default=list(METHOD_NAMES), key="attr_methods",
+    ui.defaults(attr_methods=list(METHOD_NAMES), attr_steps=50, attr_batch=16)
+    methods = st.multiselect("Methods", list(METHOD_NAMES), key="attr_methods",
                              format_func=METHOD_NAMES.get)
     columns = st.columns(3)
     baseline = columns[0].radio("Baseline (\"no information\")", ["pad", "mask"], key="attr_baseline",
                                 format_func=lambda b: {"pad": "[PAD] (keeps [CLS]/[SEP])", "mask": "[MASK]"}[b])
-    steps = columns[1].number_input("Integrated Gradients steps", 10, 300, 50, step=10, key="attr_steps")
-    batch = columns[2].number_input("Batch size (memory bound)", 1, 64, 16, key="attr_batch")
+    steps = columns[1].number_input("Integrated Gradients steps", 10, 300, step=10, key="attr_steps")
+    batch = columns[2].number_input("Batch size (memory bound)", 1, 64, key="attr_batch")
 
 versions = [("intact model", frozenset())] + ([("heads knocked out", knocked)] if knocked else [])
 
@@ -170,10 +171,11 @@ st.caption("Replace a word in place (for example 'denies' with 'reports') and co
 columns = st.columns(3)
 spans = now.trace.word_spans
 words = [settings.note[a:b] for a, b in spans.tolist()]
-chosen = columns[0].selectbox("Word to replace", range(len(words)), key="attr_cf_word",
+chosen = columns[0].selectbox("Word to replace", range(len(words)), key=f"q_cf_{now.trace_key[:12]}",
                               index=next((i for i, w in enumerate(words) if w.lower() == "denies"), 0),
                               format_func=lambda i: f"{words[i]} (word {i + 1})")
-replacement = columns[1].text_input("Replace with", value="reports", key="attr_cf_with")
+ui.defaults(attr_cf_with="reports")
+replacement = columns[1].text_input("Replace with", key="attr_cf_with")
 cf_choice = columns[2].selectbox("Also explain with", ["predictions only", *methods], key="attr_cf_method",
                                  format_func=lambda m: METHOD_NAMES.get(m, m))
 cf_method = None if cf_choice == "predictions only" else cf_choice

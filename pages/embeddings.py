@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 import ui
+from cbert_core import export
 from cbert_core.projection import METHOD_NAMES, cosine_matrix, piece_kinds
 from cbert_core.views.embedding_figures import (
     layer_curves,
@@ -25,7 +27,8 @@ layers = result.num_layers
 labels = position_labels(result.tokens, range(result.num_positions))
 
 controls = st.columns([3, 1, 1])
-layer = controls[0].slider("Layer (0 = the embedding layer)", 0, layers, layers, key="emb_layer")
+ui.defaults(emb_layer=layers)
+layer = controls[0].slider("Layer (0 = the embedding layer)", 0, layers, key="emb_layer")
 method = controls[1].selectbox("Projection", list(METHOD_NAMES), key="emb_method",
                                format_func=lambda m: METHOD_NAMES[m],
                                help="PCA is instant; UMAP and t-SNE take a few seconds and are computed on request.")
@@ -65,15 +68,24 @@ hover = [context(int(p)) for p in projected.positions]
 axes = (("PC 1", "PC 2") if projected.method == "pca" else (f"{METHOD_NAMES[projected.method]} 1",
                                                           f"{METHOD_NAMES[projected.method]} 2"))
 explained = (f" (PCA axes explain {sum(projected.explained):.0%} of the variance)" if projected.explained else "")
-st.plotly_chart(projection_scatter(projected.coords, groups, hover,
-                                   f"{METHOD_NAMES[projected.method]} of tokens after {layer_name(layer)}"
-                                   f"{explained}", axes), key="emb_scatter", width="stretch")
+scatter = projection_scatter(projected.coords, groups, hover,
+                             f"{METHOD_NAMES[projected.method]} of tokens after {layer_name(layer)}{explained}", axes)
+st.plotly_chart(scatter, key="emb_scatter", width="stretch")
+downloads = st.columns(2)
+with downloads[0]:
+    ui.download("Coordinates (CSV)", lambda: export.table_to_csv_bytes(pd.DataFrame({
+        "position": projected.positions, "token": [result.tokens[p] for p in projected.positions],
+        "x": projected.coords[:, 0], "y": projected.coords[:, 1], "group": groups})),
+        f"projection_layer{layer}.csv", "text/csv", "dl_emb_csv")
+with downloads[1]:
+    ui.download("This chart (HTML)", lambda: export.figure_to_html_bytes(scatter), f"projection_layer{layer}.html",
+                "text/html", "dl_emb_html")
 
 st.subheader("Chosen tokens")
 content_positions = [int(p) for p in np.flatnonzero(~result.special)]
 default = [p for p in content_positions if result.tokens[p].lower() in {"copd", "cop", "pneumonia", "chest"}][:4]
 chosen = st.multiselect("Tokens to follow", content_positions, default=default or content_positions[:3],
-                        format_func=lambda p: labels[p], key="emb_chosen", max_selections=12)
+                        format_func=lambda p: labels[p], key=f"q_follow_{now.trace_key[:12]}", max_selections=12)
 if chosen:
     left, right = st.columns(2)
     with left:

@@ -47,10 +47,10 @@ st.plotly_chart(embedding_parts_figure(walk.part_names, walk.norm_shares, labels
 st.header("2 · Attention, step by step")
 st.caption(CAPTIONS["attention_step"])
 columns = st.columns(3)
-layer = columns[0].number_input("Layer", 1, inside.num_layers, 1, key="inside_layer") - 1
-head = columns[1].number_input("Head", 1, inside.num_heads, 1, key="inside_head") - 1
+layer = columns[0].number_input("Layer", 1, inside.num_layers, key="inside_layer") - 1
+head = columns[1].number_input("Head", 1, inside.num_heads, key="inside_head") - 1
 masks = [int(p) for p in inside.mask_positions]
-query = columns[2].selectbox("Query token", range(inside.num_positions), key="inside_query",
+query = columns[2].selectbox("Query token", range(inside.num_positions), key=f"q_inside_{now.trace_key[:12]}",
                              index=masks[0] if masks else min(1, inside.num_positions - 1),
                              format_func=lambda p: labels[p])
 step = attention_step(inside, layer, head, query)
@@ -88,7 +88,7 @@ st.header("4 · Output layer")
 output = inside.output
 st.caption(CAPTIONS[f"output.{output.kind}"])
 if output.kind == "masked-lm":
-    position = st.selectbox("Position", range(inside.num_positions), key="inside_lens_position",
+    position = st.selectbox("Position", range(inside.num_positions), key=f"q_lens_{now.trace_key[:12]}",
                             index=masks[0] if masks else min(1, inside.num_positions - 1),
                             format_func=lambda p: labels[p])
     st.dataframe(pd.DataFrame(output.predictions_at(position), columns=["token", "probability"]),

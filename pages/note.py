@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
+from cbert_core import export
 from cbert_core.views.text_html import segments_html
 
 st.title("Note")
@@ -65,3 +66,18 @@ with right:
     } for w in result.windows]), hide_index=True, width="stretch")
     if unknown:
         st.warning(f"{unknown} piece(s) are unknown to the vocabulary ([UNK]); see the Tokenization page.")
+
+st.subheader("Export")
+st.caption("Downloads go straight to your browser; nothing is saved on the server.")
+columns = st.columns(3)
+with columns[0]:
+    ui.download("Trace without attention (JSON)", lambda: export.to_json_bytes(result, exclude=("attentions",)),
+                "trace.json", "application/json", "dl_trace_json")
+with columns[1]:
+    ui.download("Full trace (NPZ)", lambda: export.to_npz_bytes(result), "trace.npz", "application/octet-stream",
+                "dl_trace_npz")
+with columns[2]:
+    ui.download("Sentences (CSV)", lambda: export.table_to_csv_bytes(pd.DataFrame(
+        [{"sentence": i + 1, "section": segmentation.sections[s.section].title, "start": s.start, "end": s.end,
+          "text": result.text[s.start:s.end]} for i, s in enumerate(segmentation.sentences)])),
+        "sentences.csv", "text/csv", "dl_sentences")

@@ -67,7 +67,7 @@ if info.head_kind == "masked-lm":
     st.subheader("Hide a word and see what the model would put there")
     spans = result.word_spans
     words = [result.text[a:b] for a, b in spans.tolist()]
-    choice = st.selectbox("Word", range(len(words)), key="pred_word",
+    choice = st.selectbox("Word", range(len(words)), key=f"q_word_{now.trace_key[:12]}",
                           format_func=lambda i: f"{words[i]}  (word {i + 1})",
                           index=min(len(words) - 1, next((i for i, w in enumerate(words) if w.lower() in
                                                           {"denies", "copd", "pneumonia"}), 0)))
@@ -135,10 +135,11 @@ else:
     st.caption(f"{info.name} has no prediction head: it turns text into vectors. Here it ranks label "
                "descriptions you write by **embedding similarity** (cosine similarity of mean-pooled vectors). "
                "This is a zero-shot ranking aid, not a trained classifier and not a probability of disease.")
+    ui.defaults(pred_descriptions=DEFAULT_DESCRIPTIONS, pred_temperature=0.05)
     descriptions = [line.strip() for line in st.text_area(
-        "Label descriptions (one per line)", value=DEFAULT_DESCRIPTIONS, key="pred_descriptions",
+        "Label descriptions (one per line)", key="pred_descriptions",
         height=100).splitlines() if line.strip()]
-    temperature = st.slider("Temperature (lower = sharper ranking)", 0.01, 1.0, 0.05, key="pred_temperature")
+    temperature = st.slider("Temperature (lower = sharper ranking)", 0.01, 1.0, key="pred_temperature")
 
     def draw_similarity(label: str, heads: frozenset) -> None:
         with ui.user_errors():

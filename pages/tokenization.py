@@ -83,8 +83,9 @@ else:
 
 st.subheader("Through a second model's tokenizer")
 suggestion = "bundled" if info.spec.kind != "bundled" else ""
+ui.defaults(tok_second=suggestion)
 second = st.text_input("Second model: 'bundled', a local folder or a hub id (a hub id needs the network "
-                       "unless it is cached)", value=suggestion, key="tok_second",
+                       "unless it is cached)", key="tok_second",
                        placeholder=f"e.g. {BIO_CLINICALBERT} or /path/to/model").strip()
 if not second:
     st.caption("Name a second model to compare how it splits this note.")

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+import streamlit.testing.v1.app_test as app_test_module
+from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from cbert_core.examples import DEFAULT_EXAMPLE, EXAMPLE_NOTES
@@ -13,6 +15,20 @@ from cbert_core.loading import load_model
 from cbert_core.trace import trace
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+class _NavigationPagesManager(PagesManager):
+    """AppTest resets Streamlit's "legacy pages/ folder" flag before every run, so an app that
+    has a pages/ folder *and* st.navigation runs each time wrapped in the legacy navigation,
+    which drops sidebar widgets and button clicks on reruns. The real server leaves legacy
+    mode for good the first time app.py calls st.navigation; do the same here."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+
+app_test_module.PagesManager = _NavigationPagesManager
 NOTE = EXAMPLE_NOTES[DEFAULT_EXAMPLE]
 
 
@@ -31,12 +47,7 @@ def reference():
 
 
 def start(page: str | None = None, **state: object) -> AppTest:
-    """A fresh app run with sidebar state preset.
-
-    Sidebar widgets are set through session state before the first run:
-    Streamlit's AppTest drops the sidebar of an st.navigation app from the
-    element tree on later runs (the browser tests drive the real sidebar).
-    """
+    """A fresh app run with sidebar (and page) choices preset through session state."""
     at = AppTest.from_file(APP, default_timeout=180)
     for key, value in state.items():
         at.session_state[key] = value

@@ -1,0 +1,114 @@
+"""Corpus: a collection of notes as points per layer, and contextual token search across it."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+import ui
+from cbert_core import corpus
+from cbert_core.errors import CbertError
+from cbert_core.examples import EXAMPLE_COLLECTION
+from cbert_core.views.embedding_figures import projection_scatter
+from cbert_core.views.labels import escape, layer_name, position_labels
+
+st.title("Corpus")
+st.caption("Many notes at once: where each note sits in the model's space, layer by layer, and which words in "
+           "the collection the model reads most like a word of the current note.")
+now = ui.current()
+loaded, info, settings = now.loaded, now.loaded.info, now.settings
+
+source = st.radio("Collection", ["Example set (30 labelled sentences)", "Upload CSV or JSONL"], horizontal=True,
+                  key="corpus_source")
+collection = None
+with ui.user_errors():
+    if source.startswith("Example"):
+        texts, labels = zip(*EXAMPLE_COLLECTION)
+        collection = corpus.collection_from_texts(list(texts), labels=list(labels))
+    else:
+        upload = st.file_uploader("Notes (CSV with a header row, or JSONL: one JSON object per line)",
+                                  type=["csv", "tsv", "txt", "jsonl", "json"], key="corpus_upload")
+        if upload is None:
+            st.stop()
+        table = corpus.read_table(upload.getvalue(), name=upload.name)
+        for warning in table.warnings:
+            st.warning(warning, icon=":material/warning:")
+        text_columns = corpus.candidate_text_columns(table)
+        if not text_columns:
+            raise CbertError(f"{upload.name} has no column that holds text. The columns are: "
+                             f"{', '.join(map(str, table.frame.columns))}.")
+        columns = st.columns(2)
+        text_column = columns[0].selectbox("Text column", text_columns, key="corpus_text_column")
+        label_options = ["(none)", *corpus.candidate_label_columns(table)]
+        label_column = columns[1].selectbox("Label column (optional)", label_options, key="corpus_label_column")
+        collection = corpus.collection_from_table(table, text_column=text_column,
+                                                  label_column=None if label_column == "(none)" else label_column)
+        for warning in collection.warnings:
+            st.caption(warning)
+digest = hashlib.sha256(repr((collection.texts, collection.labels)).encode("utf-8", "surrogatepass")).hexdigest()
+st.caption(f"{len(collection.texts):,} notes" + (f", labels: {', '.join(collection.label_names)}"
+                                                  if collection.labels is not None else ""))
+
+st.subheader("Notes in the model's space")
+columns = st.columns(3)
+pooling = columns[0].selectbox("Note vector", ["mean", "cls"], key="corpus_pooling",
+                               format_func=lambda p: {"mean": "mean of word pieces", "cls": "[CLS] position"}[p])
+ui.defaults(corpus_layer=info.num_layers, corpus_search_layer=min(info.num_layers, 4), corpus_k=10)
+layer = columns[1].slider("Layer (0 = embeddings)", 0, info.num_layers, key="corpus_layer")
+method = columns[2].selectbox("Projection", ["pca", "umap"], key="corpus_method", format_func=str.upper)
+embed_key = ("note_embeddings", info.key, digest, pooling, settings.lowercase)
+if ui.is_cached(embed_key) or st.button("Embed the collection", type="primary", key="go_corpus_embed"):
+    with ui.user_errors():
+        vectors = ui.cached(embed_key, lambda report: corpus.note_embeddings(
+            loaded, collection, pooling=pooling, lowercase=settings.lowercase, progress=report),
+            f"Embedding {len(collection.texts):,} notes")
+        projected = ui.cached(("note_projection", embed_key, layer, method), lambda report: corpus.project_notes(
+            vectors, layer, method=method, progress=report), "Projecting")
+    groups = ([str(label) for label in collection.labels] if collection.labels is not None
+              else ["note"] * len(collection.texts))
+    hover = [f"{escape(str(note_id))}: {escape(text[:160])}…" for note_id, text in zip(collection.ids,
+                                                                                       collection.texts)]
+    event = st.plotly_chart(projection_scatter(projected.coords, groups, hover,
+                                               f"{method.upper()} of note vectors after {layer_name(layer)}"),
+                            on_select="rerun", selection_mode="points", key="scatter_corpus", width="stretch")
+    points = event.selection.points if event and event.selection else []
+    if points:
+        picked = points[0]
+        group = groups[0] if len(set(groups)) == 1 else list(dict.fromkeys(groups))[picked["curve_number"]]
+        members = [i for i, g in enumerate(groups) if g == group]
+        note_index = members[int(picked["point_index"])]
+        st.markdown(f"**Picked:** {escape(collection.texts[note_index][:300])}")
+        if st.button("Open this note in the explorer", key="go_open_note"):
+            ui.open_note(collection.texts[note_index])
+
+st.subheader("Token search across the collection")
+st.caption("Pick a word piece of the current note: the collection's word pieces whose vectors (at the chosen "
+           "layer) are closest to it by cosine similarity, shown in their sentences. Found through a faiss index.")
+result = now.trace
+content = [int(p) for p in np.flatnonzero(~result.special)]
+labels = position_labels(result.tokens, range(result.num_positions))
+columns = st.columns([3, 2, 1])
+default = next((p for p in content if result.tokens[p].lower() in {"denies", "pneumonia", "copd"}), content[0])
+position = columns[0].selectbox("Word piece of the current note", content, index=content.index(default),
+                                format_func=lambda p: labels[p], key=f"q_corpus_{now.trace_key[:12]}")
+search_layer = columns[1].slider("Layer", 1, info.num_layers, key="corpus_search_layer")
+top_k = columns[2].number_input("Matches", 1, 50, key="corpus_k")
+index_key = ("token_index", info.key, digest, search_layer, result.lowercase)
+if ui.is_cached(index_key) or st.button("Build the search index", key="go_corpus_index"):
+    with ui.user_errors():
+        index = ui.cached(index_key, lambda report: corpus.build_token_index(
+            loaded, collection, layer=search_layer, lowercase=result.lowercase, progress=report),
+            "Indexing every word piece of the collection")
+        matches = corpus.search_trace_token(index, result, position, k=int(top_k))
+    rows = []
+    for match in matches:
+        start = match.char_start - match.context_start
+        end = match.char_end - match.context_start
+        context = match.context
+        rows.append({"score": round(match.score, 3), "note": str(match.note_id), "token": match.token,
+                     "in context": f"{context[:start]}«{context[start:end]}»{context[end:]}"})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    st.caption(f"Index: {index.size:,} word pieces at layer {search_layer}, {index.nbytes / 2**20:.1f} MB.")

@@ -1,0 +1,101 @@
+"""AppTest for the model-running pages: Predictions, Attribution, Corpus, Compare, Fine-tune."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from test_app_pages import charts, start
+from ui import MODEL_OTHER
+
+PNEUMONIA_NOTE = "Patient denies chest pain. No evidence of pneumonia on the chest x-ray. COPD [MASK] noted."
+
+
+def texts(app, kind: str = "html") -> str:
+    return " ".join(json.dumps(element.proto.body if hasattr(element.proto, "body") else str(element.proto))
+                    for element in app.get(kind))
+
+
+def test_predictions_embedding_similarity_on_the_bundled_model() -> None:
+    app = start("pages/predictions.py", note_text=PNEUMONIA_NOTE)
+    bars = charts(app)["pred_similar_intact model"]["data"][0]
+    assert [label for label in bars["y"]] == ["pneumonia present", "no evidence of pneumonia"]
+    sentences = app.dataframe[-1].value
+    row = sentences[sentences["sentence"].str.startswith("No evidence of pneumonia")].iloc[0]
+    assert row["closest description"] == "no evidence of pneumonia"
+
+
+def test_predictions_with_heads_knocked_out_show_both_models() -> None:
+    app = start("pages/predictions.py", note_text=PNEUMONIA_NOTE, ko_layers=[1])
+    figures = charts(app)
+    intact = figures["pred_similar_intact model"]["data"][0]["x"]
+    knocked = figures["pred_similar_heads knocked out"]["data"][0]["x"]
+    assert intact != knocked
+
+
+def test_predictions_fill_mask_and_surprise_map_on_a_masked_lm(tiny_dir: Path) -> None:
+    app = start("pages/predictions.py", note_text="patient denies chest pain [MASK] fever .",
+                model_choice=MODEL_OTHER, model_custom=str(tiny_dir))
+    figures = charts(app)
+    fill = [key for key in figures if key.startswith("pred_fill_intact")]
+    assert len(fill) == 1 and len(figures[fill[0]]["data"][0]["y"]) == 10
+    assert any(key.startswith("pred_masked_") for key in figures)
+    app.button(key="go_pll").click().run()
+    assert not app.exception
+    assert any("pseudo-log-likelihood" in caption.value for caption in app.caption)
+
+
+def test_attribution_page_explains_scores_faithfulness_scan_and_edit() -> None:
+    app = start("pages/attribution.py", note_text="Patient denies chest pain. No evidence of pneumonia.",
+                attr_methods=["integrated-gradients", "occlusion"])
+    app.button(key="go_explain").click().run()
+    assert not app.exception
+    delta = [caption.value for caption in app.caption if caption.value.startswith("Convergence delta")]
+    assert delta and "% of the score difference" in delta[0]
+    faithful = app.dataframe[-1].value
+    assert list(faithful["method"]) == ["Integrated Gradients", "Leave one word out"]
+    assert ((faithful["comprehensiveness ↑"] > -1) & (faithful["comprehensiveness ↑"] < 1)).all()
+    app.button(key="go_scan").click().run()
+    scan = charts(app)["scan_heads"]["data"][0]
+    assert len(scan["text"]) == 6 * 12
+    app.button(key="go_cf").click().run()
+    assert any("cosine similarity" in markdown.value and "→" in markdown.value for markdown in app.markdown)
+
+
+def test_corpus_page_embeds_the_example_set_and_searches_tokens() -> None:
+    app = start("pages/corpus.py", note_text="Patient denies chest pain.")
+    app.button(key="go_corpus_embed").click().run()
+    assert not app.exception
+    scatter = charts(app)["scatter_corpus"]
+    assert {trace_["name"] for trace_ in scatter["data"]} == {"negated", "affirmed"}
+    app.button(key="go_corpus_index").click().run()
+    matches = app.dataframe[-1].value
+    assert len(matches) == 10
+    assert "denies" in list(matches["token"])[:3]
+
+
+def test_compare_page_two_models(tiny_dir: Path) -> None:
+    app = start("pages/compare.py", note_text="patient denies chest pain .", cmp_model=str(tiny_dir))
+    assert not app.exception
+    cka = charts(app)["cmp_cka"]["data"][0]
+    assert len(cka["y"]) == 7 and len(cka["x"]) == 3  # embeddings + 6 layers vs embeddings + 2 layers
+    assert "cmp_attention_0" in charts(app) and "cmp_attention_1" in charts(app)
+
+
+def test_finetune_page_trains_and_reports(tiny_dir: Path) -> None:
+    app = start("pages/finetune.py", model_choice=MODEL_OTHER, model_custom=str(tiny_dir), ft_epochs=2)
+    app.button(key="go_train").click().run()
+    assert not app.exception
+    metrics = {metric.label: metric.value for metric in app.metric}
+    assert metrics["Majority baseline"] == "50.0%" and metrics["Validation accuracy"].endswith("%")
+    assert "ft_loss" in charts(app) and "ft_confusion" in charts(app)
+
+
+@pytest.mark.parametrize("page", ["pages/predictions.py", "pages/attribution.py", "pages/corpus.py",
+                                  "pages/compare.py", "pages/finetune.py"])
+def test_model_pages_show_errors_as_messages(page: str) -> None:
+    app = start(page, note_text="")
+    assert not app.exception
+    assert any("empty" in error.value for error in app.error)
