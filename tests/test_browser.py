@@ -150,3 +150,44 @@ def test_note_and_choices_persist_across_pages(page) -> None:
     assert values[3] == "2"  # sentences of the new note
     open_page(tab, "Attention")
     assert tab.locator('[data-testid="stMain"] input[aria-label="Layer"]').input_value() == "3"
+
+
+def click(tab, label: str) -> None:
+    tab.get_by_role("button", name=label, exact=True).click()
+    settle(tab, timeout_s=600)
+
+
+def test_model_pages_draw_in_the_browser(page) -> None:
+    tab, traffic = page
+    set_note(tab, "Patient denies chest pain. No evidence of pneumonia on the chest x-ray.")
+    open_page(tab, "Predictions")
+    wait_for_plots(tab, 1)
+    assert tab.get_by_text("embedding similarity").count() >= 1
+    screenshot(tab, "predictions")
+
+    open_page(tab, "Attribution")
+    click(tab, "Explain")
+    tinted = tab.locator('[data-testid="stHtml"] span[style*="rgba"]')
+    assert tinted.count() > 5  # words tinted by their attribution scores
+    assert tab.get_by_text("Convergence delta").count() == 1
+    click(tab, "Scan every head")
+    wait_for_plots(tab, 1)
+    screenshot(tab, "attribution")
+
+    open_page(tab, "Corpus")
+    click(tab, "Embed the collection")
+    wait_for_plots(tab, 1)
+    click(tab, "Build the search index")
+    assert grid_rows(tab) == 10
+    screenshot(tab, "corpus")
+
+    open_page(tab, "Fine-tune")
+    click(tab, "Train")
+    wait_for_plots(tab, 2)
+    assert tab.get_by_text("Validation accuracy").count() == 1
+    screenshot(tab, "finetune")
+
+    open_page(tab, "Compare")
+    assert tab.get_by_text("Name a second model").count() == 1
+    screenshot(tab, "compare")
+    assert traffic.outside_requests == [] and traffic.dialogs == []
