@@ -61,26 +61,30 @@ with ui.user_errors():
 target_key = (target.kind, target.label, target.token_id, target.mask_index, target.char_index, target.class_index)
 
 with st.expander("Methods and settings", expanded=False):
-    ui.defaults(attr_methods=list(METHOD_NAMES), attr_steps=50, attr_batch=16)
+    ui.defaults(attr_methods=list(METHOD_NAMES), attr_steps=50, attr_memory=1.5)
     methods = st.multiselect("Methods", list(METHOD_NAMES), key="attr_methods",
                              format_func=METHOD_NAMES.get)
     columns = st.columns(3)
     baseline = columns[0].radio("Baseline (\"no information\")", ["pad", "mask"], key="attr_baseline",
                                 format_func=lambda b: {"pad": "[PAD] (keeps [CLS]/[SEP])", "mask": "[MASK]"}[b])
     steps = columns[1].number_input("Integrated Gradients steps", 10, 300, step=10, key="attr_steps")
-    batch = columns[2].number_input("Batch size (memory bound)", 1, 64, key="attr_batch")
+    memory = columns[2].number_input("Memory bound (GB)", 0.05, 8.0, step=0.25, key="attr_memory",
+                                     help="A method that would need more refuses with a message instead of "
+                                          "exhausting the server's memory. Batches are sized to fit it.")
 
 versions = [("intact model", frozenset())] + ([("heads knocked out", knocked)] if knocked else [])
 
 
+memory_bytes = int(float(memory) * 2**30)
+
+
 def run_method(method: str, heads: frozenset) -> attr.Attribution:
-    params = (target_key, method, baseline, int(steps), int(batch), tuple(sorted(heads)))
+    params = (target_key, method, baseline, int(steps), memory_bytes, tuple(sorted(heads)))
     return ui.analysis("attribution", now, params, lambda report: attr.attribute(
-        loaded, settings.note, target, method=method, steps=int(steps), baseline=baseline, batch_size=int(batch),
-        knocked_out=heads, progress=report, **common), f"{METHOD_NAMES[method]}")
+        loaded, settings.note, target, method=method, steps=int(steps), baseline=baseline, memory_limit=memory_bytes, knocked_out=heads, progress=report, **common), f"{METHOD_NAMES[method]}")
 
 
-ready = all(ui.has_analysis("attribution", now, (target_key, m, baseline, int(steps), int(batch),
+ready = all(ui.has_analysis("attribution", now, (target_key, m, baseline, int(steps), memory_bytes,
                                                  tuple(sorted(h)))) for m in methods for _l, h in versions)
 if not methods:
     st.stop()
@@ -126,7 +130,7 @@ with ui.user_errors():
     for method in methods:
         for label, heads in versions:
             found = results[(method, label)]
-            scored = ui.analysis("faithfulness", now, (target_key, method, baseline, int(steps), int(batch),
+            scored = ui.analysis("faithfulness", now, (target_key, method, baseline, int(steps), memory_bytes,
                                                        tuple(sorted(heads))),
                                  lambda report, found=found: faithfulness(loaded, found, progress=report),
                                  f"Faithfulness of {METHOD_NAMES[method]}")

@@ -99,3 +99,26 @@ def test_model_pages_show_errors_as_messages(page: str) -> None:
     app = start(page, note_text="")
     assert not app.exception
     assert any("empty" in error.value for error in app.error)
+
+
+def test_attribution_over_its_memory_bound_is_a_message() -> None:
+    app = start("pages/attribution.py", note_text="Patient denies chest pain. " * 80,  # ~100 MB a row
+                attr_methods=["integrated-gradients"], attr_memory=0.05)
+    app.button(key="go_explain").click().run()
+    assert not app.exception
+    assert any("memory" in error.value for error in app.error)
+
+
+def test_saving_a_fine_tuned_model_to_an_unwritable_folder_is_a_message(tiny_dir: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    app = start("pages/finetune.py", model_choice=MODEL_OTHER, model_custom=str(tiny_dir), ft_epochs=1,
+                ft_folder=str(blocker / "model"))
+    app.button(key="go_train").click().run()
+    app.button(key="go_save").click().run()
+    assert not app.exception
+    assert app.error and "a-file" in app.error[0].value
+    saved = tmp_path / "model"
+    app.text_input(key="ft_folder").set_value(str(saved)).run()
+    app.button(key="go_save").click().run()
+    assert (saved / "config.json").is_file() and any(s.value.startswith("Saved to") for s in app.success)
