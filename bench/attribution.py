@@ -26,7 +26,6 @@ import multiprocessing as mp
 import os
 import resource
 import statistics
-import sys
 import time
 from typing import Any
 

@@ -34,7 +34,7 @@ def extra_columns(loaded: Any, settings: Any, wanted: list[str]) -> dict[str, Ca
     Raises:
         TargetError: the analysis does not fit the checkpoint (e.g. an encoder without ``labels``).
     """
-    from . import predict
+    from . import labelling, predict, similarity
 
     kind = loaded.info.head_kind
     lowercase = settings.lowercase
@@ -46,12 +46,12 @@ def extra_columns(loaded: Any, settings: Any, wanted: list[str]) -> dict[str, Ca
 
     @_last_only
     def zero_shot(text: str) -> Any:
-        return predict.embedding_similarity(loaded, text, list(settings.labels), per_sentence=False,
-                                            lowercase=lowercase, max_chars=UNBOUNDED)
+        return similarity.embedding_similarity(loaded, text, list(settings.labels), per_sentence=False,
+                                               lowercase=lowercase, max_chars=UNBOUNDED)
 
     @_last_only
     def classified(text: str) -> Any:
-        return predict.classify(loaded, text, lowercase=lowercase, max_chars=UNBOUNDED)
+        return labelling.classify(loaded, text, lowercase=lowercase, max_chars=UNBOUNDED)
 
     if "predictions" in wanted:
         if kind == "masked-lm":
@@ -68,7 +68,7 @@ def extra_columns(loaded: Any, settings: Any, wanted: list[str]) -> dict[str, Ca
             columns["label_probs"] = lambda text: classified(text).probs.astype(np.float32)
         elif kind == "token-classification":
             def entities(text: str) -> list[dict[str, object]]:
-                found = predict.token_labels(loaded, text, lowercase=lowercase, max_chars=UNBOUNDED).entities
+                found = labelling.token_labels(loaded, text, lowercase=lowercase, max_chars=UNBOUNDED).entities
                 return [{"label": e.label, "start": int(e.start), "end": int(e.end), "score": float(e.score)}
                         for e in found]
 
@@ -78,14 +78,14 @@ def extra_columns(loaded: Any, settings: Any, wanted: list[str]) -> dict[str, Ca
             columns["zero_shot_probs"] = lambda text: zero_shot(text).note_probs.astype(np.float32)
             columns["zero_shot_similarity"] = lambda text: zero_shot(text).note_similarity.astype(np.float32)
     if "attributions" in wanted:
-        from . import attribution
+        from . import attribution, targets
 
         if kind == "sequence-classification":
             def target_for(text: str) -> Any:
-                return attribution.class_target(loaded, _best(classified(text)))
+                return targets.class_target(loaded, _best(classified(text)))
         elif kind == "encoder":
             def target_for(text: str) -> Any:
-                return attribution.similarity_target(loaded, _best_description(zero_shot(text)), lowercase=lowercase)
+                return targets.similarity_target(loaded, _best_description(zero_shot(text)), lowercase=lowercase)
         else:
             raise TargetError(f"Attributions explain a note-level prediction, which a {kind} model does not make. "
                               f"Use a sequence classifier, or an encoder with --labels; drop 'attributions' here.")

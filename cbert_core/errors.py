@@ -39,6 +39,10 @@ class TargetError(CbertError):
     """A prediction or attribution target that does not fit the note or the model."""
 
 
+class WrongHeadError(TargetError):
+    """A method that does not fit the checkpoint's head (e.g. fill-mask on a bare encoder)."""
+
+
 class ResourceLimitError(CbertError):
     """A request that would exceed a configured memory or size bound."""
 

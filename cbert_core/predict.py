@@ -1,86 +1,61 @@
-"""What the checkpoint's head predicts: fill-mask, pseudo-likelihood, labels, zero-shot.
+"""What a masked-language-model head predicts: fill-mask and the pseudo-likelihood surprise map.
 
 Every function here is a pure function of (LoadedModel, text, settings) and
-returns a frozen record of numpy arrays. They share one lean forward pass
-(:func:`run_encoder`) built from the model's own modules (so the thread-filtered
-knockout hooks of :mod:`cbert_core.hooks` still apply), which
+returns a frozen record of numpy arrays, computed with the lean forward pass of
+:mod:`cbert_core.forward` (the last layer and the vocabulary projection run only
+at the masked rows). Positions follow :class:`cbert_core.trace.Trace`: 0 is
+[CLS], 1..n are the note's word pieces, n + 1 is [SEP]; a long note predicts
+each piece in the window where it is most central.
 
-* computes the last layer only at the rows a result needs (the masked position,
-  the [CLS] row) instead of at every position,
-* computes the head only there (the masked-LM vocabulary projection is a
-  [hidden x 28,996] matrix: at every position of a 512-token window that is
-  most of a head's cost),
-* uses ``scaled_dot_product_attention`` (no [head, t, t] weights kept), and
-* can gate heads per batch row (head importance) without any hook.
-
-Positions follow :class:`cbert_core.trace.Trace`: 0 is [CLS], 1..n are the
-note's word pieces, n + 1 is [SEP]. Long notes are cut into the same windows
-as a trace; a per-token value comes from the window where the token is most
-central.
+The other prediction views live in their own modules and are re-exported here
+for callers of the former single module: classification heads in
+:mod:`cbert_core.labelling`, zero-shot embedding similarity in
+:mod:`cbert_core.similarity`, and the forward pass, note preparation and memory
+bounds in :mod:`cbert_core.forward`.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from .architecture import OFFSET_POSITION_FAMILIES
-from .errors import ResourceLimitError, TargetError, UnsupportedModelError
-from .hooks import HeadSet, knockout
-from .loading import LoadedModel
-from .text import (
-    DEFAULT_MAX_CHARS,
-    DEFAULT_OVERLAP,
-    NoteTokens,
-    Window,
-    check_note,
-    owner_windows,
-    plan_windows,
-    segment,
-    sentence_start_tokens,
-    tokenize_note,
+from .errors import TargetError, WrongHeadError
+from .forward import (
+    DEFAULT_INFERENCE_MEMORY,
+    Prepared,
+    attention_context,
+    check_memory,
+    embed,
+    estimate_bytes,
+    finish_layer,
+    fit_batch,
+    forward_ids,
+    gate_heads,
+    head_logits,
+    prepare,
+    require_head,
+    run_encoder,
+    vocabulary_id,
+    word_vectors,
 )
+from .hooks import HeadSet, knockout
+from .labelling import ClassProbabilities, EntitySpan, TokenLabels, classify, merge_entities, token_labels
+from .loading import LoadedModel
+from .similarity import (
+    DEFAULT_TEMPERATURE,
+    SimilarityResult,
+    description_embedding,
+    embedding_similarity,
+    pooled_embeddings,
+)
+from .text import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP, Window
 
 Progress = Callable[[float, str], None]
 DEFAULT_TOP_K = 10
-DEFAULT_TEMPERATURE = 0.05
-# Inference activations allowed per forward batch (bytes); see estimate_bytes().
-DEFAULT_INFERENCE_MEMORY = 1 << 30
-
-
-class WrongHeadError(TargetError):
-    """A method that does not fit the checkpoint's head (e.g. fill-mask on a bare encoder)."""
-
-
-_HEAD_NAMES = {
-    "masked-lm": "a masked-language-model (fill-mask) head",
-    "token-classification": "a token-classification (entity) head",
-    "sequence-classification": "a sequence-classification head",
-    "encoder": "no task head (a bare encoder)",
-}
-_ADVICE = {
-    "masked-lm": "Use fill-mask and the surprise map, or embedding similarity.",
-    "token-classification": "Use the entity view, or embedding similarity.",
-    "sequence-classification": "Use the class probabilities view, or embedding similarity.",
-    "encoder": "Use embedding similarity against label descriptions instead.",
-}
-
-
-def require_head(loaded: LoadedModel, wanted: str, method: str) -> None:
-    """Raise :class:`WrongHeadError` unless the checkpoint carries the ``wanted`` head."""
-    kind = loaded.info.head_kind
-    if kind != wanted:
-        raise WrongHeadError(
-            f"{method} needs {_HEAD_NAMES[wanted]}, but {loaded.info.name} has {_HEAD_NAMES[kind]}. "
-            f"{_ADVICE[kind]}"
-        )
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
@@ -91,294 +66,6 @@ def _frozen(array: np.ndarray) -> np.ndarray:
 def _report(progress: Progress | None, fraction: float, message: str) -> None:
     if progress is not None:
         progress(float(min(max(fraction, 0.0), 1.0)), message)
-
-
-# ---------------------------------------------------------------------------------------------
-# The lean forward pass
-# ---------------------------------------------------------------------------------------------
-
-def _activation(layer: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    intermediate = getattr(layer, "intermediate", None)
-    if intermediate is not None:  # BERT, RoBERTa, ELECTRA
-        return intermediate.intermediate_act_fn
-    ffn = getattr(layer, "ffn", None)
-    if ffn is not None:  # DistilBERT
-        return ffn.activation
-    raise UnsupportedModelError("This checkpoint's feed-forward layout is not one the explorer knows.")
-
-
-def word_vectors(loaded: LoadedModel, ids: torch.Tensor) -> torch.Tensor:
-    """Word-embedding rows for ``ids`` [b, t] -> [b, t, embedding size] (the attribution input)."""
-    return loaded.anatomy.embeddings.word(ids)
-
-
-def embed(loaded: LoadedModel, words: torch.Tensor) -> torch.Tensor:
-    """Add position and segment-0 embeddings to word vectors and normalize.
-
-    Args:
-        words: [b, t, embedding size] word-embedding vectors (possibly interpolated).
-
-    Returns:
-        [b, t, hidden]: the first layer's input, as the model's embedding layer computes it
-        for a sequence without padding.
-    """
-    parts = loaded.anatomy.embeddings
-    length = words.shape[1]
-    summed = words
-    if parts.token_type is not None:
-        summed = summed + parts.token_type.weight[0]
-    if parts.position is not None:
-        offset = int(loaded.model.config.pad_token_id) + 1 if loaded.anatomy.family in OFFSET_POSITION_FAMILIES else 0
-        summed = summed + parts.position.weight[offset:offset + length]
-    hidden = parts.norm(summed)
-    project = getattr(loaded.model.base_model, "embeddings_project", None)  # ELECTRA
-    return project(hidden) if project is not None else hidden
-
-
-def attention_context(loaded: LoadedModel, index: int, hidden: torch.Tensor, queries: torch.Tensor,
-                      key_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Concatenated head outputs of layer ``index`` before the output projection.
-
-    Args:
-        hidden: [b, t, d] layer input (keys and values).
-        queries: [b, q, d] the rows of ``hidden`` whose output is wanted.
-        key_mask: bool [b, t], True where a key may be attended (None: all).
-
-    Returns:
-        [b, q, heads * head_dim].
-    """
-    layer = loaded.anatomy.layers[index]
-    heads, head_dim = loaded.anatomy.num_heads, loaded.anatomy.head_dim
-
-    def split(x: torch.Tensor) -> torch.Tensor:
-        return x.unflatten(-1, (heads, head_dim)).transpose(1, 2)  # [b, h, t, dh]
-
-    mask = key_mask[:, None, None, :] if key_mask is not None else None
-    context = F.scaled_dot_product_attention(split(layer.query(queries)), split(layer.key(hidden)),
-                                             split(layer.value(hidden)), attn_mask=mask)  # [b, h, q, dh]
-    return context.transpose(1, 2).flatten(-2)
-
-
-def finish_layer(loaded: LoadedModel, index: int, context: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-    """Output projection (knockout hooks act here), residual, norm and feed-forward of one layer.
-
-    Args:
-        context: [b, q, heads * head_dim]; residual: [b, q, d] the layer input at the same rows.
-
-    Returns:
-        [b, q, d] the layer output.
-    """
-    layer = loaded.anatomy.layers[index]
-    attended = layer.attention_norm(layer.attention_out_proj(context) + residual)
-    update = layer.ffn_out(_activation(layer.layer)(layer.ffn_in(attended)))
-    return layer.output_norm(update + attended)
-
-
-def gate_heads(loaded: LoadedModel, context: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-    """Multiply each head's slice of ``context`` [b, q, h * dh] by ``gate`` [b, h] (0 knocks it out)."""
-    shaped = context.unflatten(-1, (loaded.anatomy.num_heads, loaded.anatomy.head_dim))  # [b, q, h, dh]
-    return (shaped * gate[:, None, :, None].to(context.dtype)).flatten(-2)
-
-
-def run_encoder(loaded: LoadedModel, hidden: torch.Tensor, *, start: int = 0, rows: torch.Tensor | None = None,
-                key_mask: torch.Tensor | None = None, head_gate: torch.Tensor | None = None,
-                layer_inputs: list[torch.Tensor] | None = None) -> torch.Tensor:
-    """Run the encoder layers from ``start`` on.
-
-    Args:
-        hidden: [b, t, d] input of layer ``start`` (from :func:`embed` when ``start`` is 0).
-        rows: int64 [b, m]: only these positions are needed from the last layer
-            (None: all positions).
-        key_mask: bool [b, t] for padded batches (None: no padding).
-        head_gate: [b, layer, head] multipliers of each head's output (None: all 1).
-        layer_inputs: if given, the input of every layer run is appended to it.
-
-    Returns:
-        [b, t, d] last-layer states, or [b, m, d] at ``rows``.
-    """
-    layers = len(loaded.anatomy.layers)
-    for index in range(start, layers):
-        if layer_inputs is not None:
-            layer_inputs.append(hidden)
-        queries = hidden
-        if rows is not None and index == layers - 1:
-            queries = hidden.gather(1, rows[..., None].expand(-1, -1, hidden.shape[-1]))  # [b, m, d]
-        context = attention_context(loaded, index, hidden, queries, key_mask)
-        if head_gate is not None:
-            context = gate_heads(loaded, context, head_gate[:, index])
-        hidden = finish_layer(loaded, index, context, queries)
-    if rows is not None and start >= layers:
-        hidden = hidden.gather(1, rows[..., None].expand(-1, -1, hidden.shape[-1]))
-    return hidden
-
-
-def head_logits(loaded: LoadedModel, hidden: torch.Tensor) -> torch.Tensor:
-    """The checkpoint's head on last-layer states.
-
-    Args:
-        hidden: [b, m, d]. For a sequence-classification head, row 0 must be [CLS].
-
-    Returns:
-        masked-lm [b, m, vocab]; token-classification [b, m, labels];
-        sequence-classification [b, labels]; a bare encoder returns ``hidden``.
-    """
-    model, kind = loaded.model, loaded.info.head_kind
-    if kind == "masked-lm":
-        if hasattr(model, "cls"):
-            return model.cls(hidden)
-        if hasattr(model, "lm_head"):
-            return model.lm_head(hidden)
-        if hasattr(model, "vocab_projector"):
-            return model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(hidden))))
-        if hasattr(model, "generator_lm_head"):
-            return model.generator_lm_head(model.generator_predictions(hidden))
-    elif kind == "token-classification":
-        return model.classifier(hidden)
-    elif kind == "sequence-classification":
-        if hasattr(model, "pre_classifier"):  # DistilBERT
-            return model.classifier(torch.relu(model.pre_classifier(hidden[:, 0])))
-        pooler = getattr(model.base_model, "pooler", None)
-        if pooler is not None and isinstance(model.classifier, nn.Linear):  # BERT
-            return model.classifier(pooler(hidden))
-        return model.classifier(hidden)  # RoBERTa/ELECTRA heads read row 0 themselves
-    else:
-        return hidden
-    raise UnsupportedModelError(f"The {loaded.info.family} masked-LM head has a layout the explorer does not know.")
-
-
-def forward_ids(loaded: LoadedModel, ids: torch.Tensor, *, rows: torch.Tensor | None = None,
-                key_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Head output for token ids [b, t] (see :func:`head_logits`), last layer only at ``rows``."""
-    return head_logits(loaded, run_encoder(loaded, embed(loaded, word_vectors(loaded, ids)), rows=rows,
-                                           key_mask=key_mask))
-
-
-def estimate_bytes(loaded: LoadedModel, tokens: int, rows: int, *, backward: bool) -> int:
-    """Estimated activation memory of a batch of ``rows`` sequences of ``tokens`` positions.
-
-    Forward-only passes keep about one layer's temporaries; a backward pass keeps what
-    every layer saved for it (about ten [t, hidden] and two [t, d_ff] arrays per layer,
-    with scaled-dot-product attention, which stores no [t, t] weights). Calibrated on
-    BERT-base: 128 tokens x 12 rows measured 1.37 GB of extra resident memory.
-    """
-    info = loaded.info
-    per_layer = tokens * (10 * info.hidden_size + 2 * info.intermediate_size) * 4
-    if backward:
-        return int(rows * (per_layer * info.num_layers * 1.35 + tokens * info.hidden_size * 8))
-    return int(rows * (per_layer + tokens * info.num_heads * 4 * 2))
-
-
-def check_memory(loaded: LoadedModel, tokens: int, rows: int, bound: int, *, backward: bool, what: str) -> None:
-    """Raise :class:`ResourceLimitError` when a batch would exceed ``bound`` bytes."""
-    need = estimate_bytes(loaded, tokens, rows, backward=backward)
-    if need > bound:
-        raise ResourceLimitError(
-            f"{what} on {tokens} tokens with a batch of {rows} would need about {need / 2**20:,.0f} MB of working "
-            f"memory; the limit is {bound / 2**20:,.0f} MB. Use a smaller batch size, a shorter section of the "
-            f"note, or raise the memory limit in the settings."
-        )
-
-
-def fit_batch(loaded: LoadedModel, tokens: int, wanted: int, bound: int, *, backward: bool, what: str) -> int:
-    """The largest batch up to ``wanted`` that stays within ``bound`` (at least 1, else an error)."""
-    check_memory(loaded, tokens, 1, bound, backward=backward, what=what)
-    per_row = max(estimate_bytes(loaded, tokens, 1, backward=backward), 1)
-    return int(max(1, min(wanted, bound // per_row)))
-
-
-# ---------------------------------------------------------------------------------------------
-# Notes, windows and vocabulary
-# ---------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True, kw_only=True)
-class Prepared:
-    """A tokenized note cut into windows (no model run yet)."""
-
-    text: str
-    lowercase: bool
-    note: NoteTokens
-    windows: tuple[Window, ...]
-    owner: np.ndarray  # int32 [n]: window owning each content token
-    cls_id: int
-    sep_id: int
-    mask_id: int | None
-    pad_id: int | None
-    cls_token: str
-    sep_token: str
-
-    def window_ids(self, window: Window) -> np.ndarray:
-        """int64 [window.size + 2]: [CLS] + the window's pieces + [SEP]."""
-        return np.concatenate([[self.cls_id], self.note.ids[window.start:window.stop], [self.sep_id]]).astype(np.int64)
-
-    @property
-    def positions(self) -> int:
-        return len(self.note) + 2
-
-    def global_tokens(self) -> tuple[str, ...]:
-        return (self.cls_token, *self.note.tokens, self.sep_token)
-
-    def global_offsets(self) -> np.ndarray:
-        return np.concatenate([[[-1, -1]], self.note.offsets, [[-1, -1]]]).astype(np.int32)
-
-    def global_word_ids(self) -> np.ndarray:
-        return np.concatenate([[-1], self.note.word_ids, [-1]]).astype(np.int32)
-
-
-def prepare(loaded: LoadedModel, text: str, *, lowercase: bool | None = None, overlap: int = DEFAULT_OVERLAP,
-            max_chars: int = DEFAULT_MAX_CHARS, max_content: int | None = None) -> Prepared:
-    """Tokenize ``text`` and plan its windows as :func:`cbert_core.trace.trace` does.
-
-    Args:
-        max_content: content tokens per window (None: the model's positions minus 2).
-
-    Raises:
-        EmptyNoteError, NoteTooLongError.
-    """
-    check_note(text, max_chars)
-    lowercase = loaded.resolve_lowercase(lowercase)
-    tokenizer = loaded.tokenizer(lowercase)
-    note = tokenize_note(tokenizer, text)
-    limit = loaded.info.max_tokens - tokenizer.num_special_tokens_to_add(pair=False)
-    max_content = limit if max_content is None else int(max(8, min(max_content, limit)))
-    boundaries: list[int] = []
-    if len(note) > max_content:
-        boundaries = sentence_start_tokens(note.offsets, [s.start for s in segment(text).sentences])
-    windows = plan_windows(len(note), max_content, overlap, boundaries)
-    return Prepared(text=text, lowercase=lowercase, note=note, windows=windows,
-                    owner=owner_windows(windows, len(note)), cls_id=int(tokenizer.cls_token_id),
-                    sep_id=int(tokenizer.sep_token_id), mask_id=tokenizer.mask_token_id,
-                    pad_id=tokenizer.pad_token_id, cls_token=str(tokenizer.cls_token),
-                    sep_token=str(tokenizer.sep_token))
-
-
-def vocabulary_id(loaded: LoadedModel, word: str, *, lowercase: bool | None = None) -> int:
-    """The vocabulary id of ``word``: an exact vocabulary entry, else the one piece the tokenizer makes of it.
-
-    An exact entry wins so that a token the model shows as a prediction (for example
-    "Patient" or "##d" from a cased vocabulary read through a lower-casing tokenizer,
-    as with Bio_ClinicalBERT) scores as itself; other text goes through the tokenizer
-    ("PAIN" -> "pain").
-
-    Raises:
-        TargetError: empty, split into several pieces, or unknown to the vocabulary.
-    """
-    tokenizer = loaded.tokenizer(loaded.resolve_lowercase(lowercase))
-    shown = (word or "").strip()
-    if not shown:
-        raise TargetError("Type the word whose probability you want to see.")
-    unk = tokenizer.unk_token_id
-    exact = tokenizer.get_vocab().get(shown)
-    if exact is not None and (exact != unk or shown == tokenizer.unk_token):
-        return int(exact)
-    pieces = tokenize_note(tokenizer, shown)
-    if len(pieces) != 1 or (unk is not None and int(pieces.ids[0]) == unk):
-        split = " ".join(pieces.tokens)
-        reason = "is not in the model's vocabulary" if len(pieces) == 1 else f"splits into {len(pieces)} pieces ({split})"
-        raise TargetError(
-            f"'{shown}' {reason}. The model predicts one word piece per [MASK], so it can only score words its "
-            f"vocabulary holds whole. Choose another word, or one of the pieces shown."
-        )
-    return int(pieces.ids[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -664,315 +351,11 @@ def pseudo_log_likelihood(loaded: LoadedModel, text: str, *, batch_size: int = 8
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# Classification heads
-# ---------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True, kw_only=True)
-class EntitySpan:
-    """Consecutive words with one entity label."""
-
-    label: str  # without the B-/I- prefix
-    start: int  # characters text[start:end]
-    end: int
-    text: str
-    score: float  # mean over the words of the label's probability at each word's first piece
-    first_word: int
-    last_word: int  # inclusive
-
-
-@dataclass(frozen=True, kw_only=True)
-class TokenLabels:
-    """A token-classification head's labels per piece and the entity spans they form."""
-
-    model_key: str
-    text: str
-    lowercase: bool
-    knocked_out: HeadSet
-    labels: tuple[str, ...]  # [label]
-    tokens: tuple[str, ...]  # [pos]
-    offsets: np.ndarray  # int32 [pos, 2]
-    probs: np.ndarray  # float32 [pos, label]
-    word_spans: np.ndarray  # int32 [word, 2]
-    word_labels: np.ndarray  # int32 [word]: label of each word's first piece
-    word_scores: np.ndarray  # float32 [word]: its probability
-    entities: tuple[EntitySpan, ...]
-
-    def __post_init__(self) -> None:
-        if self.probs.shape != (len(self.tokens), len(self.labels)):
-            raise ValueError("TokenLabels.probs must be [pos, label]")
-        for array in (self.offsets, self.probs, self.word_spans, self.word_labels, self.word_scores):
-            _frozen(array)
-
-
-_BIO = re.compile(r"^([BIESLU])[-_](.+)$")
-
-
-def _entity_parts(label: str) -> tuple[str, str]:
-    """("B"/"I"/.../"" , kind); kind "" means outside."""
-    if label.upper() in {"O", "OUTSIDE", "NONE"}:
-        return "", ""
-    match = _BIO.match(label)
-    return (match.group(1).upper(), match.group(2)) if match else ("", label)
-
-
-def merge_entities(text: str, labels: Sequence[str], word_spans: np.ndarray, word_labels: np.ndarray,
-                   word_scores: np.ndarray) -> tuple[EntitySpan, ...]:
-    """Merge word labels into entity spans (BIO/BIOES prefixes or plain labels).
-
-    B-/S-/U- start an entity; I-/E-/L- continue one of the same kind (or start one);
-    plain labels merge consecutive words of the same label; "O" ends the current entity.
-    """
-    entities: list[EntitySpan] = []
-    current: list[int] = []
-    kind_now = ""
-
-    def close() -> None:
-        nonlocal current, kind_now
-        if current:
-            start, end = int(word_spans[current[0], 0]), int(word_spans[current[-1], 1])
-            entities.append(EntitySpan(label=kind_now, start=start, end=end, text=text[start:end],
-                                       score=float(np.mean(word_scores[current])), first_word=current[0],
-                                       last_word=current[-1]))
-        current, kind_now = [], ""
-
-    for word, label_index in enumerate(word_labels):
-        prefix, kind = _entity_parts(labels[int(label_index)])
-        if not kind:
-            close()
-            continue
-        if prefix in {"B", "S", "U"} or kind != kind_now:
-            close()
-        current.append(word)
-        kind_now = kind
-        if prefix in {"S", "U", "E", "L"}:
-            close()
-    close()
-    return tuple(entities)
-
-
-def _run_windows(loaded: LoadedModel, prepared: Prepared, *, rows_for: Callable[[Window], np.ndarray | None],
-                 knocked_out: Iterable[tuple[int, int]], progress: Progress | None,
-                 message: str) -> tuple[list[np.ndarray], HeadSet]:
-    """Head output per window (float32 numpy), last layer only at ``rows_for(window)``."""
-    outputs: list[np.ndarray] = []
-    with torch.inference_mode(), knockout(loaded.anatomy, knocked_out) as heads:
-        for window in prepared.windows:
-            rows = rows_for(window)
-            row_tensor = None if rows is None else torch.from_numpy(rows.astype(np.int64))[None]
-            logits = forward_ids(loaded, torch.from_numpy(prepared.window_ids(window))[None], rows=row_tensor)
-            outputs.append(logits[0].float().numpy())
-            _report(progress, (window.index + 1) / len(prepared.windows),
-                    f"{message}: window {window.index + 1} of {len(prepared.windows)}")
-    return outputs, heads
-
-
-def token_labels(loaded: LoadedModel, text: str, *, lowercase: bool | None = None,
-                 knocked_out: Iterable[tuple[int, int]] = (), overlap: int = DEFAULT_OVERLAP,
-                 max_chars: int = DEFAULT_MAX_CHARS, progress: Progress | None = None) -> TokenLabels:
-    """Label probabilities per piece and entity spans (words labelled by their first piece).
-
-    Raises:
-        WrongHeadError: the checkpoint has no token-classification head.
-    """
-    require_head(loaded, "token-classification", "Entity labelling")
-    prepared = prepare(loaded, text, lowercase=lowercase, overlap=overlap, max_chars=max_chars)
-    outputs, heads = _run_windows(loaded, prepared, rows_for=lambda window: None, knocked_out=knocked_out,
-                                  progress=progress, message="Labelling")
-    labels = loaded.info.labels or tuple(f"LABEL_{i}" for i in range(outputs[0].shape[-1]))
-    n = len(prepared.note)
-    probs = np.zeros((n + 2, len(labels)), np.float32)
-    for window, logits in zip(prepared.windows, outputs):
-        window_probs = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()  # [t, label]
-        owned = np.flatnonzero(prepared.owner == window.index)
-        probs[owned + 1] = window_probs[owned - window.start + 1]
-        if window.index == 0:
-            probs[0] = window_probs[0]
-        if window.index == len(prepared.windows) - 1:
-            probs[-1] = window_probs[-1]
-    note = prepared.note
-    first_piece = np.unique(note.word_ids, return_index=True)[1]  # [word] content index of each word's first piece
-    word_probs = probs[first_piece + 1]
-    word_labels = word_probs.argmax(-1).astype(np.int32)
-    word_scores = word_probs[np.arange(len(word_labels)), word_labels].astype(np.float32)
-    spans = np.array(note.word_spans, dtype=np.int32)
-    return TokenLabels(model_key=loaded.info.key, text=text, lowercase=prepared.lowercase, knocked_out=heads,
-                       labels=labels, tokens=prepared.global_tokens(), offsets=prepared.global_offsets(), probs=probs,
-                       word_spans=spans, word_labels=word_labels, word_scores=word_scores,
-                       entities=merge_entities(text, labels, spans, word_labels, word_scores))
-
-
-@dataclass(frozen=True, kw_only=True)
-class ClassProbabilities:
-    """A sequence-classification head's label probabilities, per window and averaged."""
-
-    model_key: str
-    text: str
-    lowercase: bool
-    knocked_out: HeadSet
-    labels: tuple[str, ...]  # [label]
-    windows: tuple[Window, ...]
-    window_probs: np.ndarray  # float32 [window, label]
-    probs: np.ndarray  # float32 [label]: mean over windows
-
-    def __post_init__(self) -> None:
-        if self.window_probs.shape != (len(self.windows), len(self.labels)) or self.probs.shape != (len(self.labels),):
-            raise ValueError("ClassProbabilities arrays must be [window, label] and [label]")
-        _frozen(self.window_probs)
-        _frozen(self.probs)
-
-
-def classify(loaded: LoadedModel, text: str, *, lowercase: bool | None = None,
-             knocked_out: Iterable[tuple[int, int]] = (), overlap: int = DEFAULT_OVERLAP,
-             max_chars: int = DEFAULT_MAX_CHARS, progress: Progress | None = None) -> ClassProbabilities:
-    """Label probabilities of a sequence classifier; a long note averages its windows' probabilities.
-
-    Raises:
-        WrongHeadError: the checkpoint has no sequence-classification head.
-    """
-    require_head(loaded, "sequence-classification", "Note classification")
-    prepared = prepare(loaded, text, lowercase=lowercase, overlap=overlap, max_chars=max_chars)
-    outputs, heads = _run_windows(loaded, prepared, rows_for=lambda window: np.array([0]), knocked_out=knocked_out,
-                                  progress=progress, message="Classifying")
-    window_probs = torch.softmax(torch.from_numpy(np.stack(outputs)), dim=-1).numpy().astype(np.float32)
-    labels = loaded.info.labels or tuple(f"LABEL_{i}" for i in range(window_probs.shape[-1]))
-    return ClassProbabilities(model_key=loaded.info.key, text=text, lowercase=prepared.lowercase, knocked_out=heads,
-                              labels=labels, windows=prepared.windows, window_probs=window_probs,
-                              probs=window_probs.mean(0).astype(np.float32))
-
-
-# ---------------------------------------------------------------------------------------------
-# Zero-shot embedding similarity (any encoder; meant for sentence encoders such as MiniLM)
-# ---------------------------------------------------------------------------------------------
-
-def pooled_embeddings(loaded: LoadedModel, sequences: Sequence[np.ndarray], *, cls_id: int, sep_id: int,
-                      batch_size: int = 16) -> torch.Tensor:
-    """Mean-pooled last-layer embeddings of content-id sequences (specials added), unnormalized.
-
-    Mean pooling runs over every position of the input, [CLS] and [SEP] included, as
-    sentence-transformers pools all-MiniLM-L6-v2. A sequence longer than the model's
-    window is cut into windows whose embeddings are averaged, weighted by length.
-    Must run inside the caller's no-grad / knockout context.
-
-    Returns:
-        float32 [sequences, hidden].
-    """
-    limit = loaded.info.max_tokens - 2
-    pieces: list[tuple[int, np.ndarray]] = []  # (sequence index, window content ids)
-    for index, ids in enumerate(sequences):
-        for window in plan_windows(max(len(ids), 1), limit, DEFAULT_OVERLAP):
-            pieces.append((index, ids[window.start:window.stop]))
-    hidden = loaded.info.hidden_size
-    sums = torch.zeros(len(sequences), hidden)
-    weights = torch.zeros(len(sequences))
-    order = sorted(range(len(pieces)), key=lambda i: len(pieces[i][1]))
-    for first in range(0, len(order), batch_size):
-        chunk = [pieces[i] for i in order[first:first + batch_size]]
-        width = max(len(ids) for _, ids in chunk) + 2
-        ids = torch.zeros(len(chunk), width, dtype=torch.long)
-        keep = torch.zeros(len(chunk), width, dtype=torch.bool)
-        for row, (_, content) in enumerate(chunk):
-            full = np.concatenate([[cls_id], content, [sep_id]]).astype(np.int64)
-            ids[row, :full.size] = torch.from_numpy(full)
-            keep[row, :full.size] = True
-        states = run_encoder(loaded, embed(loaded, word_vectors(loaded, ids)),
-                             key_mask=None if bool(keep.all()) else keep)  # [b, t, d]
-        mean = (states * keep[..., None]).sum(1) / keep.sum(1, keepdim=True)  # [b, d]
-        for row, (index, content) in enumerate(chunk):
-            sums[index] += mean[row].float() * len(content)
-            weights[index] += len(content)
-    return sums / weights.clamp_min(1)[:, None]
-
-
-def description_embedding(loaded: LoadedModel, description: str, *, lowercase: bool | None = None) -> np.ndarray:
-    """float32 [hidden]: the unit-length mean-pooled embedding of a label description."""
-    return _description_matrix(loaded, [description], lowercase=lowercase, knocked_out=())[0]
-
-
-def _description_matrix(loaded: LoadedModel, descriptions: Sequence[str], *, lowercase: bool | None,
-                        knocked_out: Iterable[tuple[int, int]]) -> np.ndarray:
-    tokenizer = loaded.tokenizer(loaded.resolve_lowercase(lowercase))
-    cleaned = [str(d).strip() for d in descriptions]
-    if not cleaned or any(not d for d in cleaned):
-        raise TargetError("Give at least one label description, each with some text "
-                          "(for example 'pneumonia present' and 'no evidence of pneumonia').")
-    sequences = [tokenize_note(tokenizer, d).ids for d in cleaned]
-    with torch.inference_mode(), knockout(loaded.anatomy, knocked_out):
-        vectors = pooled_embeddings(loaded, sequences, cls_id=int(tokenizer.cls_token_id),
-                                    sep_id=int(tokenizer.sep_token_id))
-    return F.normalize(vectors, dim=-1).numpy().astype(np.float32)
-
-
-@dataclass(frozen=True, kw_only=True)
-class SimilarityResult:
-    """Zero-shot embedding similarity between a note (and its sentences) and label descriptions.
-
-    This is cosine similarity of mean-pooled embeddings, turned into a softmax over the
-    descriptions with a temperature: a ranking aid, not a calibrated probability.
-    """
-
-    model_key: str
-    text: str
-    lowercase: bool
-    knocked_out: HeadSet
-    descriptions: tuple[str, ...]  # [label]
-    temperature: float
-    note_similarity: np.ndarray  # float32 [label]: cosine
-    note_probs: np.ndarray  # float32 [label]: softmax(cosine / temperature)
-    sentence_spans: np.ndarray  # int32 [sentence, 2]
-    sentence_similarity: np.ndarray  # float32 [sentence, label]
-    sentence_probs: np.ndarray  # float32 [sentence, label]
-
-    def __post_init__(self) -> None:
-        labels, sentences = len(self.descriptions), len(self.sentence_spans)
-        if self.note_similarity.shape != (labels,) or self.note_probs.shape != (labels,):
-            raise ValueError("note arrays must be [label]")
-        if self.sentence_similarity.shape != (sentences, labels) or self.sentence_probs.shape != (sentences, labels):
-            raise ValueError("sentence arrays must be [sentence, label]")
-        for array in (self.note_similarity, self.note_probs, self.sentence_spans, self.sentence_similarity,
-                      self.sentence_probs):
-            _frozen(array)
-
-
-def embedding_similarity(loaded: LoadedModel, text: str, descriptions: Sequence[str], *,
-                         temperature: float = DEFAULT_TEMPERATURE, per_sentence: bool = True,
-                         lowercase: bool | None = None, knocked_out: Iterable[tuple[int, int]] = (),
-                         max_chars: int = DEFAULT_MAX_CHARS, progress: Progress | None = None) -> SimilarityResult:
-    """Zero-shot labelling by embedding similarity (works with any encoder, best with sentence encoders).
-
-    The note (and, with ``per_sentence``, each sentence from :func:`cbert_core.text.segment`)
-    is mean-pooled over the last layer and compared by cosine similarity with each
-    description's embedding; ``softmax(cosine / temperature)`` ranks the descriptions.
-
-    Raises:
-        TargetError: no description, or an empty one; ValueError: temperature <= 0.
-    """
-    if temperature <= 0:
-        raise ValueError("temperature must be positive")
-    check_note(text, max_chars)
-    lowercase = loaded.resolve_lowercase(lowercase)
-    tokenizer = loaded.tokenizer(lowercase)
-    labels = _description_matrix(loaded, descriptions, lowercase=lowercase, knocked_out=knocked_out)  # [label, d]
-    note = tokenize_note(tokenizer, text)
-    spans: list[tuple[int, int]] = []
-    sequences = [note.ids]
-    if per_sentence:
-        for sentence in segment(text).sentences:
-            inside = np.flatnonzero((note.offsets[:, 0] >= sentence.start) & (note.offsets[:, 0] < sentence.end))
-            if inside.size:
-                spans.append((sentence.start, sentence.end))
-                sequences.append(note.ids[inside])
-    _report(progress, 0.1, "Embedding the note")
-    with torch.inference_mode(), knockout(loaded.anatomy, knocked_out) as heads:
-        vectors = F.normalize(pooled_embeddings(loaded, sequences, cls_id=int(tokenizer.cls_token_id),
-                                                sep_id=int(tokenizer.sep_token_id)), dim=-1)
-    similarity = (vectors @ torch.from_numpy(labels).T).numpy().astype(np.float32)  # [1 + sentence, label]
-    probs = torch.softmax(torch.from_numpy(similarity) / temperature, dim=-1).numpy().astype(np.float32)
-    _report(progress, 1.0, "Done")
-    return SimilarityResult(
-        model_key=loaded.info.key, text=text, lowercase=lowercase, knocked_out=heads,
-        descriptions=tuple(str(d).strip() for d in descriptions), temperature=float(temperature),
-        note_similarity=similarity[0], note_probs=probs[0],
-        sentence_spans=np.array(spans, dtype=np.int32).reshape(-1, 2),
-        sentence_similarity=similarity[1:], sentence_probs=probs[1:],
-    )
+__all__ = [
+    "DEFAULT_INFERENCE_MEMORY", "DEFAULT_TEMPERATURE", "DEFAULT_TOP_K", "ClassProbabilities", "EntitySpan",
+    "FillMaskResult", "Prepared", "Progress", "PseudoLikelihood", "SimilarityResult", "TokenLabels", "WrongHeadError",
+    "attention_context", "check_memory", "classify", "description_embedding", "embed", "embedding_similarity",
+    "estimate_bytes", "fill_mask", "finish_layer", "fit_batch", "forward_ids", "gate_heads", "head_logits",
+    "mask_word", "merge_entities", "pooled_embeddings", "prepare", "pseudo_log_likelihood", "require_head",
+    "run_encoder", "token_labels", "vocabulary_id", "word_vectors",
+]
