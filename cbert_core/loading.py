@@ -1,6 +1,7 @@
 """Resolve and load a checkpoint: a hub id, a local folder, or the bundled model.
 
-Loading is always: eager attention (SDPA returns no attention weights), eval
+Loading is always: eager-style attention that returns its weights (SDPA returns
+none; see :mod:`cbert_core.attention_kernel`), eval
 mode, ``trust_remote_code`` off, safetensors preferred and ``.bin`` files only
 through weights-only unpickling. The returned :class:`LoadedModel` says which
 head the checkpoint carries and how its tokenizer treats case.
@@ -34,6 +35,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from . import hub
+from .attention_kernel import NAME as ATTENTION
 from .architecture import Anatomy, anatomy_of, check_supported, usable_positions
 from .casing import tokenizer_lowercases, vocabulary_is_cased
 from .errors import (
@@ -409,7 +411,7 @@ def _load_weights(folder: Path, config: PretrainedConfig, head_kind: HeadKind, w
         model, loading_info = model_class.from_pretrained(
             folder,
             config=config,
-            attn_implementation="eager",
+            attn_implementation=ATTENTION,
             use_safetensors=weights.name.startswith("model.safetensors"),
             weights_only=True,
             local_files_only=True,

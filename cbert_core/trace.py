@@ -10,6 +10,7 @@ pairwise values (attention, queries/keys) stay per window.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -216,11 +217,20 @@ def trace(
     # Refuse an oversized note before the (slower) sentence segmentation.
     _check_memory(info, plan_windows(len(note), max_content, overlap), len(note) + 2, capture_qk, capture_ffn,
                   max_trace_bytes)
-    segmentation = segment(text)
-    boundaries = sentence_start_tokens(note.offsets, [s.start for s in segmentation.sentences])
-    windows = plan_windows(len(note), max_content, overlap, boundaries)
+    if len(note) <= max_content:
+        # One window needs no sentence boundaries: segment in a thread while the model runs
+        # (pysbd is pure Python; torch releases the GIL), which hides its cost.
+        segmenting = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="cbert-segment")
+        pending_segmentation = segmenting.submit(segment, text)
+        segmenting.shutdown(wait=False)
+        windows = plan_windows(len(note), max_content, overlap)
+    else:
+        pending_segmentation = None
+        segmentation = segment(text)
+        boundaries = sentence_start_tokens(note.offsets, [s.start for s in segmentation.sentences])
+        windows = plan_windows(len(note), max_content, overlap, boundaries)
+        _check_memory(info, windows, len(note) + 2, capture_qk, capture_ffn, max_trace_bytes)
     owner_content = owner_windows(windows, len(note))
-    _check_memory(info, windows, len(note) + 2, capture_qk, capture_ffn, max_trace_bytes)
 
     extra = frozenset(extra_sites) - {"hidden", "attention", "query", "key", "ffn_activation"}
     sites = {"hidden", "attention", *extra}
@@ -241,13 +251,15 @@ def trace(
             layers, heads = len(loaded.anatomy.layers), loaded.anatomy.num_heads
             recording.reserve("attention", (layers, 1, heads, size, size), torch.float16)
             recording.reserve("hidden", (layers + 1, 1, size, info.hidden_size), torch.float32)
-            outputs = loaded.model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids))
+            outputs = loaded.model(input_ids=input_ids)  # one unpadded sequence: no mask to build or add
             per_window.append(_collect_window(recording, sites, loaded.anatomy.num_heads))
             recording.clear()
             head_parts.append(_head_part(info.head_kind, outputs, top_k))
             if progress is not None:
                 progress((window.index + 1) / len(windows), f"Window {window.index + 1} of {len(windows)}")
 
+    if pending_segmentation is not None:
+        segmentation = pending_segmentation.result()
     n = len(note)
     positions = n + 2
     owner = np.concatenate([[0], owner_content, [len(windows) - 1]]).astype(np.int32)

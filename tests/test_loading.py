@@ -104,7 +104,7 @@ def test_hub_layout_folder_loads_as_bert(tmp_path: Path) -> None:
     assert loaded.info.family == "bert"
     assert loaded.info.head_kind == "masked-lm"
     assert loaded.info.weights_file == "pytorch_model.bin"
-    assert loaded.model.config._attn_implementation == "eager"
+    assert loaded.model.config._attn_implementation == "cbert_eager"  # eager-style: returns its weights
     assert not loaded.model.training
     result = trace(loaded, "Patient denies chest pain.")
     assert result.attentions[0].shape[:2] == (2, 4)

@@ -225,3 +225,20 @@ def test_hostile_notes_trace(bundled, name: str) -> None:
     if name == "html":
         shown = {text[a:b] for a, b in content}
         assert {"<", "script", ">"} <= shown
+
+
+def test_explorer_attention_equals_transformers_eager(tiny_dir) -> None:
+    """The faster eager-style kernel gives what transformers' own eager attention gives."""
+    from transformers import AutoModelForMaskedLM
+
+    loaded = load_model(str(tiny_dir))
+    reference = AutoModelForMaskedLM.from_pretrained(tiny_dir, attn_implementation="eager").eval()
+    result = trace(loaded, "Patient denies chest pain [MASK] fever.")
+    ids = torch.from_numpy(result.input_ids.copy())[None]
+    padded = torch.cat([ids, torch.zeros(1, 3, dtype=torch.long)], dim=1)
+    mask = torch.cat([torch.ones_like(ids), torch.zeros(1, 3, dtype=torch.long)], dim=1)
+    with torch.inference_mode():
+        for inputs in ({"input_ids": ids}, {"input_ids": padded, "attention_mask": mask}):
+            ours = loaded.model(**inputs).logits[0, : ids.shape[1]]
+            theirs = reference(**inputs).logits[0, : ids.shape[1]]
+            torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import bisect
 import re
+import threading
 from dataclasses import dataclass
-from functools import lru_cache
 
 import pysbd
 
@@ -81,9 +81,16 @@ class Segmentation:
         return bisect.bisect_right(starts, char) - 1
 
 
-@lru_cache(maxsize=1)
+_LOCAL = threading.local()
+
+
 def _segmenter() -> pysbd.Segmenter:
-    return pysbd.Segmenter(language="en", clean=False, char_span=True)
+    """One pysbd segmenter per thread: ``Segmenter.segment`` keeps the text it is working
+    on in an attribute, so a shared instance could mix two sessions' notes."""
+    segmenter = getattr(_LOCAL, "segmenter", None)
+    if segmenter is None:
+        segmenter = _LOCAL.segmenter = pysbd.Segmenter(language="en", clean=False, char_span=True)
+    return segmenter
 
 
 def mask_for_sentences(text: str) -> str:

@@ -1,0 +1,49 @@
+"""The attention function the explorer loads models with: eager (it returns the weights), but faster.
+
+transformers' eager attention scales the full [head, q, k] score matrix after the
+matmul; scaling the queries first (a [head, q, d] tensor, 8x smaller at 512
+tokens) and dropping the no-op dropout saves about a third of attention's time
+on a 2-core CPU. The result is the same softmax(QK^T / sqrt(d_k)) V with the
+same weights returned, so hooks capture exactly what the model used; masks come
+in the eager (additive) format.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+NAME = "cbert_eager"
+
+
+def explorer_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                       attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
+                       **_kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q k^T * scaling + mask) v.
+
+    Args:
+        query, key, value: [batch, head, pos, head_dim].
+        attention_mask: additive mask broadcastable to [batch, head, q, k], or None.
+
+    Returns:
+        (output [batch, q, head, head_dim], weights [batch, head, q, k]).
+    """
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    scores = torch.matmul(query * scaling, key.transpose(2, 3))  # [b, h, q, k]
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+        else:
+            scores = scores + attention_mask
+    weights = torch.softmax(scores, dim=-1)
+    if module.training and dropout > 0:
+        weights = nn.functional.dropout(weights, p=dropout, training=True)
+    output = torch.matmul(weights, value).transpose(1, 2).contiguous()  # [b, q, h, d]
+    return output, weights
+
+
+AttentionInterface.register(NAME, explorer_attention)
+AttentionMaskInterface.register(NAME, eager_mask)
