@@ -60,7 +60,7 @@ def main() -> None:
         traffic = watch(tab)
         tab.goto(server.url)
         settle(tab)
-        for size in SIZES:
+        for round_, size in enumerate(SIZES):
             text = note_with_tokens(tokenizer, size - 2)
             set_note(tab, text)
             reference = trace(loaded, text)
@@ -70,10 +70,11 @@ def main() -> None:
             open_page(tab, "Note")
             cached = open_page(tab, "Attention", plots=2)
             layer_input = tab.locator('[data-testid="stMain"] input[aria-label="Layer"]')
-            layer_input.fill("7")
+            new_layer = str(3 + round_)  # a layer not shown yet (choices persist across rounds)
+            layer_input.fill(new_layer)
             started = time.perf_counter()
             layer_input.press("Enter")
-            layer_switch = drawn_after(tab, started, plots=2, text="L7 H1")
+            layer_switch = drawn_after(tab, started, plots=2, text=f"L{new_layer} H1")
             traffic.reset()
             choose_view(tab, "bertviz head view")
             settle(tab)
