@@ -53,7 +53,7 @@ def main() -> None:
         text = note_with_tokens(tokenizer, content)
         result = trace(loaded, text)
         traced, base = paired_times(lambda: trace(loaded, text), lambda: plain_forward(plain, result),
-                                    repeats=7 if size <= 512 else 2)
+                                    repeats=7 if size <= 512 else 3)
         times[size] = traced
         rows.append((size, len(result.tokens), len(result.windows), traced, base, traced / base,
                      result.nbytes / 2**20))

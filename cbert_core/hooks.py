@@ -53,9 +53,15 @@ class Recording:
     buffers: dict[str, torch.Tensor] = field(default_factory=dict)
     filled: dict[str, int] = field(default_factory=dict)
 
-    def reserve(self, site: str, shape: tuple[int, ...], dtype: torch.dtype) -> None:
-        """Preallocate ``site``'s output: ``shape[0]`` hook calls of ``shape[1:]`` each."""
-        self.buffers[site] = torch.empty(shape, dtype=dtype)
+    def reserve(self, site: str, shape: tuple[int, ...], dtype: torch.dtype,
+                out: torch.Tensor | None = None) -> None:
+        """Preallocate ``site``'s output: ``shape[0]`` hook calls of ``shape[1:]`` each.
+
+        ``out``: a caller's tensor of that shape and dtype to fill instead (reused scratch).
+        """
+        if out is not None and (tuple(out.shape) != tuple(shape) or out.dtype != dtype):
+            raise ValueError(f"reserve: out has shape {tuple(out.shape)} {out.dtype}, expected {shape} {dtype}")
+        self.buffers[site] = torch.empty(shape, dtype=dtype) if out is None else out
         self.filled[site] = 0
 
     def store(self, site: str, tensor: torch.Tensor, dtype: torch.dtype) -> None:

@@ -241,6 +241,19 @@ def trace(
 
     per_window: list[dict[str, np.ndarray]] = []
     head_parts: list[dict[str, np.ndarray]] = []
+    n = len(note)
+    positions = n + 2
+    owner = np.concatenate([[0], owner_content, [len(windows) - 1]]).astype(np.int32)
+    local = _local_index(windows, owner)
+    layers, heads = len(loaded.anatomy.layers), loaded.anatomy.num_heads
+    # Several windows: each window's hidden states land in one reused scratch buffer and its owned
+    # positions are copied straight into the note-wide array (fresh memory is slow to touch).
+    streamed: np.ndarray | None = None
+    scratch: torch.Tensor | None = None
+    if len(windows) > 1:
+        streamed = np.empty((layers + 1, positions, info.hidden_size), dtype=np.float32)
+        widest = max(w.size for w in windows) + 2
+        scratch = torch.empty((layers + 1, 1, widest, info.hidden_size), dtype=torch.float32)
     autocast = (torch.autocast(device_type="cpu", dtype=torch.bfloat16) if precision == "bf16"
                 else contextlib.nullcontext())
     with torch.inference_mode(), autocast, knockout(loaded.anatomy, knocked_out) as heads_out, \
@@ -248,11 +261,14 @@ def trace(
         for window in windows:
             input_ids = _window_input(note.ids, window, int(tokenizer.cls_token_id), int(tokenizer.sep_token_id))
             size = int(input_ids.shape[1])
-            layers, heads = len(loaded.anatomy.layers), loaded.anatomy.num_heads
             recording.reserve("attention", (layers, 1, heads, size, size), torch.float16)
-            recording.reserve("hidden", (layers + 1, 1, size, info.hidden_size), torch.float32)
+            recording.reserve("hidden", (layers + 1, 1, size, info.hidden_size), torch.float32,
+                              out=None if scratch is None else scratch[:, :, :size])
             outputs = loaded.model(input_ids=input_ids)  # one unpadded sequence: no mask to build or add
-            per_window.append(_collect_window(recording, sites, loaded.anatomy.num_heads))
+            collected = _collect_window(recording, sites, loaded.anatomy.num_heads)
+            if streamed is not None:
+                _stitch_into(streamed, collected.pop("hidden"), window.index, owner, local, axis=1)
+            per_window.append(collected)
             recording.clear()
             head_parts.append(_head_part(info.head_kind, outputs, top_k))
             if progress is not None:
@@ -260,10 +276,6 @@ def trace(
 
     if pending_segmentation is not None:
         segmentation = pending_segmentation.result()
-    n = len(note)
-    positions = n + 2
-    owner = np.concatenate([[0], owner_content, [len(windows) - 1]]).astype(np.int32)
-    local = _local_index(windows, owner)
 
     def stitch(name: str, axis: int, parts: list[dict[str, np.ndarray]] = per_window) -> np.ndarray:
         """Per-token arrays [..., window pos, ...] per window -> [..., global pos, ...]."""
@@ -301,7 +313,7 @@ def trace(
         windows=windows,
         owner=owner,
         attentions=tuple(part["attention"] for part in per_window),
-        hidden_states=stitch("hidden", axis=1),
+        hidden_states=stitch("hidden", axis=1) if streamed is None else streamed,
         head=head,
         queries=tuple(part["query"] for part in per_window) if capture_qk else None,
         keys=tuple(part["key"] for part in per_window) if capture_qk else None,
@@ -347,17 +359,33 @@ def _local_index(windows: tuple[Window, ...], owner: np.ndarray) -> np.ndarray:
 
 def _stitch_parts(parts: list[np.ndarray], owner: np.ndarray, local: np.ndarray, positions: int,
                   axis: int) -> np.ndarray:
+    if len(parts) == 1 and parts[0].shape[axis] == positions:
+        return parts[0]  # one window holds every position in order: nothing to gather
     shape = list(parts[0].shape)
     shape[axis] = positions
     out = np.empty(shape, dtype=parts[0].dtype)
     for index, part in enumerate(parts):
-        chosen = np.flatnonzero(owner == index)
-        out_index: list[object] = [slice(None)] * len(shape)
-        in_index: list[object] = [slice(None)] * len(shape)
-        out_index[axis] = chosen
-        in_index[axis] = local[chosen]
-        out[tuple(out_index)] = part[tuple(in_index)]
+        _stitch_into(out, part, index, owner, local, axis)
     return out
+
+
+def _stitch_into(out: np.ndarray, part: np.ndarray, index: int, owner: np.ndarray, local: np.ndarray,
+                 axis: int) -> None:
+    """Copy the positions window ``index`` owns from its ``part`` into the note-wide ``out``."""
+    chosen = np.flatnonzero(owner == index)
+    if chosen.size == 0:
+        return
+    out_index: list[object] = [slice(None)] * out.ndim
+    in_index: list[object] = [slice(None)] * out.ndim
+    sources = local[chosen]
+    contiguous = chosen[-1] - chosen[0] + 1 == chosen.size and sources[-1] - sources[0] + 1 == chosen.size
+    if contiguous:  # the usual case: a window owns one run of positions; slices copy without gathering
+        out_index[axis] = slice(int(chosen[0]), int(chosen[-1]) + 1)
+        in_index[axis] = slice(int(sources[0]), int(sources[-1]) + 1)
+    else:
+        out_index[axis] = chosen
+        in_index[axis] = sources
+    out[tuple(out_index)] = part[tuple(in_index)]
 
 
 def _collect_window(recording: Recording, sites: set[str], num_heads: int) -> dict[str, np.ndarray]:
