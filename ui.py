@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import streamlit as st
-import torch
 
 from cbert_core import attention as attention_analysis
 from cbert_core import projection
 from cbert_core.cache import ResultCache
 from cbert_core.errors import CbertError
+from cbert_core.precision import PRECISIONS, bf16_is_fast
 from cbert_core.status import server_status
 from cbert_core.examples import DEFAULT_EXAMPLE, EXAMPLE_NOTES
 from cbert_core.loading import BIO_CLINICALBERT, BUNDLED_NAME, LoadedModel, Resolution, load_model, \
@@ -444,11 +444,13 @@ def sidebar() -> Settings | None:
     with st.sidebar.expander("Advanced"):
         overlap = st.number_input("Window overlap for long notes (tokens)", min_value=0, max_value=256,
                                   value=DEFAULT_OVERLAP, step=16, key="overlap")
-        fast_bf16 = torch.backends.cpu.get_cpu_capability() in {"AVX512", "AMX"}
-        precision = st.radio("Precision", ["fp32", "bf16"], key="precision", horizontal=True,
-                             help="bf16 autocast is ~3x faster on CPUs with AMX; on others it is slower. "
-                                  f"This server's CPU: {torch.backends.cpu.get_cpu_capability()}"
-                                  f"{' (bf16 is fast here)' if fast_bf16 else ' (bf16 is slow here)'}.")
+        fast_bf16 = bf16_is_fast()
+        precision = st.radio("Precision", list(PRECISIONS), key="precision", horizontal=True,
+                             help="fp32 is exact. bf16 runs the model's matrix products in bfloat16: 2-3x faster "
+                                  "on CPUs with native bf16 (AVX512-BF16 or AMX), several times slower on others; "
+                                  "attention weights differ by about 1e-4. Applies to the analysis, the surprise "
+                                  "map and attribution. This server's CPU: "
+                                  f"{'native bf16, fast here' if fast_bf16 else 'no native bf16, slow here'}.")
         max_chars = st.number_input("Longest note accepted (characters)", min_value=1_000, max_value=1_000_000,
                                     value=DEFAULT_MAX_CHARS, step=10_000, key="max_chars")
         status = server_status(_model_cache().values(), len(_trace_cache()), _trace_cache().total_bytes)

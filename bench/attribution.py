@@ -10,7 +10,10 @@ original word at a [MASK] a quarter into the note):
   * seconds, peak resident memory of the measuring process (each measurement runs
     in a fresh process; the model alone is shown as "idle"), the speed ratio, and
     the convergence delta as % of the score difference;
-  * pseudo-log-likelihood time at 128 and 512 positions, exact and strided.
+  * pseudo-log-likelihood time at 128 and 512 positions, exact and strided;
+  * the same with precision="bf16" (bfloat16 autocast for the matrix products; IG's end
+    points stay float32, so its delta shows what bf16 costs). bf16 is only fast on CPUs
+    with native bf16 (AVX512-BF16 or AMX); the header says whether this one has it.
 
 Machine noise: the measurements alternate ours / captum, and the 128-position pair
 runs twice; the ratio is computed per round. Each row also shows the process's CPU
@@ -92,7 +95,8 @@ def _ours(loaded: Any, positions: int, options: dict[str, Any]) -> dict[str, Any
     text, word, _ = masked_note(loaded.tokenizer(), positions - 2)
     target = masked_token_target(loaded, word)
     started = time.perf_counter()
-    result = attribute(loaded, text, target, steps=options.get("steps", 50), rule=options.get("rule", "gauss-legendre"))
+    result = attribute(loaded, text, target, steps=options.get("steps", 50), rule=options.get("rule", "gauss-legendre"),
+                       precision=options.get("precision", "fp32"))
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "delta": result.delta, "gap": result.score - result.baseline_score,
             "batch": result.batch_size, "tokens": len(result.tokens)}
@@ -151,7 +155,8 @@ def _pll(loaded: Any, positions: int, options: dict[str, Any]) -> dict[str, Any]
             raise _Enough
 
     try:
-        result = pseudo_log_likelihood(loaded, text, stride=options.get("stride", 0), batch_size=8, progress=progress)
+        result = pseudo_log_likelihood(loaded, text, stride=options.get("stride", 0), batch_size=8, progress=progress,
+                                       precision=options.get("precision", "fp32"))
         rows = result.forward_rows
     except _Enough:
         rows = None
@@ -185,47 +190,59 @@ def _row(label: str, r: dict[str, Any]) -> str:
 def main() -> None:
     import torch
 
+    from cbert_core.precision import bf16_is_fast
+
     folder = str(shaped_checkpoint())
     print(f"checkpoint: {folder} (BERT-base shape, random weights); torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-          f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} at start")
+          f"{os.cpu_count()} CPUs, {'native' if bf16_is_fast() else 'no native'} bf16; "
+          f"load average {os.getloadavg()[0]:.1f} at start")
 
     print("\nIntegrated gradients, 50 steps, target log p(word | [MASK] a quarter into the note)")
     print("128 positions (two alternating rounds; captum: one batch of 50):")
-    wall_ratios, cpu_ratios = [], []
+    ratios: dict[str, tuple[list[float], list[float]]] = {"fp32": ([], []), "bf16": ([], [])}
     for round_index in range(2):
-        ours = measure("ours", folder, 128)
+        runs = {precision: measure("ours", folder, 128, precision=precision) for precision in ("fp32", "bf16")}
         theirs = measure("captum", folder, 128)
-        wall_ratios.append(theirs["seconds"] / ours["seconds"])
-        cpu_ratios.append(theirs["cpu"] / ours["cpu"])
-        print(_row(f"round {round_index + 1} ours", ours))
+        for precision, ours in runs.items():
+            ratios[precision][0].append(theirs["seconds"] / ours["seconds"])
+            ratios[precision][1].append(theirs["cpu"] / ours["cpu"])
+            print(_row(f"round {round_index + 1} ours {precision}", ours))
         print(_row(f"round {round_index + 1} captum LIG defaults", theirs))
-    ratio = statistics.median(wall_ratios)
-    print(f"  speed ratio captum / ours, wall: {', '.join(f'{r:.2f}' for r in wall_ratios)} -> median {ratio:.2f}x; "
-          f"CPU time: {', '.join(f'{r:.2f}' for r in cpu_ratios)} -> median {statistics.median(cpu_ratios):.2f}x "
-          f"(goal >= {GOALS['ratio_128']:.0f}x: {'met' if ratio >= GOALS['ratio_128'] else 'NOT met'} by wall time)")
+    for precision, (wall_ratios, cpu_ratios) in ratios.items():
+        ratio = statistics.median(wall_ratios)
+        print(f"  speed ratio captum / ours {precision}, wall: {', '.join(f'{r:.2f}' for r in wall_ratios)} -> "
+              f"median {ratio:.2f}x; CPU time: {', '.join(f'{r:.2f}' for r in cpu_ratios)} -> median "
+              f"{statistics.median(cpu_ratios):.2f}x (goal >= {GOALS['ratio_128']:.0f}x: "
+              f"{'met' if ratio >= GOALS['ratio_128'] else 'NOT met'} by wall time)")
 
     print("512 positions (captum internal_batch_size=10):")
     ours = measure("ours", folder, 512)
-    print(_row("ours", ours))
+    print(_row("ours fp32", ours))
+    fast = measure("ours", folder, 512, precision="bf16")
+    print(_row("ours bf16", fast))
     theirs = measure("captum", folder, 512, internal_batch_size=10)
     print(_row("captum LIG, internal_batch_size=10", theirs))
     sdpa = measure("captum", folder, 512, internal_batch_size=10, sdpa=True)
     print(_row("captum LIG, ibs=10, SDPA model copy", sdpa))
     fewer = measure("ours", folder, 512, steps=16)
     print(_row("ours, 16 Gauss-Legendre steps (info)", fewer))
-    pct = 100 * abs(ours["delta"]) / abs(ours["gap"])
-    print(f"  speed ratio captum / ours, wall (CPU): {theirs['seconds'] / ours['seconds']:.2f}x "
-          f"({theirs['cpu'] / ours['cpu']:.2f}x) with the app's eager-attention model, "
-          f"{sdpa['seconds'] / ours['seconds']:.2f}x ({sdpa['cpu'] / ours['cpu']:.2f}x) with an SDPA copy")
-    print(f"  goals at 512: <= {GOALS['seconds_512']:.0f} s: {'met' if ours['seconds'] <= GOALS['seconds_512'] else 'NOT met'}"
-          f" ({ours['seconds']:.1f} s); <= {GOALS['gb_512']:.0f} GB peak: "
-          f"{'met' if ours['peak_gb'] <= GOALS['gb_512'] else 'NOT met'} ({ours['peak_gb']:.2f} GB); delta <= "
-          f"{GOALS['delta_pct']:.0f} %: {'met' if pct <= GOALS['delta_pct'] else 'NOT met'} ({pct:.3f} %)")
+    for precision, mine in (("fp32", ours), ("bf16", fast)):
+        pct = 100 * abs(mine["delta"]) / abs(mine["gap"])
+        print(f"  ours {precision}: speed ratio captum / ours, wall (CPU): {theirs['seconds'] / mine['seconds']:.2f}x "
+              f"({theirs['cpu'] / mine['cpu']:.2f}x) with the app's eager-attention model, "
+              f"{sdpa['seconds'] / mine['seconds']:.2f}x ({sdpa['cpu'] / mine['cpu']:.2f}x) with an SDPA copy")
+        print(f"    goals at 512: <= {GOALS['seconds_512']:.0f} s: "
+              f"{'met' if mine['seconds'] <= GOALS['seconds_512'] else 'NOT met'} ({mine['seconds']:.1f} s); "
+              f"<= {GOALS['gb_512']:.0f} GB peak: {'met' if mine['peak_gb'] <= GOALS['gb_512'] else 'NOT met'} "
+              f"({mine['peak_gb']:.2f} GB); delta <= {GOALS['delta_pct']:.0f} %: "
+              f"{'met' if pct <= GOALS['delta_pct'] else 'NOT met'} ({pct:.3f} %)")
 
     print("\nPseudo-log-likelihood (batch 8 masked copies; exact = one mask per copy):")
     for positions, options, label in [(128, {}, "exact"), (512, {"stop_after": 0.08}, "exact"),
-                                      (512, {"stride": 16}, "stride 16 (32 masks per copy)")]:
+                                      (512, {"stop_after": 0.08, "precision": "bf16"}, "exact, bf16"),
+                                      (512, {"stride": 16}, "stride 16 (32 masks per copy)"),
+                                      (512, {"stride": 16, "precision": "bf16"}, "stride 16, bf16")]:
         r = measure("pll", folder, positions, **options)
         how = (f"extrapolated from {r['measured_s']:.1f} s for {100 * r['fraction']:.0f} % of the copies"
                if r["fraction"] < 1 else f"{r['rows']} copies")

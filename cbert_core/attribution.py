@@ -47,6 +47,7 @@ from .forward import Prepared, check_memory, fit_batch, prepare, word_vectors
 from .hooks import HeadSet, knockout
 from .knockout_scan import HeadImportance, head_importance
 from .loading import LoadedModel
+from .precision import Precision, autocast, check_precision
 from .targets import (
     Target,
     TargetKind,
@@ -90,6 +91,7 @@ class Attribution:
     method: Method
     target: Target
     baseline: BaselineKind
+    precision: Precision  # fp32, or bf16 autocast for the model's matrix products
     model_key: str
     text: str
     lowercase: bool
@@ -203,7 +205,8 @@ def attribute(loaded: LoadedModel, text: str, target: Target, *, method: Method 
               memory_limit: int = DEFAULT_ATTRIBUTION_MEMORY,
               window: int | None = None, lowercase: bool | None = None,
               knocked_out: Iterable[tuple[int, int]] = (), overlap: int = DEFAULT_OVERLAP,
-              max_chars: int = DEFAULT_MAX_CHARS, progress: Progress | None = None) -> Attribution:
+              max_chars: int = DEFAULT_MAX_CHARS, precision: Precision = "fp32",
+              progress: Progress | None = None) -> Attribution:
     """Explain ``target`` on ``text`` with one attribution method.
 
     Args:
@@ -220,6 +223,9 @@ def attribute(loaded: LoadedModel, text: str, target: Target, *, method: Method 
         memory_limit: bytes of activations a batch may use.
         window: which window of a long note (note-level targets only).
         knocked_out: (layer, head) pairs zeroed for this run.
+        precision: "bf16" runs the gradient passes under bfloat16 autocast (2-3x faster on CPUs
+            with native bf16); the two end points stay float32, so the score is exact and the
+            convergence delta shows the cost of the bf16 path.
         progress: called with (fraction, message) after each batch.
 
     Raises:
@@ -227,6 +233,7 @@ def attribute(loaded: LoadedModel, text: str, target: Target, *, method: Method 
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}")
+    check_precision(precision)
     started = time.perf_counter()
     prepared = prepare(loaded, text, lowercase=lowercase, overlap=overlap, max_chars=max_chars)
     resolved = _resolve(loaded, prepared, target, window)
@@ -242,8 +249,9 @@ def attribute(loaded: LoadedModel, text: str, target: Target, *, method: Method 
     position = torch.tensor([max(resolved.position, 0)], dtype=torch.long)
     baseline_score, delta, rule_used, evaluations = float("nan"), float("nan"), "", 1
     # inference_mode(False): gradients work even when the caller runs under inference mode.
-    with torch.inference_mode(False), knockout(loaded.anatomy, knocked_out) as heads:
-        with torch.no_grad():
+    with torch.inference_mode(False), knockout(loaded.anatomy, knocked_out) as heads, autocast(precision):
+        # The end points in float32 even under bf16: the score, and IG's delta, are then exact.
+        with torch.no_grad(), torch.autocast(device_type="cpu", enabled=False):
             inputs = word_vectors(loaded, torch.from_numpy(resolved.ids)[None])[0]  # [t, e]
             reference = word_vectors(loaded, torch.from_numpy(base_ids)[None])[0]  # [t, e]
             ends = _scores(loaded, target, torch.stack([inputs, reference]), position.expand(2))
@@ -278,7 +286,7 @@ def attribute(loaded: LoadedModel, text: str, target: Target, *, method: Method 
     piece_scores = pieces.detach().double().numpy().astype(np.float32) if isinstance(pieces, torch.Tensor) \
         else pieces.astype(np.float32)
     return _record(loaded, prepared, resolved, target, method, baseline, heads, piece_scores, score=score,
-                   baseline_score=baseline_score, delta=delta, steps=evaluations, rule=rule_used,
+                   baseline_score=baseline_score, delta=delta, steps=evaluations, rule=rule_used, precision=precision,
                    batch_size=rows_per_batch, forward_rows=forward_rows, seconds=time.perf_counter() - started)
 
 

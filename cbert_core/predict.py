@@ -45,6 +45,7 @@ from .forward import (
 from .hooks import HeadSet, knockout
 from .labelling import ClassProbabilities, EntitySpan, TokenLabels, classify, merge_entities, token_labels
 from .loading import LoadedModel
+from .precision import Precision, autocast, check_precision
 from .similarity import (
     DEFAULT_TEMPERATURE,
     SimilarityResult,
@@ -241,6 +242,7 @@ class PseudoLikelihood:
     word_logprobs: np.ndarray  # float32 [word]: sum over the word's pieces (NaN if any piece is NaN)
     windows: tuple[Window, ...]
     stride: int  # 0: exact (one mask per copy); s: tokens masked together are s apart
+    precision: Precision  # fp32, or bf16 autocast for the encoder (the head stays float32)
     forward_rows: int  # masked copies run
     seconds: float
 
@@ -265,7 +267,7 @@ def pseudo_log_likelihood(loaded: LoadedModel, text: str, *, batch_size: int = 8
                           window_tokens: int | None = None, lowercase: bool | None = None,
                           knocked_out: Iterable[tuple[int, int]] = (), overlap: int = DEFAULT_OVERLAP,
                           max_chars: int = DEFAULT_MAX_CHARS, memory_limit: int = DEFAULT_INFERENCE_MEMORY,
-                          progress: Progress | None = None) -> PseudoLikelihood:
+                          precision: Precision = "fp32", progress: Progress | None = None) -> PseudoLikelihood:
     """Mask each piece in turn and score the original piece (Salazar et al. 2020).
 
     Many masked copies run in one batch; each copy needs the last layer and the
@@ -286,12 +288,15 @@ def pseudo_log_likelihood(loaded: LoadedModel, text: str, *, batch_size: int = 8
         window_tokens: content pieces per window (None: the model's maximum); smaller
             windows are faster and see less context.
         memory_limit: bytes a batch may use; larger batches are refused.
+        precision: "bf16" runs the encoder under bfloat16 autocast (2-3x faster on CPUs
+            with native bf16); the vocabulary head stays float32.
         progress: called with (fraction, message) after each batch.
 
     Raises:
         WrongHeadError, ResourceLimitError, EmptyNoteError, NoteTooLongError.
     """
     require_head(loaded, "masked-lm", "The surprise map (pseudo-likelihood)")
+    check_precision(precision)
     started = time.perf_counter()
     prepared = prepare(loaded, text, lowercase=lowercase, overlap=overlap, max_chars=max_chars,
                        max_content=window_tokens)
@@ -313,7 +318,7 @@ def pseudo_log_likelihood(loaded: LoadedModel, text: str, *, batch_size: int = 8
     logprobs = np.full(n, np.nan, np.float32)
     expected = np.full(n, -1, np.int64)
     done = 0
-    with torch.inference_mode(), knockout(loaded.anatomy, knocked_out) as heads:
+    with torch.inference_mode(), knockout(loaded.anatomy, knocked_out) as heads, autocast(precision):
         for window in prepared.windows:
             mine = [group for index, group in jobs if index == window.index]
             base = torch.from_numpy(prepared.window_ids(window))
@@ -346,7 +351,7 @@ def pseudo_log_likelihood(loaded: LoadedModel, text: str, *, batch_size: int = 8
         token_logprobs=token_logprobs, expected_ids=expected_ids,
         expected_tokens=tuple(tokenizer.convert_ids_to_tokens(int(i)) if i >= 0 else "" for i in expected_ids),
         word_spans=np.array(note.word_spans, dtype=np.int32), word_logprobs=word_logprobs.astype(np.float32),
-        windows=prepared.windows, stride=int(max(stride, 0)), forward_rows=len(jobs),
+        windows=prepared.windows, stride=int(max(stride, 0)), precision=precision, forward_rows=len(jobs),
         seconds=time.perf_counter() - started,
     )
 

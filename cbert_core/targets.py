@@ -191,20 +191,21 @@ def _scores(loaded: LoadedModel, target: Target, words: torch.Tensor, positions:
     """
     hidden = embed(loaded, words)
     if target.kind == "similarity":
-        states = run_encoder(loaded, hidden, key_mask=key_mask)  # [b, t, d]
-        if key_mask is None:
-            pooled = states.mean(1)
-        else:
-            pooled = (states * key_mask[..., None]).sum(1) / key_mask.sum(1, keepdim=True)
-        reference = torch.tensor(target.reference, dtype=torch.float32)
-        return F.cosine_similarity(pooled, reference[None].to(pooled.dtype), dim=-1)
+        states = run_encoder(loaded, hidden, key_mask=key_mask).float()  # [b, t, d]
+        with torch.autocast(device_type="cpu", enabled=False):  # pooling and cosine in float32 under bf16
+            if key_mask is None:
+                pooled = states.mean(1)
+            else:
+                pooled = (states * key_mask[..., None]).sum(1) / key_mask.sum(1, keepdim=True)
+            reference = torch.tensor(target.reference, dtype=torch.float32)
+            return F.cosine_similarity(pooled, reference[None], dim=-1)
     assert positions is not None
     states = run_encoder(loaded, hidden, rows=positions[:, None], key_mask=key_mask)  # [b, 1, d]
     logits = head_logits(loaded, states)
-    logits = logits if target.kind == "class" else logits[:, 0]  # [b, classes or vocab]
+    logits = logits if target.kind == "class" else logits[:, 0]  # float32 [b, classes or vocab]
     index = target.token_id if target.kind == "masked-token" else target.class_index
-    logits = logits.float()
-    return logits[:, index] - torch.logsumexp(logits, dim=-1)
+    with torch.autocast(device_type="cpu", enabled=False):
+        return logits[:, index] - torch.logsumexp(logits, dim=-1)
 
 
 def _scores_for_ids(loaded: LoadedModel, target: Target, sequences: list[np.ndarray], positions: list[int],

@@ -11,16 +11,15 @@ pairwise values (attention, queries/keys) stay per window.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import torch
 
 from .hooks import HeadSet, Recording, capture, knockout
 from .errors import ResourceLimitError
+from .precision import Precision, autocast, check_precision
 from .loading import HeadKind, LoadedModel, ModelInfo
 from .text import (
     DEFAULT_MAX_CHARS,
@@ -35,7 +34,6 @@ from .text import (
     tokenize_note,
 )
 
-Precision = Literal["fp32", "bf16"]
 Progress = Callable[[float, str], None]
 DEFAULT_TOP_K = 10
 DEFAULT_MAX_TRACE_BYTES = 2 * 2**30  # what one trace may hold in memory
@@ -198,7 +196,7 @@ def trace(
         capture_qk: also keep per-window queries and keys [layer, head, pos, head_dim].
         capture_ffn: also keep feed-forward activations [layer, pos, d_ff].
         extra_sites: other capture sites (see :mod:`cbert_core.hooks`), stitched per token.
-        precision: "bf16" runs under bfloat16 autocast (fast on CPUs with AMX).
+        precision: "bf16" runs under bfloat16 autocast (fast with AVX512-BF16/AMX, see :mod:`cbert_core.precision`).
         top_k: masked-LM candidates kept per position.
         knocked_out: (layer, head) pairs zeroed for this run.
         progress: called with (fraction, message) after each window.
@@ -209,6 +207,7 @@ def trace(
         ResourceLimitError: the trace would exceed ``max_trace_bytes``.
     """
     check_note(text, max_chars)
+    check_precision(precision)
     info = loaded.info
     lowercase = loaded.resolve_lowercase(lowercase)
     tokenizer = loaded.tokenizer(lowercase)
@@ -254,9 +253,7 @@ def trace(
         streamed = np.empty((layers + 1, positions, info.hidden_size), dtype=np.float32)
         widest = max(w.size for w in windows) + 2
         scratch = torch.empty((layers + 1, 1, widest, info.hidden_size), dtype=torch.float32)
-    autocast = (torch.autocast(device_type="cpu", dtype=torch.bfloat16) if precision == "bf16"
-                else contextlib.nullcontext())
-    with torch.inference_mode(), autocast, knockout(loaded.anatomy, knocked_out) as heads_out, \
+    with torch.inference_mode(), autocast(precision), knockout(loaded.anatomy, knocked_out) as heads_out, \
             capture(loaded.anatomy, sites) as recording:
         for window in windows:
             input_ids = _window_input(note.ids, window, int(tokenizer.cls_token_id), int(tokenizer.sep_token_id))

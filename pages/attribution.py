@@ -81,7 +81,8 @@ memory_bytes = int(float(memory) * 2**30)
 def run_method(method: str, heads: frozenset) -> attr.Attribution:
     params = (target_key, method, baseline, int(steps), memory_bytes, tuple(sorted(heads)))
     return ui.analysis("attribution", now, params, lambda report: attr.attribute(
-        loaded, settings.note, target, method=method, steps=int(steps), baseline=baseline, memory_limit=memory_bytes, knocked_out=heads, progress=report, **common), f"{METHOD_NAMES[method]}")
+        loaded, settings.note, target, method=method, steps=int(steps), baseline=baseline, memory_limit=memory_bytes,
+        knocked_out=heads, precision=settings.precision, progress=report, **common), f"{METHOD_NAMES[method]}")
 
 
 ready = all(ui.has_analysis("attribution", now, (target_key, m, baseline, int(steps), memory_bytes,
@@ -113,7 +114,7 @@ for method in methods:
             if method == "integrated-gradients":
                 st.caption(f"Convergence delta {found.delta:+.4f} ({found.relative_delta:.1%} of the score "
                            f"difference {found.score - found.baseline_score:+.3f}); {found.steps} steps, "
-                           f"{found.seconds:.1f} s. A small delta means the scores add up to the prediction.")
+                           f"{found.seconds:.1f} s in {found.precision}. A small delta means the scores add up to the prediction.")
             table = pd.DataFrame({"word": [settings.note[a:b] for a, b in found.word_spans.tolist()],
                                   "score": found.word_scores})
             st.download_button("Word scores (CSV)", table.to_csv(index=False).encode("utf-8"),

@@ -94,7 +94,8 @@ if info.head_kind == "masked-lm":
     if ui.has_analysis("pll", now, (stride, ())) or st.button("Compute the surprise map", key="go_pll"):
         with ui.user_errors():
             pll = ui.analysis("pll", now, (stride, ()), lambda report: predict.pseudo_log_likelihood(
-                loaded, settings.note, stride=stride, progress=report, **common), "Scoring every word piece")
+                loaded, settings.note, stride=stride, precision=settings.precision, progress=report, **common),
+                "Scoring every word piece")
         finite = np.isfinite(pll.word_logprobs)
         surprise = np.where(finite, -pll.word_logprobs, 0.0)
         st.html(scores_html(settings.note, pll.word_spans, surprise.astype(np.float32),
@@ -103,7 +104,7 @@ if info.head_kind == "masked-lm":
         st.dataframe(pd.DataFrame({"word": [settings.note[a:b] for a, b in pll.word_spans[order].tolist()],
                                    "log-probability": pll.word_logprobs[order]}), hide_index=True)
         st.caption(f"Note pseudo-log-likelihood {pll.total:.1f}; {pll.forward_rows} masked copies in "
-                   f"{pll.seconds:.1f} s.")
+                   f"{pll.seconds:.1f} s ({pll.precision}).")
 
 elif info.head_kind == "sequence-classification":
     st.caption("This checkpoint classifies the whole note. A note longer than one window is classified per "

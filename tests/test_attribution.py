@@ -90,6 +90,31 @@ def test_integrated_gradients_completeness(which: str, tiny, sharp, bundled) -> 
     np.testing.assert_allclose(result.word_scores.sum(), result.piece_scores.sum(), atol=1e-5)
 
 
+@pytest.mark.parametrize("which", ["sharp", "bundled"])
+def test_bf16_integrated_gradients_keep_exact_end_points_and_converge(which: str, sharp, bundled) -> None:
+    loaded = {"sharp": sharp, "bundled": bundled}[which]
+    if which == "bundled":
+        text = "Patient has a productive cough and fever. Chest x-ray shows consolidation."
+        target = similarity_target(loaded, "pneumonia present")
+    else:
+        text, target = MASKED, masked_token_target(loaded, "pain")
+    exact = attribute(loaded, text, target)
+    fast = attribute(loaded, text, target, precision="bf16")
+    assert (exact.precision, fast.precision) == ("fp32", "bf16")
+    # The end points run in float32 under bf16 too: the prediction explained is the exact one.
+    assert fast.score == pytest.approx(plain_score(loaded, fast, fast.input_ids), abs=1e-5)
+    assert fast.baseline_score == pytest.approx(exact.baseline_score, abs=1e-5)
+    gap = fast.score - fast.baseline_score
+    assert fast.delta == pytest.approx(fast.piece_scores.sum() - gap, abs=1e-5)
+    assert abs(fast.delta) <= 0.05 * abs(gap)
+    assert not np.array_equal(fast.piece_scores, exact.piece_scores)  # the gradients ran in bfloat16
+    scale = np.abs(exact.piece_scores).max()
+    np.testing.assert_allclose(fast.piece_scores, exact.piece_scores, atol=0.1 * scale)
+    assert np.argmax(np.abs(fast.word_scores)) == np.argmax(np.abs(exact.word_scores))
+    with pytest.raises(ValueError, match="precision"):
+        attribute(loaded, text, target, precision="fp16")
+
+
 def test_integrated_gradients_equal_captum_and_do_not_depend_on_batching(sharp) -> None:
     from captum.attr import LayerIntegratedGradients
 

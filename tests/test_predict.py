@@ -143,6 +143,31 @@ def test_pseudo_likelihood_batches_strides_and_word_sums(tiny) -> None:
     assert np.isclose(exact.word_logprobs[exact.word_ids[3]], exact.token_logprobs[copd].sum(), atol=1e-5)
 
 
+def test_explicit_attention_equals_the_flash_kernel() -> None:
+    from cbert_core.forward import _explicit_attention
+
+    torch.manual_seed(0)
+    query, key, value = (torch.randn(2, 3, 5 if i == 0 else 7, 4) for i in range(3))  # [b, h, q|t, dh]
+    mask = torch.ones(2, 1, 1, 7, dtype=torch.bool)
+    mask[1, ..., 5:] = False  # the second row has two padded keys
+    for keys in (None, mask):
+        expected = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=keys)
+        torch.testing.assert_close(_explicit_attention(query, key, value, keys), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_pseudo_likelihood_in_bf16_is_close_to_fp32(tiny) -> None:
+    text = "Patient has COPD exacerbation , no fever ."
+    exact = pseudo_log_likelihood(tiny, text)
+    fast = pseudo_log_likelihood(tiny, text, precision="bf16")
+    assert (exact.precision, fast.precision) == ("fp32", "bf16")
+    scored = np.isfinite(exact.token_logprobs)
+    assert np.array_equal(scored, np.isfinite(fast.token_logprobs))
+    assert not np.array_equal(exact.token_logprobs[scored], fast.token_logprobs[scored])  # autocast was on
+    np.testing.assert_allclose(fast.token_logprobs[scored], exact.token_logprobs[scored], atol=0.05)
+    with pytest.raises(ValueError, match="precision"):
+        pseudo_log_likelihood(tiny, text, precision="half")
+
+
 def test_pseudo_likelihood_windows_a_long_note(short_mlm) -> None:
     text = " ".join(f"Patient denies chest pain number {i} ." for i in range(8))
     result = pseudo_log_likelihood(short_mlm, text, overlap=6)

@@ -14,6 +14,7 @@ import torch
 from cbert_core.errors import EmptyNoteError, NoteTooLongError
 from cbert_core.hooks import capture, hook_count, knockout, whole_layers
 from cbert_core.loading import load_model
+from cbert_core.precision import cpu_flags, has_native_bf16
 from cbert_core.trace import trace
 from notes import CLINICAL_NOTE, HOSTILE_NOTES
 from tiny_models import write_bert
@@ -199,6 +200,19 @@ def test_bf16_attention_is_close_to_fp32(tiny) -> None:
     assert bf16.precision == "bf16"
     difference = np.abs(fp32.attentions[0].astype(np.float32) - bf16.attentions[0].astype(np.float32)).max()
     assert 0 < difference < 0.05
+    with pytest.raises(ValueError, match="fp32, bf16"):
+        trace(tiny, text, precision="fp16")
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n\nprocessor\t: 1\n")
+    flags = cpu_flags(cpuinfo)
+    assert {"avx2", "avx512_bf16"} <= flags and has_native_bf16(flags)
+    cpuinfo.write_text("flags\t\t: fpu sse2 avx2 fma\n")
+    assert not has_native_bf16(cpu_flags(cpuinfo))
+    assert has_native_bf16(frozenset({"amx_bf16", "amx_tile"}))
+    assert cpu_flags(tmp_path / "missing") == frozenset()
 
 
 @pytest.mark.parametrize("text,error", [("", EmptyNoteError), ("  \n ", EmptyNoteError),
