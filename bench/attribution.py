@@ -96,10 +96,10 @@ def _ours(loaded: Any, positions: int, options: dict[str, Any]) -> dict[str, Any
     target = masked_token_target(loaded, word)
     started = time.perf_counter()
     result = attribute(loaded, text, target, steps=options.get("steps", 50), rule=options.get("rule", "gauss-legendre"),
-                       precision=options.get("precision", "fp32"))
+                       precision=options.get("precision", "fp32"), tolerance=options.get("tolerance"))
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "delta": result.delta, "gap": result.score - result.baseline_score,
-            "batch": result.batch_size, "tokens": len(result.tokens)}
+            "batch": result.batch_size, "tokens": len(result.tokens), "steps": result.steps}
 
 
 def _captum(loaded: Any, positions: int, options: dict[str, Any]) -> dict[str, Any]:
@@ -156,7 +156,7 @@ def _pll(loaded: Any, positions: int, options: dict[str, Any]) -> dict[str, Any]
 
     try:
         result = pseudo_log_likelihood(loaded, text, stride=options.get("stride", 0), batch_size=8, progress=progress,
-                                       precision=options.get("precision", "fp32"))
+                                       precision=options.get("precision", "fp32"), tolerance=options.get("tolerance"))
         rows = result.forward_rows
     except _Enough:
         rows = None
@@ -227,6 +227,8 @@ def main() -> None:
     print(_row("captum LIG, ibs=10, SDPA model copy", sdpa))
     fewer = measure("ours", folder, 512, steps=16)
     print(_row("ours, 16 Gauss-Legendre steps (info)", fewer))
+    early = measure("ours", folder, 512, precision="bf16", tolerance=0.01)
+    print(_row("ours bf16, stop early at 1 % (info)", early) + f"  ({early['steps']} steps)")
     for precision, mine in (("fp32", ours), ("bf16", fast)):
         pct = 100 * abs(mine["delta"]) / abs(mine["gap"])
         print(f"  ours {precision}: speed ratio captum / ours, wall (CPU): {theirs['seconds'] / mine['seconds']:.2f}x "

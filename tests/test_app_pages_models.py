@@ -64,6 +64,32 @@ def test_attribution_page_explains_scores_faithfulness_scan_and_edit() -> None:
     assert any("cosine similarity" in markdown.value and "→" in markdown.value for markdown in app.markdown)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_precision_switch_reaches_attribution_and_the_surprise_map(tiny_dir: Path, precision: str) -> None:
+    note = "patient has no chest pain , [MASK] fever ."  # explained by no other test: nothing cached yet
+    app = start("pages/attribution.py", note_text=note, model_choice=MODEL_OTHER, model_custom=str(tiny_dir),
+                attr_methods=["integrated-gradients"], precision=precision)
+    app.button(key="go_explain").click().run()
+    delta = [caption.value for caption in app.caption if caption.value.startswith("Convergence delta")]
+    assert delta and f"s in {precision}." in delta[0]
+    app = start("pages/predictions.py", note_text=note, model_choice=MODEL_OTHER, model_custom=str(tiny_dir),
+                precision=precision)
+    app.button(key="go_pll").click().run()
+    assert any(caption.value.endswith(f"s ({precision}).") for caption in app.caption)
+
+
+def test_integrated_gradients_stop_early_when_asked_and_converged(tiny_dir: Path) -> None:
+    def steps_shown(**session) -> str:
+        app = start("pages/attribution.py", note_text="patient reports chest pain [MASK] cough .",
+                    model_choice=MODEL_OTHER, model_custom=str(tiny_dir), attr_methods=["integrated-gradients"],
+                    **session)  # a note no other test explains, so no result is cached yet
+        app.button(key="go_explain").click().run()
+        return next(caption.value for caption in app.caption if caption.value.startswith("Convergence delta"))
+
+    assert "; 50 steps," in steps_shown()
+    assert "; 16 steps," in steps_shown(attr_early=True)
+
+
 def test_corpus_page_embeds_the_example_set_and_searches_tokens() -> None:
     app = start("pages/corpus.py", note_text="Patient denies chest pain.")
     app.button(key="go_corpus_embed").click().run()
