@@ -24,6 +24,7 @@ from transformers import AutoModelForMaskedLM
 from common import best_time, note_with_tokens, paired_times, shaped_checkpoint
 
 from cbert_core.loading import load_model, resolve_default_model
+from cbert_core.precision import bf16_is_fast
 from cbert_core.trace import trace
 
 GOALS = {"ratio_512": 1.25, "mb_512": 100.0, "multiple_5000": 12.0, "decision_s": 3.0}
@@ -77,7 +78,8 @@ def main() -> None:
                      for a, b in zip(fp32.attentions, bf16.attentions))
     print(f"\nbf16 autocast at 512 tokens: {t_fp32 / t_bf16:.2f}x the fp32 speed "
           f"({t_fp32:.3f} s fp32, {t_bf16:.3f} s bf16); largest attention difference {difference:.4f} "
-          f"(CPU capability {torch.backends.cpu.get_cpu_capability()}: bf16 is only fast with AMX/AVX512-BF16)")
+          f"(this CPU {'has' if bf16_is_fast() else 'lacks'} native bf16 (AVX512-BF16 or AMX), without which "
+          f"bf16 is slower than fp32)")
 
     with_qk = best_time(lambda: trace(loaded, text, capture_qk=True))
     with_all = best_time(lambda: trace(loaded, text, capture_qk=True, capture_ffn=True,
