@@ -31,6 +31,7 @@ def main() -> None:
           f"{len(report.page_times)} page loads")
     print(f"page time: median {report.median_page_s:.2f} s, worst {report.worst_page_s:.2f} s")
     print("server RSS: " + ", ".join(f"{label} {value / 2**30:.2f} GB" for label, value in report.rss))
+    print(f"server status afterwards: {report.server_status}")
     print(f"cross-talk / failures: {report.problems or 'none'}")
     print(f"hooks left on the model afterwards: {report.hooks_after}; alert() dialogs: {len(report.dialogs)}; "
           f"requests to other hosts: {len(report.outside_requests)}")

@@ -32,6 +32,7 @@ class LoadReport:
     problems: list[str] = field(default_factory=list)
     rss: list[tuple[str, int]] = field(default_factory=list)
     hooks_after: int | None = None
+    server_status: str | None = None  # the sidebar's status line after the run
     dialogs: list[str] = field(default_factory=list)
     outside_requests: list[str] = field(default_factory=list)
 
@@ -93,7 +94,7 @@ async def _session(browser: object, url: str, session: int, deadline: float, rep
         await context.close()
 
 
-async def _hooks_left(browser: object, url: str) -> int | None:
+async def _server_status(browser: object, url: str) -> str | None:
     """Read the server status line (in the sidebar's Advanced section) from a fresh session."""
     context = await browser.new_context()
     page = await context.new_page()
@@ -104,7 +105,7 @@ async def _hooks_left(browser: object, url: str) -> int | None:
         text = await page.locator('[data-testid="stSidebar"]').inner_text()
         for line in text.splitlines():
             if "hooks left on models" in line:
-                return int(line.split("·")[-1].split("hooks")[0].strip())
+                return line
         return None
     finally:
         await context.close()
@@ -121,13 +122,18 @@ async def _run(url: str, port: int, sessions: int, seconds: float) -> LoadReport
         deadline = started + seconds
 
         async def sample_rss() -> None:
-            await asyncio.sleep(min(60.0, seconds / 2))
-            report.rss.append((f"after {min(60.0, seconds / 2):.0f} s", process_rss_bytes(port)))
+            """Every minute (once, half-way, for runs under two minutes) until the sessions stop."""
+            every = 60.0 if seconds >= 120 else seconds / 2
+            while time.perf_counter() + every < deadline:
+                await asyncio.sleep(every)
+                report.rss.append((f"after {time.perf_counter() - started:.0f} s", process_rss_bytes(port)))
 
         await asyncio.gather(sample_rss(), *(_session(browser, url, index, deadline, report)
                                              for index in range(sessions)))
         report.rss.append(("end", process_rss_bytes(port)))
-        report.hooks_after = await _hooks_left(browser, url)
+        report.server_status = await _server_status(browser, url)
+        if report.server_status is not None:
+            report.hooks_after = int(report.server_status.split("·")[-1].split("hooks")[0].strip())
         await browser.close()
     return report
 
