@@ -20,7 +20,7 @@ import streamlit as st
 
 from cbert_core import attention as attention_analysis
 from cbert_core import projection
-from cbert_core.cache import ResultCache
+from cbert_core.cache import ResultCache, payload_bytes
 from cbert_core.errors import CbertError
 from cbert_core.precision import PRECISIONS, bf16_is_fast
 from cbert_core.status import server_status
@@ -35,6 +35,7 @@ MODEL_BUNDLED = f"Bundled: {BUNDLED_NAME}"
 MODEL_CLINICAL = f"Hub: {BIO_CLINICALBERT}"
 MODEL_OTHER = "Other hub id or local folder..."
 UPLOAD_LIMIT_BYTES = 2_000_000  # a .txt note; collections go through the Corpus page
+ANALYSIS_CACHE_BYTES = 2**30  # projections, statistics, attributions... shared by all sessions, oldest dropped first
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,7 +88,7 @@ def _inside_cache() -> ResultCache[Any]:
 
 @st.cache_resource(show_spinner=False)
 def _analysis_cache() -> ResultCache[Any]:
-    return ResultCache(max_items=256)
+    return ResultCache(max_items=256, max_bytes=ANALYSIS_CACHE_BYTES, sizeof=payload_bytes)
 
 
 @st.cache_resource(show_spinner="Deciding which model to start with...")
@@ -456,6 +457,7 @@ def sidebar() -> Settings | None:
         status = server_status(_model_cache().values(), len(_trace_cache()), _trace_cache().total_bytes)
         st.caption(f"Server: {status.rss_bytes / 2**30:.2f} GB resident · {status.models} model(s) · "
                    f"{status.traces} trace(s), {status.trace_bytes / 2**20:.0f} MB cached · "
+                   f"{len(_analysis_cache())} analyses, {_analysis_cache().total_bytes / 2**20:.0f} MB cached · "
                    f"{status.hooks} hooks left on models", help="For whoever runs the server: memory in use "
                    "and a check that no analysis left a hook on a shared model.")
     if loaded is None:

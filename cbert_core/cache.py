@@ -9,10 +9,14 @@ object that is stored.
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+import numpy as np
 
 Value = TypeVar("Value")
 
@@ -93,3 +97,32 @@ class ResultCache(Generic[Value]):
         if self._max_bytes is not None:
             while len(self._items) > 1 and sum(size for _v, size in self._items.values()) > self._max_bytes:
                 self._items.popitem(last=False)
+
+
+def payload_bytes(value: Any, _seen: set[int] | None = None) -> int:
+    """Approximate bytes held by an analysis result: numpy arrays, records, containers, frames.
+
+    Counts each object once (shared arrays are not double-counted). A value with an
+    ``nbytes`` property (traces, indexes, arrays) reports its own size.
+    """
+    seen = set() if _seen is None else _seen
+    if id(value) in seen:
+        return 0
+    seen.add(id(value))
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes) if value.base is None or id(value.base) not in seen else 0
+    if isinstance(value, (str, bytes, int, float, bool, type(None))):
+        return sys.getsizeof(value)
+    if hasattr(value, "memory_usage") and hasattr(value, "columns"):  # a pandas DataFrame
+        return int(value.memory_usage(deep=True).sum())
+    nbytes = getattr(value, "nbytes", None)
+    if isinstance(nbytes, int):
+        return nbytes
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return sys.getsizeof(value) + sum(payload_bytes(getattr(value, field.name), seen)
+                                          for field in dataclasses.fields(value))
+    if isinstance(value, dict):
+        return sys.getsizeof(value) + sum(payload_bytes(k, seen) + payload_bytes(v, seen) for k, v in value.items())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return sys.getsizeof(value) + sum(payload_bytes(item, seen) for item in value)
+    return sys.getsizeof(value)
