@@ -47,7 +47,7 @@ from .forward import Prepared, check_memory, fit_batch, prepare, word_vectors
 from .hooks import HeadSet, knockout
 from .knockout_scan import HeadImportance, head_importance
 from .loading import LoadedModel
-from .precision import Precision, autocast, check_precision
+from .precision import Precision, autocast, check_precision, float32
 from .targets import (
     Target,
     TargetKind,
@@ -251,7 +251,7 @@ def attribute(loaded: LoadedModel, text: str, target: Target, *, method: Method 
     # inference_mode(False): gradients work even when the caller runs under inference mode.
     with torch.inference_mode(False), knockout(loaded.anatomy, knocked_out) as heads, autocast(precision):
         # The end points in float32 even under bf16: the score, and IG's delta, are then exact.
-        with torch.no_grad(), torch.autocast(device_type="cpu", enabled=False):
+        with torch.no_grad(), float32():
             inputs = word_vectors(loaded, torch.from_numpy(resolved.ids)[None])[0]  # [t, e]
             reference = word_vectors(loaded, torch.from_numpy(base_ids)[None])[0]  # [t, e]
             ends = _scores(loaded, target, torch.stack([inputs, reference]), position.expand(2))

@@ -37,6 +37,7 @@ from torch import nn
 from .architecture import OFFSET_POSITION_FAMILIES
 from .errors import ResourceLimitError, TargetError, UnsupportedModelError, WrongHeadError
 from .loading import LoadedModel
+from .precision import float32
 from .text import (
     DEFAULT_MAX_CHARS,
     DEFAULT_OVERLAP,
@@ -227,7 +228,7 @@ def head_logits(loaded: LoadedModel, hidden: torch.Tensor) -> torch.Tensor:
         float32 masked-lm [b, m, vocab]; token-classification [b, m, labels];
         sequence-classification [b, labels]; a bare encoder returns ``hidden``.
     """
-    with torch.autocast(device_type="cpu", enabled=False):
+    with float32():
         return _head_logits(loaded, hidden.float())
 
 

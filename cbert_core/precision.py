@@ -38,6 +38,13 @@ def autocast(precision: Precision) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def float32() -> Iterator[None]:
+    """Turn autocast off for a block: it runs in float32 even inside ``autocast("bf16")``."""
+    with torch.autocast(device_type="cpu", enabled=False):
+        yield
+
+
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     """The instruction-set flags the kernel reports for the first CPU (empty if unknown)."""
     try:
@@ -61,4 +68,4 @@ def bf16_is_fast() -> bool:
     return has_native_bf16(cpu_flags())
 
 
-__all__ = ["PRECISIONS", "Precision", "autocast", "bf16_is_fast", "check_precision", "cpu_flags", "has_native_bf16"]
+__all__ = ["PRECISIONS", "Precision", "autocast", "bf16_is_fast", "check_precision", "cpu_flags", "float32", "has_native_bf16"]

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from .errors import ResourceLimitError, TargetError
 from .forward import Prepared, embed, head_logits, require_head, run_encoder, vocabulary_id, word_vectors
 from .loading import LoadedModel
+from .precision import float32
 from .similarity import description_embedding
 from .text import Window
 
@@ -192,7 +193,7 @@ def _scores(loaded: LoadedModel, target: Target, words: torch.Tensor, positions:
     hidden = embed(loaded, words)
     if target.kind == "similarity":
         states = run_encoder(loaded, hidden, key_mask=key_mask).float()  # [b, t, d]
-        with torch.autocast(device_type="cpu", enabled=False):  # pooling and cosine in float32 under bf16
+        with float32():  # pooling and cosine in float32 under bf16
             if key_mask is None:
                 pooled = states.mean(1)
             else:
@@ -204,7 +205,7 @@ def _scores(loaded: LoadedModel, target: Target, words: torch.Tensor, positions:
     logits = head_logits(loaded, states)
     logits = logits if target.kind == "class" else logits[:, 0]  # float32 [b, classes or vocab]
     index = target.token_id if target.kind == "masked-token" else target.class_index
-    with torch.autocast(device_type="cpu", enabled=False):
+    with float32():
         return logits[:, index] - torch.logsumexp(logits, dim=-1)
 
 
