@@ -155,7 +155,12 @@ _SHORT_KEYS = 256
 
 def _explicit_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                         mask: torch.Tensor | None) -> torch.Tensor:
-    """softmax(QK^T / sqrt(dh)) V with the softmax in float32; [b, h, q, dh] -> [b, h, q, dh]."""
+    """softmax(QK^T / sqrt(dh)) V with the softmax in float32; [b, h, q, dh] -> [b, h, q, dh].
+
+    Not ``attention_kernel.explorer_attention``: that one returns the weights for hooks and
+    keeps the softmax in the input dtype (CPU autocast leaves softmax in bf16); gradients
+    through a bf16 softmax would widen IG's convergence delta.
+    """
     scores = (query * query.shape[-1] ** -0.5) @ key.transpose(-1, -2)  # [b, h, q, t]
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
