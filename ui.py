@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -210,6 +210,25 @@ def download(label: str, make: Callable[[], bytes], file_name: str, mime: str, k
 
     st.download_button(label, deferred, file_name=file_name, mime=mime, key=key, on_click="ignore",
                        icon=":material/download:")
+
+
+def note_choice_key(name: str, *scope: Hashable) -> str:
+    """The widget key for a choice that belongs to one note (a token, a word, a [MASK]).
+
+    Streamlit keeps the metadata of every widget a session has drawn, its ``format_func``
+    included, until the browser tab closes. A key that changed with each note therefore
+    kept every earlier note's page, trace and arrays alive for the whole session. This key
+    stays the same; when ``scope`` (the trace key, plus whatever else the choice depends on)
+    changes, the old choice is dropped so the widget starts again from its default.
+
+    Pass ``format_func`` as a bound method of small data (``labels.__getitem__``), never a
+    lambda written in the page: a page's functions hold all of that page's variables.
+    """
+    marker = f"{name}::scope"
+    if st.session_state.get(marker) != scope:
+        st.session_state.pop(name, None)
+        st.session_state[marker] = scope
+    return name
 
 
 def open_note(text: str) -> None:

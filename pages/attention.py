@@ -15,6 +15,7 @@ from cbert_core.views.bertviz_offline import MAX_HEAD_VIEW_TOKENS, MAX_MODEL_VIE
 from cbert_core.views.labels import head_name, position_labels
 
 VIEWS = ["Heads", "bertviz head view", "bertviz model view", "Rollout", "Neuron view"]
+METRIC_NAMES = {metric: metric.replace("_", " ") for metric in HeadStatistics.METRICS}
 
 st.title("Attention")
 st.caption("Each head decides, for every token, how much to look at every other token. Rows of a head's "
@@ -26,9 +27,10 @@ layers, heads = result.num_layers, result.num_heads
 controls = st.columns([1, 1, 1, 2])
 window = 0
 if len(result.windows) > 1:
+    window_names = tuple(f"window {w + 1} (pieces {span.start + 1}–{span.stop})"
+                         for w, span in enumerate(result.windows))
     window = controls[3].selectbox("Window", range(len(result.windows)), key="att_window",
-                                   format_func=lambda w: f"window {w + 1} (pieces {result.windows[w].start + 1}–"
-                                                         f"{result.windows[w].stop})")
+                                   format_func=window_names.__getitem__)
 st.session_state.setdefault("att_layer", 1)
 st.session_state.setdefault("att_head", 1)
 if "pending_head" in st.session_state:  # a click in the grid on the previous run
@@ -46,7 +48,7 @@ if view == "Heads":
     grid_column, map_column = st.columns([2, 3])
     with grid_column:
         metric = st.selectbox("Statistic", HeadStatistics.METRICS, key="att_metric",
-                              format_func=lambda m: m.replace("_", " "))
+                              format_func=METRIC_NAMES.__getitem__)
         stats = ui.head_statistics(now.trace_key, window, result)
         event = st.plotly_chart(head_grid(stats.metric(metric), metric, (layer, head)), on_select="rerun",
                                 selection_mode="points", key="grid_heads", width="stretch")
@@ -112,8 +114,8 @@ elif view in {"bertviz head view", "bertviz model view"}:
 
 elif view == "Rollout":
     flows = ui.rollout(now.trace_key, window, result)  # [layer, q, k]
-    query = st.selectbox("Whose information flow", range(len(positions)), key=f"q_rollout_{now.trace_key[:12]}",
-                         format_func=lambda i: labels[i])
+    query = st.selectbox("Whose information flow", range(len(positions)),
+                         key=ui.note_choice_key("q_rollout", now.trace_key, window), format_func=labels.__getitem__)
     st.caption("Attention rollout multiplies the head-averaged attention (with the residual connection mixed in) "
                "through the layers: an estimate of how much each input token reaches the chosen token by then.")
     st.plotly_chart(rollout_figure(flows[:, query, :], labels, layers, f"Rollout to {labels[query]}"),
@@ -121,8 +123,9 @@ elif view == "Rollout":
 
 else:  # Neuron view
     with_qk = ui.current(capture_qk=True).trace
-    query = st.selectbox("Query token", range(len(positions)), key=f"q_neuron_{now.trace_key[:12]}",
-                         index=min(1, len(positions) - 1), format_func=lambda i: labels[i])
+    query = st.selectbox("Query token", range(len(positions)),
+                         key=ui.note_choice_key("q_neuron", now.trace_key, window),
+                         index=min(1, len(positions) - 1), format_func=labels.__getitem__)
     q = with_qk.queries[window][layer, head, query]  # [head_dim]
     k = with_qk.keys[window][layer, head]  # [n, head_dim]
     st.caption("The query vector of the chosen token meets every key vector: their elementwise product, the "

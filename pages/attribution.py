@@ -18,6 +18,7 @@ from cbert_core.views.text_html import scores_html
 
 METHOD_NAMES = {"integrated-gradients": "Integrated Gradients", "gradient-x-input": "Gradient × Input",
                 "saliency": "Saliency (gradient norm)", "occlusion": "Leave one word out"}
+BASELINE_NAMES = {"pad": "[PAD] (keeps [CLS]/[SEP])", "mask": "[MASK]"}
 
 st.title("Attribution")
 st.caption("Which words pushed the prediction up (red) or down (blue)? Several methods answer differently; the "
@@ -36,12 +37,14 @@ with ui.user_errors():
                     "should go (see the Predictions page).", icon=":material/info:")
             st.stop()
         columns = st.columns(2)
-        mask_index = columns[0].selectbox("Which [MASK]", range(len(masks)), key=f"q_mask_{now.trace_key[:12]}",
-                                          format_func=lambda i: f"[MASK] {i + 1}")
+        mask_names = tuple(f"[MASK] {i + 1}" for i in range(len(masks)))
+        mask_index = columns[0].selectbox("Which [MASK]", range(len(masks)),
+                                          key=ui.note_choice_key("q_mask", now.trace_key),
+                                          format_func=mask_names.__getitem__)
         filled = ui.analysis("fill_mask", now, ((),), lambda report: predict.fill_mask(loaded, settings.note,
                                                                                         **common), "Filling in")
         word = columns[1].selectbox("Explain the probability of", list(filled.top_tokens[mask_index]),
-                                    key=f"q_target_{now.trace_key[:12]}_{mask_index}")
+                                    key=ui.note_choice_key("q_target", now.trace_key, mask_index))
         target = attr.masked_token_target(loaded, word, mask_index=mask_index, lowercase=settings.lowercase)
     elif info.head_kind == "sequence-classification":
         label = st.selectbox("Explain the class", list(info.labels), key="attr_class")
@@ -49,8 +52,9 @@ with ui.user_errors():
     elif info.head_kind == "token-classification":
         spans = now.trace.word_spans
         columns = st.columns(2)
-        word_index = columns[0].selectbox("Word", range(len(spans)), key=f"q_tokword_{now.trace_key[:12]}",
-                                          format_func=lambda i: settings.note[spans[i][0]:spans[i][1]])
+        span_words = tuple(settings.note[a:b] for a, b in spans.tolist())
+        word_index = columns[0].selectbox("Word", range(len(spans)), key=ui.note_choice_key("q_tokword", now.trace_key),
+                                          format_func=span_words.__getitem__)
         label = columns[1].selectbox("Label", list(info.labels), key="attr_token_label")
         target = attr.token_class_target(loaded, int(spans[word_index][0]), label)
     else:
@@ -67,7 +71,7 @@ with st.expander("Methods and settings", expanded=False):
                              format_func=METHOD_NAMES.get)
     columns = st.columns(3)
     baseline = columns[0].radio("Baseline (\"no information\")", ["pad", "mask"], key="attr_baseline",
-                                format_func=lambda b: {"pad": "[PAD] (keeps [CLS]/[SEP])", "mask": "[MASK]"}[b])
+                                format_func=BASELINE_NAMES.__getitem__)
     steps = columns[1].number_input("Integrated Gradients steps", 10, 300, step=10, key="attr_steps")
     memory = columns[2].number_input("Memory bound (GB)", 0.05, 8.0, step=0.25, key="attr_memory",
                                      help="A method that would need more refuses with a message instead of "
@@ -188,13 +192,14 @@ st.caption("Replace a word in place (for example 'denies' with 'reports') and co
 columns = st.columns(3)
 spans = now.trace.word_spans
 words = [settings.note[a:b] for a, b in spans.tolist()]
-chosen = columns[0].selectbox("Word to replace", range(len(words)), key=f"q_cf_{now.trace_key[:12]}",
+word_names = tuple(f"{word} (word {i + 1})" for i, word in enumerate(words))
+chosen = columns[0].selectbox("Word to replace", range(len(words)), key=ui.note_choice_key("q_cf", now.trace_key),
                               index=next((i for i, w in enumerate(words) if w.lower() == "denies"), 0),
-                              format_func=lambda i: f"{words[i]} (word {i + 1})")
+                              format_func=word_names.__getitem__)
 ui.defaults(attr_cf_with="reports")
 replacement = columns[1].text_input("Replace with", key="attr_cf_with")
 cf_choice = columns[2].selectbox("Also explain with", ["predictions only", *methods], key="attr_cf_method",
-                                 format_func=lambda m: METHOD_NAMES.get(m, m))
+                                 format_func={"predictions only": "predictions only", **METHOD_NAMES}.__getitem__)
 cf_method = None if cf_choice == "predictions only" else cf_choice
 start, end = (int(v) for v in spans[chosen])
 if replacement.strip() and (ui.has_analysis("counterfactual", now, (target_key, start, end, replacement, cf_method))

@@ -55,7 +55,7 @@ st.caption(f"{len(collection.texts):,} notes" + (f", labels: {', '.join(collecti
 st.subheader("Notes in the model's space")
 columns = st.columns(3)
 pooling = columns[0].selectbox("Note vector", ["mean", "cls"], key="corpus_pooling",
-                               format_func=lambda p: {"mean": "mean of word pieces", "cls": "[CLS] position"}[p])
+                               format_func={"mean": "mean of word pieces", "cls": "[CLS] position"}.__getitem__)
 ui.defaults(corpus_layer=info.num_layers, corpus_search_layer=min(info.num_layers, 4), corpus_k=10)
 layer = columns[1].slider("Layer (0 = embeddings)", 0, info.num_layers, key="corpus_layer")
 method = columns[2].selectbox("Projection", ["pca", "umap"], key="corpus_method", format_func=str.upper)
@@ -93,7 +93,7 @@ labels = position_labels(result.tokens, range(result.num_positions))
 columns = st.columns([3, 2, 1])
 default = next((p for p in content if result.tokens[p].lower() in {"denies", "pneumonia", "copd"}), content[0])
 position = columns[0].selectbox("Word piece of the current note", content, index=content.index(default),
-                                format_func=lambda p: labels[p], key=f"q_corpus_{now.trace_key[:12]}")
+                                format_func=labels.__getitem__, key=ui.note_choice_key("q_corpus", now.trace_key))
 search_layer = columns[1].slider("Layer", 1, info.num_layers, key="corpus_search_layer")
 top_k = columns[2].number_input("Matches", 1, 50, key="corpus_k")
 index_key = ("token_index", info.key, digest, search_layer, result.lowercase)

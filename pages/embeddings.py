@@ -30,7 +30,7 @@ controls = st.columns([3, 1, 1])
 ui.defaults(emb_layer=layers)
 layer = controls[0].slider("Layer (0 = the embedding layer)", 0, layers, key="emb_layer")
 method = controls[1].selectbox("Projection", list(METHOD_NAMES), key="emb_method",
-                               format_func=lambda m: METHOD_NAMES[m],
+                               format_func=METHOD_NAMES.__getitem__,
                                help="PCA is instant; UMAP and t-SNE take a few seconds and are computed on request.")
 colour_by = controls[2].selectbox("Colour by", ["section", "sentence", "piece kind"], key="emb_colour")
 
@@ -85,7 +85,8 @@ st.subheader("Chosen tokens")
 content_positions = [int(p) for p in np.flatnonzero(~result.special)]
 default = [p for p in content_positions if result.tokens[p].lower() in {"copd", "cop", "pneumonia", "chest"}][:4]
 chosen = st.multiselect("Tokens to follow", content_positions, default=default or content_positions[:3],
-                        format_func=lambda p: labels[p], key=f"q_follow_{now.trace_key[:12]}", max_selections=12)
+                        format_func=labels.__getitem__, key=ui.note_choice_key("q_follow", now.trace_key),
+                        max_selections=12)
 if chosen:
     left, right = st.columns(2)
     with left:

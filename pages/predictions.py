@@ -67,8 +67,9 @@ if info.head_kind == "masked-lm":
     st.subheader("Hide a word and see what the model would put there")
     spans = result.word_spans
     words = [result.text[a:b] for a, b in spans.tolist()]
-    choice = st.selectbox("Word", range(len(words)), key=f"q_word_{now.trace_key[:12]}",
-                          format_func=lambda i: f"{words[i]}  (word {i + 1})",
+    word_names = tuple(f"{word}  (word {i + 1})" for i, word in enumerate(words))
+    choice = st.selectbox("Word", range(len(words)), key=ui.note_choice_key("q_word", now.trace_key),
+                          format_func=word_names.__getitem__,
                           index=min(len(words) - 1, next((i for i, w in enumerate(words) if w.lower() in
                                                           {"denies", "copd", "pneumonia"}), 0)))
     start, end = (int(v) for v in spans[choice])
