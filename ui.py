@@ -212,21 +212,24 @@ def download(label: str, make: Callable[[], bytes], file_name: str, mime: str, k
                        icon=":material/download:")
 
 
-def note_choice_key(name: str, *scope: Hashable) -> str:
+def note_choice_key(name: str, scope: Hashable, default: Any) -> str:
     """The widget key for a choice that belongs to one note (a token, a word, a [MASK]).
 
     Streamlit keeps the metadata of every widget a session has drawn, its ``format_func``
     included, until the browser tab closes. A key that changed with each note therefore
     kept every earlier note's page, trace and arrays alive for the whole session. This key
-    stays the same; when ``scope`` (the trace key, plus whatever else the choice depends on)
-    changes, the old choice is dropped so the widget starts again from its default.
+    stays the same. When ``scope`` (the trace key, plus whatever else the choice depends on)
+    changes, or the widget's value was dropped because the page was left, its value is set
+    to ``default`` through session state, which also tells the browser: a value that was
+    only cleared would leave the old note's choice showing. Give the widget no ``index``
+    or ``default`` of its own.
 
     Pass ``format_func`` as a bound method of small data (``labels.__getitem__``), never a
     lambda written in the page: a page's functions hold all of that page's variables.
     """
     marker = f"{name}::scope"
-    if st.session_state.get(marker) != scope:
-        st.session_state.pop(name, None)
+    if st.session_state.get(marker) != scope or name not in st.session_state:
+        st.session_state[name] = default
         st.session_state[marker] = scope
     return name
 

@@ -29,8 +29,8 @@ window = 0
 if len(result.windows) > 1:
     window_names = tuple(f"window {w + 1} (pieces {span.start + 1}–{span.stop})"
                          for w, span in enumerate(result.windows))
-    window = controls[3].selectbox("Window", range(len(result.windows)), key="att_window",
-                                   format_func=window_names.__getitem__)
+    window = controls[3].selectbox("Window", range(len(result.windows)), format_func=window_names.__getitem__,
+                                   key=ui.note_choice_key("att_window", now.trace_key, 0))
 st.session_state.setdefault("att_layer", 1)
 st.session_state.setdefault("att_head", 1)
 if "pending_head" in st.session_state:  # a click in the grid on the previous run
@@ -114,8 +114,8 @@ elif view in {"bertviz head view", "bertviz model view"}:
 
 elif view == "Rollout":
     flows = ui.rollout(now.trace_key, window, result)  # [layer, q, k]
-    query = st.selectbox("Whose information flow", range(len(positions)),
-                         key=ui.note_choice_key("q_rollout", now.trace_key, window), format_func=labels.__getitem__)
+    query = st.selectbox("Whose information flow", range(len(positions)), format_func=labels.__getitem__,
+                         key=ui.note_choice_key("q_rollout", (now.trace_key, window), 0))
     st.caption("Attention rollout multiplies the head-averaged attention (with the residual connection mixed in) "
                "through the layers: an estimate of how much each input token reaches the chosen token by then.")
     st.plotly_chart(rollout_figure(flows[:, query, :], labels, layers, f"Rollout to {labels[query]}"),
@@ -123,9 +123,8 @@ elif view == "Rollout":
 
 else:  # Neuron view
     with_qk = ui.current(capture_qk=True).trace
-    query = st.selectbox("Query token", range(len(positions)),
-                         key=ui.note_choice_key("q_neuron", now.trace_key, window),
-                         index=min(1, len(positions) - 1), format_func=labels.__getitem__)
+    query = st.selectbox("Query token", range(len(positions)), format_func=labels.__getitem__,
+                         key=ui.note_choice_key("q_neuron", (now.trace_key, window), min(1, len(positions) - 1)))
     q = with_qk.queries[window][layer, head, query]  # [head_dim]
     k = with_qk.keys[window][layer, head]  # [n, head_dim]
     st.caption("The query vector of the chosen token meets every key vector: their elementwise product, the "

@@ -38,13 +38,13 @@ with ui.user_errors():
             st.stop()
         columns = st.columns(2)
         mask_names = tuple(f"[MASK] {i + 1}" for i in range(len(masks)))
-        mask_index = columns[0].selectbox("Which [MASK]", range(len(masks)),
-                                          key=ui.note_choice_key("q_mask", now.trace_key),
-                                          format_func=mask_names.__getitem__)
+        mask_index = columns[0].selectbox("Which [MASK]", range(len(masks)), format_func=mask_names.__getitem__,
+                                          key=ui.note_choice_key("q_mask", now.trace_key, 0))
         filled = ui.analysis("fill_mask", now, ((),), lambda report: predict.fill_mask(loaded, settings.note,
                                                                                         **common), "Filling in")
         word = columns[1].selectbox("Explain the probability of", list(filled.top_tokens[mask_index]),
-                                    key=ui.note_choice_key("q_target", now.trace_key, mask_index))
+                                    key=ui.note_choice_key("q_target", (now.trace_key, mask_index),
+                                                           filled.top_tokens[mask_index][0]))
         target = attr.masked_token_target(loaded, word, mask_index=mask_index, lowercase=settings.lowercase)
     elif info.head_kind == "sequence-classification":
         label = st.selectbox("Explain the class", list(info.labels), key="attr_class")
@@ -53,8 +53,8 @@ with ui.user_errors():
         spans = now.trace.word_spans
         columns = st.columns(2)
         span_words = tuple(settings.note[a:b] for a, b in spans.tolist())
-        word_index = columns[0].selectbox("Word", range(len(spans)), key=ui.note_choice_key("q_tokword", now.trace_key),
-                                          format_func=span_words.__getitem__)
+        word_index = columns[0].selectbox("Word", range(len(spans)), format_func=span_words.__getitem__,
+                                          key=ui.note_choice_key("q_tokword", now.trace_key, 0))
         label = columns[1].selectbox("Label", list(info.labels), key="attr_token_label")
         target = attr.token_class_target(loaded, int(spans[word_index][0]), label)
     else:
@@ -193,9 +193,9 @@ columns = st.columns(3)
 spans = now.trace.word_spans
 words = [settings.note[a:b] for a, b in spans.tolist()]
 word_names = tuple(f"{word} (word {i + 1})" for i, word in enumerate(words))
-chosen = columns[0].selectbox("Word to replace", range(len(words)), key=ui.note_choice_key("q_cf", now.trace_key),
-                              index=next((i for i, w in enumerate(words) if w.lower() == "denies"), 0),
-                              format_func=word_names.__getitem__)
+first_word = next((i for i, w in enumerate(words) if w.lower() == "denies"), 0)
+chosen = columns[0].selectbox("Word to replace", range(len(words)), format_func=word_names.__getitem__,
+                              key=ui.note_choice_key("q_cf", now.trace_key, first_word))
 ui.defaults(attr_cf_with="reports")
 replacement = columns[1].text_input("Replace with", key="attr_cf_with")
 cf_choice = columns[2].selectbox("Also explain with", ["predictions only", *methods], key="attr_cf_method",

@@ -92,8 +92,8 @@ content = [int(p) for p in np.flatnonzero(~result.special)]
 labels = position_labels(result.tokens, range(result.num_positions))
 columns = st.columns([3, 2, 1])
 default = next((p for p in content if result.tokens[p].lower() in {"denies", "pneumonia", "copd"}), content[0])
-position = columns[0].selectbox("Word piece of the current note", content, index=content.index(default),
-                                format_func=labels.__getitem__, key=ui.note_choice_key("q_corpus", now.trace_key))
+position = columns[0].selectbox("Word piece of the current note", content, format_func=labels.__getitem__,
+                                key=ui.note_choice_key("q_corpus", now.trace_key, default))
 search_layer = columns[1].slider("Layer", 1, info.num_layers, key="corpus_search_layer")
 top_k = columns[2].number_input("Matches", 1, 50, key="corpus_k")
 index_key = ("token_index", info.key, digest, search_layer, result.lowercase)

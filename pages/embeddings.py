@@ -84,9 +84,8 @@ with downloads[1]:
 st.subheader("Chosen tokens")
 content_positions = [int(p) for p in np.flatnonzero(~result.special)]
 default = [p for p in content_positions if result.tokens[p].lower() in {"copd", "cop", "pneumonia", "chest"}][:4]
-chosen = st.multiselect("Tokens to follow", content_positions, default=default or content_positions[:3],
-                        format_func=labels.__getitem__, key=ui.note_choice_key("q_follow", now.trace_key),
-                        max_selections=12)
+chosen = st.multiselect("Tokens to follow", content_positions, format_func=labels.__getitem__, max_selections=12,
+                        key=ui.note_choice_key("q_follow", now.trace_key, default or content_positions[:3]))
 if chosen:
     left, right = st.columns(2)
     with left:

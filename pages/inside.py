@@ -50,10 +50,9 @@ columns = st.columns(3)
 layer = columns[0].number_input("Layer", 1, inside.num_layers, key="inside_layer") - 1
 head = columns[1].number_input("Head", 1, inside.num_heads, key="inside_head") - 1
 masks = [int(p) for p in inside.mask_positions]
-query = columns[2].selectbox("Query token", range(inside.num_positions),
-                             key=ui.note_choice_key("q_inside", now.trace_key),
-                             index=masks[0] if masks else min(1, inside.num_positions - 1),
-                             format_func=labels.__getitem__)
+first_choice = masks[0] if masks else min(1, inside.num_positions - 1)
+query = columns[2].selectbox("Query token", range(inside.num_positions), format_func=labels.__getitem__,
+                             key=ui.note_choice_key("q_inside", now.trace_key, first_choice))
 step = attention_step(inside, layer, head, query)
 st.plotly_chart(neuron_view(step.query, step.keys, labels, labels[query], step.scale, step.weights),
                 key="inside_qk", width="stretch")
@@ -89,9 +88,8 @@ st.header("4 · Output layer")
 output = inside.output
 st.caption(CAPTIONS[f"output.{output.kind}"])
 if output.kind == "masked-lm":
-    position = st.selectbox("Position", range(inside.num_positions), key=ui.note_choice_key("q_lens", now.trace_key),
-                            index=masks[0] if masks else min(1, inside.num_positions - 1),
-                            format_func=labels.__getitem__)
+    position = st.selectbox("Position", range(inside.num_positions), format_func=labels.__getitem__,
+                            key=ui.note_choice_key("q_lens", now.trace_key, first_choice))
     st.dataframe(pd.DataFrame(output.predictions_at(position), columns=["token", "probability"]),
                  hide_index=True, width="content")
     st.subheader("Logit lens")

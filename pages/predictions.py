@@ -68,10 +68,10 @@ if info.head_kind == "masked-lm":
     spans = result.word_spans
     words = [result.text[a:b] for a, b in spans.tolist()]
     word_names = tuple(f"{word}  (word {i + 1})" for i, word in enumerate(words))
-    choice = st.selectbox("Word", range(len(words)), key=ui.note_choice_key("q_word", now.trace_key),
-                          format_func=word_names.__getitem__,
-                          index=min(len(words) - 1, next((i for i, w in enumerate(words) if w.lower() in
-                                                          {"denies", "copd", "pneumonia"}), 0)))
+    first_word = min(len(words) - 1, next((i for i, w in enumerate(words) if w.lower() in
+                                           {"denies", "copd", "pneumonia"}), 0))
+    choice = st.selectbox("Word", range(len(words)), format_func=word_names.__getitem__,
+                          key=ui.note_choice_key("q_word", now.trace_key, first_word))
     start, end = (int(v) for v in spans[choice])
 
     def draw_masked(label: str, heads: frozenset) -> None:

@@ -152,6 +152,28 @@ def test_note_and_choices_persist_across_pages(page) -> None:
     assert tab.locator('[data-testid="stMain"] input[aria-label="Layer"]').input_value() == "3"
 
 
+def test_a_token_choice_belongs_to_its_note(page) -> None:
+    """The Query token picker shows each new note's [MASK] (its default), not the last note's choice."""
+    tab, _traffic = page
+    notes = ["Patient denies chest pain. COPD [MASK] exacerbation.",
+             "Pneumonia ruled out on the chest x-ray. Patient afebrile, [MASK] stable."]
+    picker = tab.locator('[data-testid="stMain"] input[aria-label="Query token"]')
+    set_note(tab, notes[0])
+    open_page(tab, "Inside the model")
+    first = picker.input_value()
+    assert first.endswith(" [MASK]")
+    picker.click()
+    tab.get_by_role("option", name="1 patient", exact=True).click()
+    settle(tab)
+    assert picker.input_value() == "1 patient"
+    assert tab.get_by_text("Query 1 patient:").count() == 1  # the figure follows the picker
+    set_note(tab, notes[1])
+    open_page(tab, "Inside the model")
+    second = picker.input_value()
+    assert second.endswith(" [MASK]") and second != first
+    assert tab.get_by_text(f"Query {second}:").count() == 1
+
+
 def click(tab, label: str) -> None:
     tab.get_by_role("button", name=label, exact=True).click()
     settle(tab, timeout_s=600)
