@@ -19,6 +19,7 @@ from cbert_core.views.text_html import scores_html
 METHOD_NAMES = {"integrated-gradients": "Integrated Gradients", "gradient-x-input": "Gradient × Input",
                 "saliency": "Saliency (gradient norm)", "occlusion": "Leave one word out"}
 BASELINE_NAMES = {"pad": "[PAD] (keeps [CLS]/[SEP])", "mask": "[MASK]"}
+COUNTERFACTUAL_CHOICES = {"predictions only": "predictions only", **METHOD_NAMES}
 
 st.title("Attribution")
 st.caption("Which words pushed the prediction up (red) or down (blue)? Several methods answer differently; the "
@@ -199,7 +200,7 @@ chosen = columns[0].selectbox("Word to replace", range(len(words)), format_func=
 ui.defaults(attr_cf_with="reports")
 replacement = columns[1].text_input("Replace with", key="attr_cf_with")
 cf_choice = columns[2].selectbox("Also explain with", ["predictions only", *methods], key="attr_cf_method",
-                                 format_func={"predictions only": "predictions only", **METHOD_NAMES}.__getitem__)
+                                 format_func=COUNTERFACTUAL_CHOICES.__getitem__)
 cf_method = None if cf_choice == "predictions only" else cf_choice
 start, end = (int(v) for v in spans[chosen])
 if replacement.strip() and (ui.has_analysis("counterfactual", now, (target_key, start, end, replacement, cf_method))

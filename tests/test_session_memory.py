@@ -66,16 +66,21 @@ def test_a_session_holds_no_note_once_the_shared_caches_let_go(page: str, state:
     assert not alive, f"{len(alive)} of the session's {len(NOTES)} notes still held once the caches let go ({page})"
 
 
+def _first_mask(note: str) -> int:
+    """Position of the [MASK] in ``note``'s cached "Inside the model" capture."""
+    return next(int(value.mask_positions[0]) for value in ui._inside_cache().values() if value.text == note)
+
+
 def test_a_choice_for_one_note_stays_with_it_and_the_next_note_starts_from_the_default() -> None:
     at = start("pages/inside.py", note_text=NOTES[0])
-    first_mask = next(int(value.mask_positions[0]) for value in ui._inside_cache().values() if value.text == NOTES[0])
+    first_mask = _first_mask(NOTES[0])
     assert at.selectbox(key="q_inside").value == first_mask  # the default: the note's [MASK]
     at.selectbox(key="q_inside").select(2).run()
     at.run()
     assert at.selectbox(key="q_inside").value == 2  # kept while the note stays
-    at.session_state["note_text"] = NOTES[1] + " Afebrile."
+    second_note = NOTES[1] + " Afebrile."
+    at.session_state["note_text"] = second_note
     at.run()
     assert not at.exception, at.exception
-    second_mask = next(int(value.mask_positions[0]) for value in ui._inside_cache().values()
-                       if value.text == NOTES[1] + " Afebrile.")
+    second_mask = _first_mask(second_note)
     assert at.selectbox(key="q_inside").value == second_mask != 2
