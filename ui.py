@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Callable, Hashable, Iterator
+import time
+from collections.abc import Callable, Collection, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +24,10 @@ from cbert_core import projection
 from cbert_core.cache import ResultCache, payload_bytes
 from cbert_core.errors import CbertError
 from cbert_core.precision import PRECISIONS, bf16_is_fast
+from cbert_core.speed import Passes, SpeedBook
 from cbert_core.status import server_status
 from cbert_core.examples import DEFAULT_EXAMPLE, EXAMPLE_NOTES
+from cbert_core.note_parts import NotePart, default_part, note_parts
 from cbert_core.loading import BIO_CLINICALBERT, BUNDLED_NAME, LoadedModel, Resolution, load_model, \
     load_tokenizer, parse_spec, resolve_default_model
 from cbert_core.text import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP
@@ -143,10 +146,15 @@ def get_trace(loaded: LoadedModel, settings: Settings, **options: Any) -> tuple[
     if cached is not None:
         return cached, key
     report, done = progress_reporter("Running the note through the model")
+
+    def measured(computed: Trace, seconds: float) -> None:
+        windows = Passes(forward=tuple((window.size + 2, 1) for window in computed.windows))
+        speed_book().record(loaded.info.key, settings.precision, "trace", windows, seconds)
+
     try:
-        result = cache.get_or_compute(key, lambda: trace(
+        result = cache.get_or_compute(key, lambda: timed(lambda: trace(
             loaded, settings.note, lowercase=settings.lowercase, overlap=settings.overlap,
-            precision=settings.precision, max_chars=settings.max_chars, progress=report, **options))
+            precision=settings.precision, max_chars=settings.max_chars, progress=report, **options), measured))
         report(1.0, "summarizing every attention head")
         head_statistics(key, 0, result)  # part of the first analysis, so the Attention page opens at once
     finally:
@@ -154,21 +162,39 @@ def get_trace(loaded: LoadedModel, settings: Settings, **options: Any) -> tuple[
     return result, key
 
 
-def get_inside(loaded: LoadedModel, settings: Settings) -> Any:
-    """The exact float32 walk for the "Inside the model" page (computed on that page only)."""
+def get_inside(loaded: LoadedModel, settings: Settings, window: int = 0) -> Any:
+    """The exact float32 walk of one window for the "Inside the model" page (computed on that page only)."""
     from cbert_core.inside import inside_trace
 
-    key = ("inside", trace_key(settings, loaded.info.key))
+    key = ("inside", trace_key(settings, loaded.info.key), window)
     with st.spinner("Walking the note through every layer..."):
         return _inside_cache().get_or_compute(key, lambda: inside_trace(
-            loaded, settings.note, lowercase=settings.lowercase, max_chars=settings.max_chars))
+            loaded, settings.note, lowercase=settings.lowercase, max_chars=settings.max_chars, window=window,
+            overlap=settings.overlap))
 
 
-def cached(key: tuple, compute: Callable[[Callable[[float, str], None]], Any], label: str) -> Any:
+@st.cache_resource(show_spinner=False)
+def speed_book() -> SpeedBook:
+    """Measured speed of each model on this server (shared by every session), for time estimates."""
+    return SpeedBook()
+
+
+def timed(compute: Callable[[], Any], record: Callable[[Any, float], None] | None) -> Any:
+    """``compute()``, then ``record(its result, the seconds it took)``."""
+    started = time.perf_counter()
+    result = compute()
+    if record is not None:
+        record(result, time.perf_counter() - started)
+    return result
+
+
+def cached(key: tuple, compute: Callable[[Callable[[float, str], None]], Any], label: str,
+           measured: Callable[[Any, float], None] | None = None) -> Any:
     """A shared, immutable result computed once per key, with a progress bar while it runs.
 
     A changed input cancels the run (Streamlit interrupts it at the next progress
-    update); nothing half-done is cached.
+    update); nothing half-done is cached. ``measured(result, seconds)`` is told how long
+    a computation took (not called for a result found in the cache).
     """
     cache = _analysis_cache()
     found = cache.get(key)
@@ -176,7 +202,7 @@ def cached(key: tuple, compute: Callable[[Callable[[float, str], None]], Any], l
         return found
     report, done = progress_reporter(label)
     try:
-        return cache.get_or_compute(key, lambda: compute(report))
+        return cache.get_or_compute(key, lambda: timed(lambda: compute(report), measured))
     finally:
         done()
 
@@ -186,9 +212,27 @@ def is_cached(key: tuple) -> bool:
 
 
 def analysis(name: str, now: Current, params: tuple, compute: Callable[[Callable[[float, str], None]], Any],
-             label: str) -> Any:
-    """A model-running analysis (predictions, attributions, scans) of the note in force."""
-    return cached((name, now.trace_key, params), compute, label)
+             label: str, passes: Passes | None = None) -> Any:
+    """A model-running analysis (predictions, attributions, scans) of the note in force.
+
+    ``passes`` (what it runs through the model) times the run for later estimates.
+    """
+    measured = None if passes is None else (lambda _result, seconds: record_speed(now, passes, seconds))
+    return cached((name, now.trace_key, params), compute, label, measured)
+
+
+def record_speed(now: Current, passes: Passes, seconds: float) -> None:
+    """Record how long ``passes`` took with the model in force (for later estimates)."""
+    kind = "gradient" if passes.gradient else "forward"
+    speed_book().record(now.loaded.info.key, now.settings.precision, kind, passes, seconds)
+
+
+def estimate(now: Current, passes: Passes) -> str:
+    """"about 25 s (measured on this server: ...)", or a plain word that it will be measured."""
+    found = speed_book().estimate(now.loaded.info.key, now.settings.precision, now.loaded.info.hidden_size, passes)
+    if found is None:
+        return "time not known yet (it is measured on the first run)"
+    return f"{found.text()} ({found.basis})"
 
 
 def has_analysis(name: str, now: Current, params: tuple) -> bool:
@@ -212,26 +256,64 @@ def download(label: str, make: Callable[[], bytes], file_name: str, mime: str, k
                        icon=":material/download:")
 
 
-def note_choice_key(name: str, scope: Hashable, default: Any) -> str:
+NOTE_CHOICES = "note_choices"  # {widget key: (scope, value)}: per-note choices, kept while the note stays
+
+
+def note_choice_key(name: str, scope: Hashable, default: Any, options: Collection[Any] | None = None) -> str:
     """The widget key for a choice that belongs to one note (a token, a word, a [MASK]).
 
     Streamlit keeps the metadata of every widget a session has drawn, its ``format_func``
     included, until the browser tab closes. A key that changed with each note therefore
     kept every earlier note's page, trace and arrays alive for the whole session. This key
-    stays the same. When ``scope`` (the trace key, plus whatever else the choice depends on)
-    changes, or the widget's value was dropped because the page was left, its value is set
-    to ``default`` through session state, which also tells the browser: a value that was
-    only cleared would leave the old note's choice showing. Give the widget no ``index``
-    or ``default`` of its own.
+    stays the same; the value belongs to ``scope`` (the trace key, plus whatever else the
+    choice depends on):
+
+    * while the scope stays, the user's choice is kept: across reruns, across runs that
+      stopped before drawing the widget (an Explain button waiting to be clicked) and
+      across page switches;
+    * when the scope changes (another note), the choice goes back to ``default``.
+
+    The value is written through session state on every run, before the widget is drawn.
+    That is what tells the browser: a widget that was not drawn on the last run comes back
+    in the browser at its first option while the server still holds the old value, and
+    the next click then sends the first option (the counterfactual edit changed the
+    note's first word instead of the chosen one). Give the widget no ``index`` or
+    ``default`` of its own. ``options``, if given, drops a kept value that is no longer
+    among them (a list value keeps the members that still are).
 
     Pass ``format_func`` as a bound method of small data (``labels.__getitem__``), never a
     lambda written in the page: a page's functions hold all of that page's variables.
     """
-    marker = f"{name}::scope"
-    if st.session_state.get(marker) != scope or name not in st.session_state:
-        st.session_state[name] = default
-        st.session_state[marker] = scope
+    remembered: dict[str, tuple[Hashable, Any]] = st.session_state.setdefault(NOTE_CHOICES, {})
+    kept = remembered.get(name)
+    value = default
+    if kept is not None and kept[0] == scope:
+        value = st.session_state[name] if name in st.session_state else kept[1]
+        if options is not None:
+            if isinstance(value, list):
+                value = [item for item in value if item in options]
+            elif value not in options:
+                value = default
+    st.session_state[name] = value
+    remembered[name] = (scope, value)
     return name
+
+
+def note_part_picker(now: Current, name: str, label: str = "Part of the note") -> NotePart:
+    """A window, section or sentence of the note in force (windows are what the model reads at once).
+
+    The choice belongs to the note; the default is :func:`cbert_core.note_parts.default_part`.
+    """
+    parts = note_parts(now.trace)
+    labels = tuple(part.label for part in parts)
+    help_text = ("The model reads at most "
+                 f"{now.loaded.info.max_tokens} positions at once, so a longer note is read in overlapping windows. "
+                 "A section or a sentence runs in the window that holds most of it, with that window's context, "
+                 "and the views focus on it.")
+    chosen = st.selectbox(label, range(len(parts)), format_func=labels.__getitem__, help=help_text,
+                          key=note_choice_key(name, now.trace_key, default_part(now.trace, parts),
+                                              options=range(len(parts))))
+    return parts[chosen]
 
 
 def open_note(text: str) -> None:
@@ -250,8 +332,9 @@ def knockout_picker(info: Any) -> frozenset[tuple[int, int]]:
     """Heads (or whole layers) to knock out, shared by the Predictions and Attribution pages."""
     from cbert_core.views.labels import head_name
 
-    if "ko_pending" in st.session_state:  # a head clicked in the importance scan on the last run
-        chosen = set(st.session_state.get("ko_heads", [])) | {st.session_state.pop("ko_pending")}
+    if "ko_pending" in st.session_state or "ko_release" in st.session_state:  # clicked in the scan on the last run
+        chosen = set(st.session_state.get("ko_heads", [])) | {st.session_state.pop("ko_pending", None)}
+        chosen -= {st.session_state.pop("ko_release", None), None}
         st.session_state["ko_heads"] = sorted(chosen)
     names = {head_name(layer, head): (layer, head) for layer in range(info.num_layers)
              for head in range(info.num_heads)}
@@ -326,9 +409,18 @@ def projection_of(key: str, layer: int, method: str, _trace: Trace) -> projectio
         return projection.project(_trace, layer, "pca")
     report, done = progress_reporter(f"Computing {projection.METHOD_NAMES[method]}")
     try:
-        return projection.project(_trace, layer, method, progress=report)  # type: ignore[arg-type]
+        return timed(lambda: projection.project(_trace, layer, method, progress=report),  # type: ignore[arg-type]
+                     lambda found, seconds: speed_book().record_points(method, len(found.positions), seconds))
     finally:
         done()
+
+
+def projection_estimate(method: str, points: int) -> str:
+    """How long a UMAP or t-SNE projection of ``points`` points should take here, in words."""
+    found = speed_book().estimate_points(method, points)
+    if found is None:
+        return "not run on this server yet: its time is measured on the first run"
+    return f"{found.text()} ({found.basis})"
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

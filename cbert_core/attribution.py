@@ -48,6 +48,7 @@ from .hooks import HeadSet, knockout
 from .knockout_scan import HeadImportance, head_importance
 from .loading import LoadedModel
 from .precision import Precision, autocast, check_precision, float32
+from .speed import Passes
 from .targets import (
     Target,
     TargetKind,
@@ -132,6 +133,11 @@ class Attribution:
             _frozen(array)
 
     @property
+    def word_fixed(self) -> np.ndarray:
+        """bool [w]: words made only of fixed pieces (the target [MASK]): the question, not evidence."""
+        return np.array([bool(self.fixed[self.word_ids == word].all()) for word in self.words], dtype=bool)
+
+    @property
     def relative_delta(self) -> float:
         """|delta| as a fraction of |score - baseline_score| (NaN unless IG)."""
         gap = abs(self.score - self.baseline_score)
@@ -160,6 +166,21 @@ def quadrature(steps: int, rule: Rule) -> tuple[np.ndarray, np.ndarray]:
         weights[[0, -1]] *= 0.5
         return np.linspace(0.0, 1.0, steps), weights
     raise ValueError(f"unknown rule {rule!r}")
+
+
+def planned_passes(method: Method, positions: int, words: int, *, steps: int = DEFAULT_STEPS,
+                   tolerance: float | None = None) -> Passes:
+    """The passes :func:`attribute` runs on a window of ``positions`` holding ``words`` words (for estimates).
+
+    With a ``tolerance``, Integrated Gradients is counted at its first 16 points, the usual case.
+    """
+    ends = ((positions, 2),)  # the score and the baseline score
+    if method == "integrated-gradients":
+        points = steps if tolerance is None else min(steps, 16)
+        return Passes(forward=ends, gradient=((positions, points),))
+    if method in {"gradient-x-input", "saliency"}:
+        return Passes(forward=ends, gradient=((positions, 1),))
+    return Passes(forward=ends + ((positions, words),))
 
 
 def baseline_ids(loaded: LoadedModel, prepared: Prepared, resolved: _Resolved, baseline: BaselineKind) -> np.ndarray:

@@ -32,6 +32,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from .speed import Passes
 from .attribution import Attribution
 from .errors import TargetError
 from .forward import DEFAULT_INFERENCE_MEMORY, fit_batch
@@ -93,6 +94,11 @@ def rationales(scores: np.ndarray, fractions: Sequence[float], only_positive: bo
         previous = frozenset(top.tolist())
         chosen.append((float(fraction), top.astype(np.int64)))
     return chosen
+
+
+def planned_passes(positions: int, fractions: Sequence[float] = DEFAULT_FRACTIONS) -> Passes:
+    """The passes :func:`faithfulness` runs on a window of ``positions``: two shortened inputs per fraction."""
+    return Passes(forward=((max(positions // 2, 1), 2 * len(fractions)),))
 
 
 def faithfulness(loaded: LoadedModel, attribution: Attribution, *, fractions: Sequence[float] = DEFAULT_FRACTIONS,

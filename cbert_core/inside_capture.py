@@ -23,8 +23,9 @@ from torch import nn
 from .architecture import LayerAnatomy
 from .errors import ResourceLimitError, TargetError
 from .hooks import capture
+from .forward import prepare
 from .loading import HeadKind, LoadedModel
-from .text import DEFAULT_MAX_CHARS, check_note, tokenize_note
+from .text import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP
 
 INSIDE_SITES = frozenset({
     "embeddings.word", "embeddings.position", "embeddings.token_type", "embeddings.sum",
@@ -85,6 +86,9 @@ class InsideTrace:
     input_ids: np.ndarray  # int64 [pos]
     offsets: np.ndarray  # int32 [pos, 2]; (-1, -1) for [CLS]/[SEP]
     special: np.ndarray  # bool [pos]
+    note_positions: np.ndarray  # int64 [pos]: each input's position in the whole note (as in a Trace)
+    window: int  # which window of the note this pass is (0 for a note that fits in one)
+    window_count: int  # how many windows the note has
     embedding_part_names: tuple[str, ...]  # e.g. ("word", "position", "segment"); DistilBERT has no segment
     embedding_parts: np.ndarray  # float32 [part, pos, d_emb]
     embedding_sum: np.ndarray  # float32 [pos, d_emb]: the model's input of the embedding LayerNorm
@@ -105,7 +109,7 @@ class InsideTrace:
     def __post_init__(self) -> None:
         positions = len(self.tokens)
         layers = self.hidden_states.shape[0] - 1
-        for name in ("input_ids", "special"):
+        for name in ("input_ids", "special", "note_positions"):
             if getattr(self, name).shape != (positions,):
                 raise ValueError(f"InsideTrace.{name} must have shape [{positions}]")
         if self.embedding_parts.shape[:2] != (len(self.embedding_part_names), positions):
@@ -125,7 +129,7 @@ class InsideTrace:
             _frozen(array)
 
     def _arrays(self) -> list[np.ndarray]:
-        return [self.input_ids, self.offsets, self.special, self.embedding_parts, self.embedding_sum,
+        return [self.input_ids, self.offsets, self.special, self.note_positions, self.embedding_parts, self.embedding_sum,
                 self.embedding_output, self.hidden_states, self.queries, self.keys, self.values, self.contexts,
                 self.attention_updates, self.attention_outputs, self.ffn_updates, self.head_contribution_norms]
 
@@ -160,16 +164,20 @@ class InsideTrace:
 
 def inside_trace(loaded: LoadedModel, text: str, *, lowercase: bool | None = None,
                  max_chars: int = DEFAULT_MAX_CHARS, max_positions: int | None = None,
-                 top_k: int = DEFAULT_INSIDE_TOP_K) -> InsideTrace:
-    """Run ``text`` through ``loaded`` once, in float32, recording every intermediate.
+                 top_k: int = DEFAULT_INSIDE_TOP_K, window: int | None = None,
+                 overlap: int = DEFAULT_OVERLAP) -> InsideTrace:
+    """Run ``text`` (or one window of it) through ``loaded`` once, in float32, recording every intermediate.
 
     Args:
         loaded: the model (shared; only thread-filtered hooks touch it, nothing is changed).
-        text: the note; it must fit in one pass (``loaded.info.max_tokens`` positions, specials included).
+        text: the note.
         lowercase: casing override (None: the checkpoint's tokenizer default).
         max_chars: notes over this many characters are refused.
         max_positions: a lower limit on positions than the model's own (e.g. to bound memory).
         top_k: masked-LM candidates kept per position.
+        window: which window of a note longer than one pass to run (the windows of
+            :func:`cbert_core.trace.trace` with the same ``overlap``); None: the note must fit in one.
+        overlap: tokens shared by neighbouring windows of a long note.
 
     Returns:
         An :class:`InsideTrace`: every intermediate as float32 numpy arrays (hidden states
@@ -177,24 +185,33 @@ def inside_trace(loaded: LoadedModel, text: str, *, lowercase: bool | None = Non
 
     Raises:
         EmptyNoteError, NoteTooLongError: the note cannot be analysed.
-        ResourceLimitError: the note does not fit in one pass through the model.
+        ResourceLimitError: the note does not fit in one pass and no window was chosen.
+        TargetError: the window does not exist.
     """
-    check_note(text, max_chars)
     info = loaded.info
-    lowercase = loaded.resolve_lowercase(lowercase)
+    prepared = prepare(loaded, text, lowercase=lowercase, overlap=overlap, max_chars=max_chars,
+                       max_content=None if max_positions is None else int(max_positions) - 2)
+    lowercase = prepared.lowercase
     tokenizer = loaded.tokenizer(lowercase)
-    note = tokenize_note(tokenizer, text)
-    limit = info.max_tokens if max_positions is None else min(info.max_tokens, int(max_positions))
-    positions = len(note) + 2
-    if positions > limit:
+    windows = prepared.windows
+    if window is None and len(windows) > 1:
+        limit = info.max_tokens if max_positions is None else min(info.max_tokens, int(max_positions))
         raise ResourceLimitError(
-            f"This page follows one pass through the model, which takes at most {limit} word pieces "
-            f"(the two markers the model adds included); this note has {positions}. Select a shorter "
-            f"excerpt, for example one section or a few sentences, and try again."
+            f"This page follows one pass through the model, which takes at most {limit} positions "
+            f"(the note's word pieces plus the two markers the model adds); this note has "
+            f"{prepared.positions:,}. Choose a part of the note (a window, a section or a sentence) to walk through."
         )
+    if window is None:
+        window = 0
+    if not 0 <= window < len(windows):
+        raise TargetError(f"Window {window + 1} does not exist; the note has {len(windows)} windows.")
+    chosen = windows[window]
+    note = prepared.note
+    positions = chosen.size + 2
+    note_positions = np.concatenate([[0], np.arange(chosen.start + 1, chosen.stop + 1),
+                                     [prepared.positions - 1]]).astype(np.int64)
     anatomy = loaded.anatomy
-    input_ids = torch.from_numpy(
-        np.concatenate([[tokenizer.cls_token_id], note.ids, [tokenizer.sep_token_id]]).astype(np.int64))[None]
+    input_ids = torch.from_numpy(prepared.window_ids(chosen))[None]  # [1, t]
     with torch.inference_mode():
         with capture(anatomy, INSIDE_SITES) as recording:
             outputs = loaded.model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids))
@@ -219,10 +236,13 @@ def inside_trace(loaded: LoadedModel, text: str, *, lowercase: bool | None = Non
         text=text,
         lowercase=lowercase,
         mask_id=note.mask_id,
-        tokens=(str(tokenizer.cls_token), *note.tokens, str(tokenizer.sep_token)),
+        tokens=(str(tokenizer.cls_token), *note.tokens[chosen.start:chosen.stop], str(tokenizer.sep_token)),
         input_ids=input_ids[0].numpy().copy(),
-        offsets=np.concatenate([[[-1, -1]], note.offsets, [[-1, -1]]]).astype(np.int32),
+        offsets=np.concatenate([[[-1, -1]], note.offsets[chosen.start:chosen.stop], [[-1, -1]]]).astype(np.int32),
         special=special,
+        note_positions=note_positions,
+        window=chosen.index,
+        window_count=len(windows),
         embedding_part_names=tuple(name for name, _ in parts),
         embedding_parts=torch.stack([part for _, part in parts]).numpy(),
         embedding_sum=embedding_sum.numpy(),

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .speed import Passes
 from .forward import (
     DEFAULT_INFERENCE_MEMORY,
     attention_context,
@@ -61,6 +62,11 @@ class HeadImportance:
         if self.scores.ndim != 2:
             raise ValueError("HeadImportance.scores must be [layer, head]")
         _frozen(self.scores)
+
+
+def planned_passes(layers: int, heads: int, positions: int) -> Passes:
+    """The passes :func:`head_importance` runs on a window of ``positions`` (about half of one per head)."""
+    return Passes(forward=((positions, layers * heads // 2 + 1),))
 
 
 def head_importance(loaded: LoadedModel, text: str, target: Target, *, batch_size: int | None = None,

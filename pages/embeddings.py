@@ -31,11 +31,13 @@ ui.defaults(emb_layer=layers)
 layer = controls[0].slider("Layer (0 = the embedding layer)", 0, layers, key="emb_layer")
 method = controls[1].selectbox("Projection", list(METHOD_NAMES), key="emb_method",
                                format_func=METHOD_NAMES.__getitem__,
-                               help="PCA is instant; UMAP and t-SNE take a few seconds and are computed on request.")
+                               help="PCA is instant; UMAP and t-SNE take longer and are computed on request.")
 colour_by = controls[2].selectbox("Colour by", ["section", "sentence", "piece kind"], key="emb_colour")
 
 if method != "pca" and not st.session_state.get(f"emb_run_{method}"):
-    st.info(f"{METHOD_NAMES[method]} takes a few seconds per layer.", icon=":material/timer:")
+    points = result.num_positions
+    st.info(f"{METHOD_NAMES[method]} is computed for each layer you pick, on this note's {points:,} positions: "
+            f"{ui.projection_estimate(method, points)}.", icon=":material/timer:")
     if st.button(f"Compute {METHOD_NAMES[method]}", key=f"go_{method}"):
         st.session_state[f"emb_run_{method}"] = True
         st.rerun()

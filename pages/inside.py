@@ -23,6 +23,7 @@ from cbert_core.views.inside_figures import (
     layer_token_heatmap,
     logit_lens_figure,
 )
+from cbert_core.note_parts import FOCUS_RADIUS, focus_positions
 from cbert_core.views.labels import escape, head_name, position_labels
 
 st.title("Inside the model")
@@ -30,9 +31,31 @@ st.caption("The note's journey through the model with the real numbers: first th
            "encoder layer (attention, then a feed-forward step), then the output layer.")
 now = ui.current()
 loaded, info = now.loaded, now.loaded.info
+part = ui.note_part_picker(now, "q_inside_part")
 with ui.user_errors():
-    inside = ui.get_inside(loaded, now.settings)
-labels = position_labels(inside.tokens, range(inside.num_positions))
+    inside = ui.get_inside(loaded, now.settings, part.window)
+labels = position_labels(inside.tokens, inside.note_positions)
+masks = [int(p) for p in inside.mask_positions]
+if part.kind != "window":
+    first_choice = int(np.searchsorted(inside.note_positions, part.first))
+else:
+    first_choice = masks[0] if masks else min(1, inside.num_positions - 1)
+query = st.selectbox("Word piece to follow", range(inside.num_positions), format_func=labels.__getitem__,
+                     key=ui.note_choice_key("q_inside", (now.trace_key, part.window, part.first, part.last), first_choice,
+                                            options=range(inside.num_positions)),
+                     help="The piece whose attention step, head shares and output are shown below.")
+shown = focus_positions(inside.note_positions, part, query, FOCUS_RADIUS)  # local rows the views draw
+if inside.window_count > 1:
+    st.caption(f"The note is read in {inside.window_count} overlapping windows; this pass is window "
+               f"{inside.window + 1}: pieces {int(inside.note_positions[1]):,}–{int(inside.note_positions[-2]):,} with "
+               "[CLS] and [SEP] around them, exactly as the other pages read it.")
+if shown.size < inside.num_positions:
+    what = (f"the {part.kind} chosen above" if part.kind != "window"
+            else f"{FOCUS_RADIUS} pieces either side of the piece followed")
+    st.caption(f"The charts show {shown.size} of the {inside.num_positions} positions of this pass ({what}). Pick "
+               "a section or a sentence above to look elsewhere. Drag across a chart to zoom in; double-click to zoom "
+               "out.")
+shown_labels = [labels[i] for i in shown]
 
 st.header("1 · Embedding layer")
 st.caption(CAPTIONS["embeddings"])
@@ -40,22 +63,21 @@ walk = embedding_walk(inside)
 if walk.projected:
     st.caption(CAPTIONS["embedding_projection"])
 shares = ", ".join(f"{name} {share:.0%}" for name, share in zip(walk.part_names, walk.note_norm_shares))
-st.markdown(f"Across this note, the parts' average shares are: **{shares}**.")
-st.plotly_chart(embedding_parts_figure(walk.part_names, walk.norm_shares, labels, walk.sum_norms,
-                                       walk.output_norms), key="inside_embeddings", width="stretch")
+st.markdown(f"Across this pass, the parts' average shares are: **{shares}**.")
+st.plotly_chart(embedding_parts_figure(walk.part_names, walk.norm_shares[shown], shown_labels, walk.sum_norms[shown],
+                                       walk.output_norms[shown]), key="inside_embeddings", width="stretch")
 
 st.header("2 · Attention, step by step")
 st.caption(CAPTIONS["attention_step"])
-columns = st.columns(3)
+columns = st.columns(2)
 layer = columns[0].number_input("Layer", 1, inside.num_layers, key="inside_layer") - 1
 head = columns[1].number_input("Head", 1, inside.num_heads, key="inside_head") - 1
-masks = [int(p) for p in inside.mask_positions]
-first_choice = masks[0] if masks else min(1, inside.num_positions - 1)
-query = columns[2].selectbox("Query token", range(inside.num_positions), format_func=labels.__getitem__,
-                             key=ui.note_choice_key("q_inside", now.trace_key, first_choice))
 step = attention_step(inside, layer, head, query)
-st.plotly_chart(neuron_view(step.query, step.keys, labels, labels[query], step.scale, step.weights),
-                key="inside_qk", width="stretch")
+st.plotly_chart(neuron_view(step.query, step.keys[shown], shown_labels, labels[query], step.scale,
+                            step.weights[shown]), key="inside_qk", width="stretch")
+if shown.size < inside.num_positions:
+    st.caption(f"Keys shown: the {shown.size} positions in view. The softmax runs over all {inside.num_positions} "
+               f"keys; the weights in view add up to {float(step.weights[shown].sum()):.0%}.")
 left, right = st.columns([3, 2])
 with left:
     st.plotly_chart(attention_step_figure(labels, step.scores, step.weights, np.linalg.norm(step.values, axis=-1)),
@@ -75,27 +97,27 @@ st.caption(CAPTIONS["encoder_stack"])
 stack = encoder_stack(inside)
 left, right = st.columns(2)
 with left:
-    st.plotly_chart(layer_token_heatmap(stack.attention_relative, labels, "Attention's change, relative to the "
-                                        "running summary", "relative size"), key="inside_att_rel", width="stretch")
+    st.plotly_chart(layer_token_heatmap(stack.attention_relative[:, shown], shown_labels, "Attention's change",
+                                        "relative size"), key="inside_att_rel", width="stretch")
 with right:
-    st.plotly_chart(layer_token_heatmap(stack.ffn_relative, labels, "Feed-forward's change, relative to the "
-                                        "running summary", "relative size"), key="inside_ffn_rel", width="stretch")
-st.plotly_chart(layer_token_heatmap(stack.stream_norms, labels, "Size (norm) of the running summary entering "
-                                    "each layer, and after the last", "norm", first_layer=0),
-                key="inside_stream", width="stretch")
+    st.plotly_chart(layer_token_heatmap(stack.ffn_relative[:, shown], shown_labels, "Feed-forward's change",
+                                        "relative size"), key="inside_ffn_rel", width="stretch")
+st.caption("Both maps: the size of each layer's change relative to the running summary it is added to.")
+st.plotly_chart(layer_token_heatmap(stack.stream_norms[:, shown], shown_labels, "Size of the running summary",
+                                    "norm", first_layer=0), key="inside_stream", width="stretch")
+st.caption("The norm of the running summary entering each layer, and after the last.")
 
 st.header("4 · Output layer")
 output = inside.output
 st.caption(CAPTIONS[f"output.{output.kind}"])
 if output.kind == "masked-lm":
-    position = st.selectbox("Position", range(inside.num_positions), format_func=labels.__getitem__,
-                            key=ui.note_choice_key("q_lens", now.trace_key, first_choice))
-    st.dataframe(pd.DataFrame(output.predictions_at(position), columns=["token", "probability"]),
+    st.markdown(f"At {labels[query]}:")
+    st.dataframe(pd.DataFrame(output.predictions_at(query), columns=["token", "probability"]),
                  hide_index=True, width="content")
     st.subheader("Logit lens")
     st.caption(CAPTIONS["logit_lens"])
     with ui.user_errors():
-        lens = logit_lens(loaded, inside, position)
+        lens = logit_lens(loaded, inside, query)
     st.plotly_chart(logit_lens_figure(lens.layer_names, lens.final_probs, lens.input_token_probs,
                                       escape(lens.final_token), escape(lens.token)), key="inside_lens",
                     width="stretch")
@@ -106,8 +128,9 @@ elif output.kind == "sequence-classification":
     st.dataframe(pd.DataFrame({"label": output.labels, "probability": output.sequence_probs}), hide_index=True)
 elif output.kind == "token-classification":
     best = output.token_probs.argmax(-1)
-    st.dataframe(pd.DataFrame({"token": inside.tokens, "label": [output.labels[i] for i in best],
-                               "probability": output.token_probs.max(-1)}), hide_index=True, width="stretch")
+    st.dataframe(pd.DataFrame({"position": inside.note_positions[shown], "token": [inside.tokens[i] for i in shown],
+                               "label": [output.labels[i] for i in best[shown]],
+                               "probability": output.token_probs.max(-1)[shown]}), hide_index=True, width="stretch")
 else:
     vectors = {"[CLS] vector": output.cls_vector, "mean of pieces": output.mean_vector}
     if output.pooled_vector is not None:

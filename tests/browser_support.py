@@ -196,6 +196,41 @@ def open_page(page: object, title: str, plots: int = 0) -> float:
     return drawn_after(page, clicked, plots)
 
 
+def picked(page: object, label: str) -> str:
+    """The option shown by the select box (or the text of the multiselect input) labelled ``label``."""
+    return page.get_by_role("combobox", name=label).first.input_value()
+
+
+def listed(page: object, label: str, typed: str = "") -> list[str]:
+    """The options the select box labelled ``label`` lists once ``typed`` is typed into it (long lists scroll
+    virtually: only what the filter leaves is in the page)."""
+    box = page.get_by_role("combobox", name=label).first
+    options = page.locator('[role="option"]')
+    for _attempt in range(3):
+        box.click()  # opens the list (it may need another click while an expander is still opening)
+        if typed:
+            box.fill(typed)
+        deadline = time.time() + 4
+        while time.time() < deadline:
+            names = [(entry.text_content() or "").strip() for entry in options.all()]
+            if names:
+                return names
+            time.sleep(0.2)
+        page.keyboard.press("Escape")
+    return []
+
+
+def pick(page: object, label: str, option: str) -> None:
+    """Choose ``option`` (its exact text) in the select box or multiselect labelled ``label``, then settle."""
+    names = listed(page, label, option)
+    if option not in names:
+        page.keyboard.press("Escape")
+        raise AssertionError(f"{option!r} is not among the options of {label!r}: {names[:10]}")
+    page.locator('[role="option"]').nth(names.index(option)).click()
+    page.keyboard.press("Escape")
+    settle(page)
+
+
 def screenshot(page: object, name: str) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"

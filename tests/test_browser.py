@@ -153,11 +153,11 @@ def test_note_and_choices_persist_across_pages(page) -> None:
 
 
 def test_a_token_choice_belongs_to_its_note(page) -> None:
-    """The Query token picker shows each new note's [MASK] (its default), not the last note's choice."""
+    """The word-piece picker shows each new note's [MASK] (its default), not the last note's choice."""
     tab, _traffic = page
     notes = ["Patient denies chest pain. COPD [MASK] exacerbation.",
              "Pneumonia ruled out on the chest x-ray. Patient afebrile, [MASK] stable."]
-    picker = tab.locator('[data-testid="stMain"] input[aria-label="Query token"]')
+    picker = tab.locator('[data-testid="stMain"] input[aria-label="Word piece to follow"]')
     set_note(tab, notes[0])
     open_page(tab, "Inside the model")
     first = picker.input_value()

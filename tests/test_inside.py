@@ -279,7 +279,7 @@ def test_typed_errors_for_long_notes_other_models_and_empty_text(tiny: LoadedMod
                                                                  tiny_inside: InsideTrace,
                                                                  bundled_inside: InsideTrace) -> None:
     long_note = " ".join(["patient denies chest pain ."] * 20)  # > 64 word pieces, tiny's window
-    with pytest.raises(ResourceLimitError, match="shorter excerpt") as refused:
+    with pytest.raises(ResourceLimitError, match="Choose a part of the note") as refused:
         inside_trace(tiny, long_note)
     assert isinstance(refused.value, CbertError)
     with pytest.raises(ResourceLimitError):
@@ -293,6 +293,28 @@ def test_typed_errors_for_long_notes_other_models_and_empty_text(tiny: LoadedMod
     with pytest.raises(TargetError):
         verify_layer(bundled, tiny_inside, 0)
     assert hook_count(tiny.model) == 0 and hook_count(bundled.model) == 0
+
+
+def test_a_long_note_is_walked_one_window_at_a_time_as_the_trace_reads_it(tiny: LoadedModel) -> None:
+    long_note = " ".join(f"Patient {index} denies chest pain. No fever today." for index in range(12))
+    result = trace(tiny, long_note)
+    assert len(result.windows) > 1
+    for window in range(len(result.windows)):
+        inside = inside_trace(tiny, long_note, window=window)
+        positions = result.window_positions(window)
+        assert (inside.window, inside.window_count) == (window, len(result.windows))
+        assert inside.note_positions.tolist() == positions.tolist()
+        assert inside.tokens == result.window_tokens(window)
+        np.testing.assert_array_equal(inside.offsets, result.offsets[positions])
+        owned = result.owner[positions] == window
+        np.testing.assert_allclose(inside.hidden_states[:, owned], result.hidden_states[:, positions[owned]],
+                                   atol=1e-5)
+        scores = inside.queries @ np.swapaxes(inside.keys, -1, -2) * inside.attention_scale  # [layer, head, q, k]
+        weights = np.exp(scores - scores.max(-1, keepdims=True))
+        weights /= weights.sum(-1, keepdims=True)
+        np.testing.assert_allclose(weights, result.attentions[window].astype(np.float32), atol=2e-3)
+    with pytest.raises(TargetError, match="does not exist"):
+        inside_trace(tiny, long_note, window=len(result.windows))
 
 
 def test_no_hook_left_after_walk_or_failed_forward(tiny: LoadedModel) -> None:

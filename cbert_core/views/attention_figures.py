@@ -10,10 +10,11 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .labels import escape, head_name
+from .labels import escape, head_name, wrap_title
 
 SEQUENTIAL = "Blues"
 CALM_LAYOUT = dict(template="plotly_white", margin=dict(l=10, r=10, t=40, b=10), font=dict(size=12))
+TWO_LINE_TITLE_LAYOUT = {**CALM_LAYOUT, "margin": dict(l=10, r=10, t=70, b=10)}  # for a title from wrap_title()
 STAT_TITLES = {
     "entropy": "Entropy (nats): how spread out each head's attention is",
     "normalized_entropy": "Normalized entropy: 0 = one token, 1 = evenly spread",
@@ -36,10 +37,8 @@ def attention_heatmap(weights: np.ndarray, row_labels: list[str], column_labels:
     ))
     height = int(min(900, max(380, 14 * size + 120)))
     figure.update_layout(title=title, height=height, **CALM_LAYOUT)
-    figure.update_yaxes(autorange="reversed", title="attending token (query)", showticklabels=size <= 80,
-                        type="category")
-    figure.update_xaxes(title="attended-to token (key)", showticklabels=size <= 80, type="category",
-                        tickangle=-60)
+    figure.update_yaxes(autorange="reversed", title="attending token (query)", type="category")
+    figure.update_xaxes(title="attended-to token (key)", type="category", tickangle=-60)
     return figure
 
 
@@ -64,8 +63,9 @@ def head_grid(values: np.ndarray, metric: str, selected: tuple[int, int] | None 
         figure.add_trace(go.Scatter(x=[head + 1], y=[layer + 1], mode="markers", hoverinfo="skip",
                                     marker=dict(symbol="square-open", size=size + 6, color="#d62728",
                                                 line=dict(width=3))))
-    figure.update_layout(title=STAT_TITLES.get(metric, metric), height=int(size * layers * 1.25 + 150),
-                         showlegend=False, clickmode="event+select", **CALM_LAYOUT)
+    figure.update_layout(title=wrap_title(STAT_TITLES.get(metric, metric), 38),
+                         height=int(size * layers * 1.25 + 170), showlegend=False, clickmode="event+select",
+                         **TWO_LINE_TITLE_LAYOUT)
     figure.update_xaxes(title="head", tickmode="linear", dtick=1, range=[0.4, heads + 0.6], showgrid=False)
     figure.update_yaxes(title="layer", tickmode="linear", dtick=1, range=[layers + 0.6, 0.4], showgrid=False)
     return figure
@@ -78,7 +78,7 @@ def rollout_figure(rollout_row: np.ndarray, labels: list[str], layer_count: int,
         colorscale=SEQUENTIAL, zmin=0, hovertemplate="%{y}<br>%{x}: %{z:.3f}<extra></extra>",
     ))
     figure.update_layout(title=title, height=max(320, 26 * layer_count + 140), **CALM_LAYOUT)
-    figure.update_xaxes(type="category", showticklabels=len(labels) <= 80, tickangle=-60)
+    figure.update_xaxes(type="category", tickangle=-60)
     return figure
 
 
@@ -113,7 +113,7 @@ def neuron_view(query: np.ndarray, keys: np.ndarray, key_labels: list[str], quer
     figure.add_trace(go.Bar(x=softmax, y=key_labels, orientation="h", marker_color="#1f6f8b",
                             customdata=weights, hovertemplate="%{y}: %{x:.3f} (model: %{customdata:.3f})"
                                                               "<extra>softmax</extra>"), 1, 4)
-    figure.update_yaxes(autorange="reversed", type="category", showticklabels=len(key_labels) <= 120)
+    figure.update_yaxes(autorange="reversed", type="category")
     figure.update_layout(title=f"Query {query_label}: how its attention weights are computed",
                          height=int(min(1400, max(420, 16 * len(key_labels) + 140))), showlegend=False,
                          **CALM_LAYOUT)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
-from .attention_figures import CALM_LAYOUT
+from .attention_figures import CALM_LAYOUT, TWO_LINE_TITLE_LAYOUT
 from .embedding_figures import PALETTE
+from .labels import wrap_title
 
 
 def embedding_parts_figure(part_names: tuple[str, ...], norm_shares: np.ndarray, labels: list[str],
@@ -26,31 +28,33 @@ def embedding_parts_figure(part_names: tuple[str, ...], norm_shares: np.ndarray,
                                 line=dict(color="#444444", width=1.5)))
     figure.add_trace(go.Scatter(x=labels, y=output_norms, name="norm after LayerNorm", yaxis="y2", mode="lines",
                                 line=dict(color="#d62728", width=1.5, dash="dot")))
-    figure.update_layout(barmode="stack", height=420, title="What each word piece starts as",
+    figure.update_layout(barmode="stack", height=440, title="What each word piece starts as",
                          yaxis=dict(title="share of the parts' norms", tickformat=".0%", range=[0, 1]),
                          yaxis2=dict(title="norm", overlaying="y", side="right", showgrid=False),
                          legend=dict(orientation="h", y=-0.25), **CALM_LAYOUT)
-    figure.update_xaxes(type="category", showticklabels=len(labels) <= 80, tickangle=-60)
+    figure.update_xaxes(type="category", tickangle=-60)
     return figure
 
 
 def attention_step_figure(labels: list[str], scores: np.ndarray, weights: np.ndarray,
                           value_norms: np.ndarray) -> go.Figure:
-    """Per key: the scaled score, the softmax weight and the size of what it passes on."""
+    """Per key: the scaled score (top panel), the softmax weight and what it passes on (bottom panel).
+
+    Two panels sharing the keys' axis, so neither set of bars hides the other.
+    """
     order = np.argsort(-weights)[:30]
     chosen = [labels[i] for i in order]
-    figure = go.Figure()
-    figure.add_trace(go.Bar(x=chosen, y=scores[order], name="q·k / √d (score)", marker_color="#9bb7d4",
-                            yaxis="y2", hovertemplate="%{x}: %{y:.3f}<extra>score</extra>"))
+    figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.4, 0.6],
+                           subplot_titles=("score q·k / √d", "softmax weight, and weight × |value|"))
+    figure.add_trace(go.Bar(x=chosen, y=scores[order], name="score q·k / √d", marker_color="#9bb7d4",
+                            hovertemplate="%{x}: %{y:.3f}<extra>score</extra>"), 1, 1)
     figure.add_trace(go.Bar(x=chosen, y=weights[order], name="softmax weight", marker_color="#1f6f8b",
-                            hovertemplate="%{x}: %{y:.3f}<extra>weight</extra>"))
+                            hovertemplate="%{x}: %{y:.3f}<extra>weight</extra>"), 2, 1)
     figure.add_trace(go.Scatter(x=chosen, y=weights[order] * value_norms[order], name="weight × |value|",
                                 mode="markers", marker=dict(color="#d62728", size=9),
-                                hovertemplate="%{x}: %{y:.3f}<extra>passed on</extra>"))
-    figure.update_layout(barmode="group", height=420, title="The 30 keys this query weights most",
-                         yaxis=dict(title="weight"), yaxis2=dict(title="score", overlaying="y", side="right",
-                                                                 showgrid=False),
-                         legend=dict(orientation="h", y=-0.3), **CALM_LAYOUT)
+                                hovertemplate="%{x}: %{y:.3f}<extra>passed on</extra>"), 2, 1)
+    figure.update_layout(height=480, title="The 30 keys this query weights most", legend=dict(orientation="h", y=-0.35),
+                         **CALM_LAYOUT)
     figure.update_xaxes(type="category", tickangle=-45)
     return figure
 
@@ -59,8 +63,8 @@ def head_share_figure(shares: np.ndarray, chosen_head: int) -> go.Figure:
     colours = ["#d62728" if head == chosen_head else "#9bb7d4" for head in range(len(shares))]
     figure = go.Figure(go.Bar(x=[f"H{h + 1}" for h in range(len(shares))], y=shares, marker_color=colours,
                               hovertemplate="%{x}: %{y:.0%}<extra>share</extra>"))
-    figure.update_layout(height=300, title="Each head's share of this layer's attention update here",
-                         yaxis=dict(tickformat=".0%"), **CALM_LAYOUT)
+    figure.update_layout(height=320, title=wrap_title("Each head's share of this layer's attention update here", 36),
+                         yaxis=dict(tickformat=".0%"), **TWO_LINE_TITLE_LAYOUT)
     return figure
 
 
@@ -73,7 +77,7 @@ def layer_token_heatmap(values: np.ndarray, labels: list[str], title: str, colou
                                   colorbar=dict(title=colour_title),
                                   hovertemplate="%{y} · %{x}: %{z:.3f}<extra></extra>"))
     figure.update_layout(title=title, height=max(300, 24 * values.shape[0] + 160), **CALM_LAYOUT)
-    figure.update_xaxes(type="category", showticklabels=len(labels) <= 80, tickangle=-60)
+    figure.update_xaxes(type="category", tickangle=-60)
     figure.update_yaxes(autorange="reversed")
     return figure
 

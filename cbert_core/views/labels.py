@@ -54,3 +54,18 @@ def layer_name(layer: int) -> str:
 def head_name(layer: int, head: int) -> str:
     """0-based (layer, head) -> the 1-based label used everywhere in the UI."""
     return f"L{layer + 1} H{head + 1}"
+
+
+def wrap_title(title: str, width: int = 40) -> str:
+    """An (escaped) chart title broken into lines of about ``width`` characters with ``<br>``.
+
+    Plotly never wraps a title: in a narrow column the end is cut off. Breaks fall on spaces,
+    so escaped entities such as ``&amp;`` stay whole.
+    """
+    lines: list[str] = []
+    for word in title.split(" "):
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "<br>".join(lines)

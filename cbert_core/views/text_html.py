@@ -86,25 +86,36 @@ def segments_html(text: str, sections: Sequence[tuple[str, int, int]], sentences
     return "".join(parts)
 
 
-def scores_html(text: str, spans: np.ndarray, scores: np.ndarray, title: Sequence[str] | None = None) -> str:
+def scores_html(text: str, spans: np.ndarray, scores: np.ndarray, title: Sequence[str] | None = None,
+                excluded: np.ndarray | None = None) -> str:
     """Spans of the note tinted by signed score: red pushes the target up, blue pushes it down.
 
     Args:
         spans: int [n, 2] character spans (words or pieces), in text order.
-        scores: float [n]; scaled by the largest magnitude.
+        scores: float [n]; scaled by the largest magnitude among the spans not excluded.
+        excluded: bool [n] spans left out of the colour scale and drawn outlined, uncoloured
+            (the target [MASK] itself: gradient methods give it a large score that says nothing
+            about the evidence and would wash out every other colour).
     """
-    limit = float(np.abs(scores).max()) if len(scores) else 0.0
+    excluded = np.zeros(len(scores), dtype=bool) if excluded is None else np.asarray(excluded, dtype=bool)
+    scaled = np.abs(np.asarray(scores, dtype=np.float64))[~excluded]
+    limit = float(scaled.max()) if scaled.size else 0.0
     parts = [f'<div style="{BOX}">']
     cursor = 0
     for index, (start, end) in enumerate(spans.tolist()):
         if start < cursor:
             continue
         parts.append(_plain(text[cursor:start]))
-        value = float(scores[index]) / limit if limit > 0 else 0.0
-        colour = f"rgba(214, 39, 40, {abs(value):.2f})" if value > 0 else f"rgba(31, 119, 180, {abs(value):.2f})"
         tip = escape(title[index]) if title is not None else f"{float(scores[index]):+.4f}"
-        parts.append(f'<span style="background:{colour}; border-radius: 2px;" title="{tip}">'
-                     f"{_plain(text[start:end])}</span>")
+        if excluded[index]:
+            parts.append(f'<span style="outline: 1px dashed #7a8a94; border-radius: 2px;" '
+                         f'title="{tip} (not on the colour scale)">{_plain(text[start:end])}</span>')
+        else:
+            value = float(scores[index]) / limit if limit > 0 else 0.0
+            colour = (f"rgba(214, 39, 40, {min(abs(value), 1.0):.2f})" if value > 0
+                      else f"rgba(31, 119, 180, {min(abs(value), 1.0):.2f})")
+            parts.append(f'<span style="background:{colour}; border-radius: 2px;" title="{tip}">'
+                         f"{_plain(text[start:end])}</span>")
         cursor = end
     parts.append(_plain(text[cursor:]))
     parts.append("</div>")

@@ -1,0 +1,171 @@
+"""What a user does on the Attribution and Inside pages, with short notes and a 700-word discharge summary.
+
+Each test follows the user's steps in headless Chromium against the app started as `make run`
+starts it (offline, bundled model): choices made in the page survive reruns and page
+switches, a click in the head scan keeps what was computed, and a note longer than the
+model's 512 positions can be walked through and explained part by part.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from browser_support import (
+    CHROMIUM,
+    browser,
+    listed,
+    open_page,
+    pick,
+    picked,
+    running_app,
+    screenshot,
+    set_note,
+    settle,
+    wait_for_plots,
+    watch,
+)
+from notes import LONG_NOTE
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                reason="browser tests need Debian's chromium (make test installs it)")
+SHORT_NOTE = "The patient denies shortness of breath and chest pain. No fever."
+ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
+
+
+@pytest.fixture(scope="module")
+def app_server(tmp_path_factory: pytest.TempPathFactory):
+    with running_app(env={"HF_HUB_OFFLINE": "1", "CBERT_MODEL": ""},
+                     log_dir=tmp_path_factory.mktemp("logs")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    with browser() as instance:
+        yield instance
+
+
+@pytest.fixture()
+def page(chromium, app_server):
+    context = chromium.new_context(viewport={"width": 1500, "height": 2400})
+    tab = context.new_page()
+    traffic = watch(tab)
+    tab.goto(app_server.url)
+    settle(tab)
+    yield tab
+    assert "Traceback" not in app_server.log()
+    assert traffic.outside_requests == [] and traffic.dialogs == []
+    context.close()
+
+
+def click(tab, label: str) -> None:
+    tab.get_by_role("button", name=label, exact=True).click()
+    settle(tab, timeout_s=600)
+
+
+def explain(tab) -> None:
+    """Click Explain when the page asks for it (a result computed earlier in the server is shown at once)."""
+    if tab.get_by_role("button", name="Explain", exact=True).count():
+        click(tab, "Explain")
+    tab.get_by_role("heading", name="Integrated Gradients").wait_for(timeout=600_000)
+
+
+def knock_out(tab, head: str) -> None:
+    expander = tab.get_by_text("Head knockout: compare with some heads switched off")
+    if not tab.get_by_role("combobox", name="Heads").is_visible():
+        expander.click()
+    pick(tab, "Heads", head)
+
+
+def test_the_word_to_replace_survives_a_knockout_explain_and_a_page_switch(page) -> None:
+    tab = page
+    set_note(tab, SHORT_NOTE)
+    open_page(tab, "Attribution")
+    explain(tab)
+    assert picked(tab, "Word to replace") == "denies (word 3)"
+    knock_out(tab, "L1 H1")
+    # The explanation the user asked for is recomputed for the knocked-out model without a new click.
+    assert tab.get_by_role("button", name="Explain", exact=True).count() == 0
+    assert tab.get_by_text("heads knocked out").count() >= 1
+    assert picked(tab, "Word to replace") == "denies (word 3)"
+    click(tab, "Compare")
+    assert tab.get_by_text("Edit: denies → reports (word 3).").count() == 1
+
+    pick(tab, "Word to replace", "shortness (word 4)")
+    open_page(tab, "Note")
+    open_page(tab, "Attribution")
+    assert picked(tab, "Word to replace") == "shortness (word 4)"
+    screenshot(tab, "attribution_counterfactual_kept")
+
+
+def test_a_click_in_the_head_scan_keeps_the_page_and_shows_the_knockout(page) -> None:
+    tab = page
+    set_note(tab, SHORT_NOTE)
+    open_page(tab, "Attribution")
+    explain(tab)
+    click(tab, "Scan every head")
+    wait_for_plots(tab, 1)
+    scan = tab.locator('[data-testid="stPlotlyChart"]').last
+    scan.locator(".scatterlayer .trace").first.locator(".points path").nth(14).click(force=True)  # L2 H3
+    settle(tab, timeout_s=600)
+    for method in ("Integrated Gradients", "Gradient × Input", "Saliency (gradient norm)", "Leave one word out"):
+        assert tab.get_by_role("heading", name=method).count() == 1
+    assert tab.get_by_text("Knocked out in the explanations above: L2 H3").count() == 1
+    assert tab.get_by_text("heads knocked out").count() >= 4  # every method beside the intact model
+    assert tab.locator(".scatterlayer .trace").count() >= 2  # the scan is still drawn, with the crossed head
+    assert tab.get_by_role("combobox", name="Word to replace").count() == 1
+    assert tab.locator(ERRORS).count() == 0
+    screenshot(tab, "attribution_scan_click")
+
+
+def test_a_700_word_note_can_be_walked_through_and_explained_part_by_part(page) -> None:
+    tab = page
+    set_note(tab, LONG_NOTE)
+    open_page(tab, "Inside the model")
+    assert tab.locator(ERRORS).count() == 0
+    assert picked(tab, "Part of the note").startswith("Window ")
+    assert tab.get_by_text("The note is read in 3 overlapping windows").count() == 1
+    wait_for_plots(tab, 4)
+    screenshot(tab, "long_note_inside_window")
+
+    names = listed(tab, "Part of the note", "window 2")
+    tab.keyboard.press("Escape")
+    section = next(name for name in names if name.startswith("Section "))
+    pick(tab, "Part of the note", section)
+    assert tab.locator(ERRORS).count() == 0
+    assert tab.get_by_text("the section chosen above").count() == 1
+    wait_for_plots(tab, 4)
+    screenshot(tab, "long_note_inside_section")
+
+    open_page(tab, "Attribution")
+    assert picked(tab, "Part of the note to explain").startswith(("Window ", "Section ", "Sentence "))
+    tab.get_by_text("Methods and settings").click()
+    methods = tab.get_by_role("combobox", name="Methods")
+    for _chip in range(4):
+        methods.press("Backspace")
+    settle(tab)
+    pick(tab, "Methods", "Gradient × Input")
+    explain_button = tab.get_by_role("button", name="Explain", exact=True)
+    if explain_button.count():
+        explain_button.click()
+        settle(tab, timeout_s=600)
+    tab.get_by_role("heading", name="Gradient × Input").wait_for(timeout=600_000)
+    assert tab.locator('[data-testid="stHtml"] span[style*="rgba"]').count() > 50
+    assert tab.locator(ERRORS).count() == 0
+    screenshot(tab, "long_note_attribution")
+
+
+@pytest.mark.parametrize("title", ["Note", "Tokenization", "Attention", "Embeddings", "Predictions", "Corpus",
+                                   "Compare", "Fine-tune"])
+def test_a_700_word_note_on_every_page(page, title: str) -> None:
+    tab = page
+    set_note(tab, LONG_NOTE)
+    open_page(tab, title)
+    assert tab.locator(ERRORS).count() == 0
+    if title == "Attention":
+        wait_for_plots(tab, 2)
+        ticks = tab.locator('[data-testid="stPlotlyChart"]').nth(1).locator(".xtick text").all_text_contents()
+        assert len(ticks) >= 10  # a long window's heatmap keeps readable labels
+    screenshot(tab, f"long_note_{title.lower().replace(' ', '_')}")
