@@ -160,8 +160,8 @@ def _ends_sentence_at(text: str, position: int) -> bool:
         return True
     if mark != ".":
         return False
-    start = position
-    while start > 0 and not text[start - 1].isspace():
+    start, limit = position, max(0, position - 8)  # an initial or a title is short: look no further back
+    while start > limit and not text[start - 1].isspace():
         start -= 1
     token = text[start:position].lstrip("([\"'")
     return not ((len(token) == 1 and token.isalpha()) or token.lower() in _TITLE_ABBREVIATIONS)
