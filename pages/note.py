@@ -8,6 +8,7 @@ import streamlit as st
 
 import ui
 from cbert_core import export
+from cbert_core.text.words import count_words
 from cbert_core.views.text_html import segments_html
 
 st.title("Note")
@@ -17,14 +18,18 @@ result, info = now.trace, now.loaded.info
 segmentation = result.segmentation
 content = len(result.tokens) - 2
 unknown = sum(1 for token in result.tokens if token == info.unk_token)
+words = count_words(result.text)
 
 columns = st.columns(6)
 columns[0].metric("Characters", f"{len(result.text):,}")
 columns[1].metric("Word pieces", f"{content:,}")
-columns[2].metric("Words", f"{len(result.word_spans):,}")
+columns[2].metric("Words", f"{words:,}")
 columns[3].metric("Sentences", f"{len(segmentation.sentences):,}")
 columns[4].metric("Sections", f"{sum(1 for s in segmentation.sections if s.title):,}")
 columns[5].metric("Windows", f"{len(result.windows)}")
+per_word = f" ({content / words:.1f} per word)" if words else ""
+st.caption(f"{content:,} word pieces for {words:,} words{per_word}. Word pieces are the units the model reads: "
+           f"whole words or parts of words marked ##; punctuation is its own piece.")
 
 if len(result.windows) > 1:
     st.info(f"This note has {content:,} word pieces; {info.name} reads at most {info.max_tokens} positions "

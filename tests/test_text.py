@@ -9,6 +9,7 @@ import pytest
 
 from cbert_core.errors import EmptyNoteError, NoteTooLongError
 from cbert_core.text import check_note, owner_windows, plan_windows, segment, tokenize_note
+from cbert_core.text.words import count_words
 from notes import CLINICAL_NOTE, HOSTILE_NOTES
 
 
@@ -142,3 +143,15 @@ def test_windows_cover_every_token_with_overlap() -> None:
 def test_short_note_is_one_window() -> None:
     assert plan_windows(100, 510) == plan_windows(100, 510, overlap=64)
     assert len(plan_windows(510, 510)) == 1 and len(plan_windows(511, 510)) == 2
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    # Seen on 08/27/2007 INR 2.0 (5) metoprolol 25 mg b.i.d. and (10) 95 O2 s/p PCI (14)
+    ("Seen on 08/27/2007 -- INR 2.0, metoprolol 25 mg b.i.d. and 95% O2 (s/p PCI).", 14),
+    # HISTORY OF PRESENT ILLNESS (4) The patient is well (8) BP 120/80 at 10:30 (12)
+    ("HISTORY OF PRESENT ILLNESS:  ,The patient is well.,BP 120/80 at 10:30.", 12),
+    ("?!.,;:()[]{}--//.. ## ___", 0),
+    ("Patient denies chest pain.", 4),
+])
+def test_words_are_counted_as_a_reader_would(text: str, words: int) -> None:
+    assert count_words(text) == words

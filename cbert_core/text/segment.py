@@ -7,9 +7,24 @@ we mask, character for character (offsets stay valid):
 * MIMIC de-identification placeholders ``[** ... **]`` (kept whole),
 * dosing abbreviations such as ``b.i.d.``, ``q.d.``, ``p.o.``, ``q.h.s.``.
 
-Sections are found by header patterns: ALL-CAPS headers (``HISTORY OF PRESENT
-ILLNESS:``, also inline as in MTSamples' ``DIAGNOSIS: ,...``) and title-case
-headers at a line start that use a clinical header word (``Assessment/Plan:``).
+Sections are found by their headers: a title followed by ``:`` that starts where
+a line would start. That is the start of the text or of a line, the end of a
+sentence (``". "``), another header's colon, or a comma: MTSamples writes a
+comma where the original note had a line break (``"...hip pain.,ALLERGIES:,  No
+known drug allergies.,PAST MEDICAL HISTORY:,  Anxiety..."``). Two kinds of
+title count there:
+
+* ALL CAPS (``HISTORY OF PRESENT ILLNESS``, ``PHYSICAL EXAMINATION``,
+  ``HEENT``) with at least three letters, or a known short form (``CC``,
+  ``PE``, ``A/P``);
+* title or sentence case (``Assessment/Plan``, ``Vital signs``, ``Brief
+  Hospital Course``) whose last word is a clinical header word
+  (:data:`HEADER_LAST_WORDS`); after a comma only when the comma touches it.
+
+Never a header: a colon followed by a digit (times ``10:30``, ratios ``1:1``),
+anything inside a placeholder, a name after an initial or a title (``Dr. A.
+Smith:``), or a phrase that is part of a sentence (``She was seen and her
+vitals: stable``).
 """
 
 from __future__ import annotations
@@ -22,27 +37,49 @@ from dataclasses import dataclass
 import pysbd
 
 PLACEHOLDER = re.compile(r"\[\*\*.*?\*\*\]", re.DOTALL)
-# Letter groups joined by dots: b.i.d., q.d., p.o., q.h.s., t.i.d., p.r.n., e.g., a.m.
-DOTTED_ABBREVIATION = re.compile(r"(?<![\w.])(?:[A-Za-z]{1,3}\.){2,}")
+# Letter groups joined by dots: b.i.d., q.d., p.o., q.h.s., t.i.d., p.r.n., e.g., a.m., q.4h.
+DOTTED_ABBREVIATION = re.compile(r"(?<![\w.])[A-Za-z]{1,3}\.(?:\d{0,2}[A-Za-z]{1,3}\.)+")
 SENTENCE_START_AFTER = re.compile(r"\s+[A-Z][a-z]")
-ALL_CAPS_HEADER = re.compile(
-    r"(?:(?<=^)|(?<=\n)|(?<=[.;]\s)|(?<=,\s)|(?<=\.\s\s))[ \t]*"
-    r"(?P<title>[A-Z][A-Z0-9/&()' -]*[A-Z)])[ \t]*:(?!\d)",
-    re.MULTILINE,
-)
-TITLE_CASE_HEADER = re.compile(
-    r"^[ \t]*(?P<title>[A-Z][A-Za-z]+(?:[ /&-]+[A-Za-z]+){0,5})[ \t]*:(?!\d)",
-    re.MULTILINE,
-)
-HEADER_WORDS = frozenset("""
-    history illness assessment plan impression medications medication allergies allergy exam examination
-    diagnosis diagnoses course complaint labs laboratory results findings procedure procedures disposition
-    instructions vitals vital review systems social family past hpi subjective objective recommendations
-    followup indication indications technique comparison condition discharge admission summary studies
-    imaging medical surgical problem problems signs pmh psh ros note reason consult consultation operation
-    anesthesia specimen complications narrative data
+# A blank line, a line that starts a list item, or MTSamples' comma for a line break before a
+# numbered item ("DISCHARGE DIAGNOSIS:,1.  Respiratory failure.,2.  Hypotension.") end a sentence.
+# It is matched on the masked text, where a list number's dot is already "_".
+LIST_OR_BLANK_BREAK = re.compile(
+    r"\n[ \t]*\n|\n(?=[ \t]*(?:\d{1,2}[._)]|[-*\u2022])\s)|(?<!\d),(?=[ \t]*\d{1,2}[._)][ \t])")
+# The number of a list item at a line start (or after MTSamples' comma): "1.  Respiratory failure."
+# is one sentence, not "1." and another.
+LIST_NUMBER = re.compile(r"(?:^|(?<!\d),)[ \t]*\d{1,2}(?P<dot>\.)(?=[ \t])", re.MULTILINE)
+
+# Characters a header title is made of; the title runs back from its colon over these.
+_TITLE_PUNCTUATION = frozenset(" \t/&()'-")
+_MAX_CAPS_WORDS = 8
+_MAX_TITLE_CASE_WORDS = 5
+SHORT_CAPS_HEADERS = frozenset({"A/P", "A&P", "CC", "CN", "CV", "DX", "FH", "GI", "GU", "HX", "PE", "SH"})
+# Words a title- or sentence-case header can end with (its head noun): "Chief Complaint", "Review of
+# Systems", "Code Status", "Medications on Admission", and the parts of a physical examination.
+HEADER_LAST_WORDS = frozenset("""
+    history illness complaint complaints hpi subjective objective assessment assessments plan plans
+    impression impressions recommendation recommendations medication medications meds allergy allergies
+    exam examination exams diagnosis diagnoses problem problems pmh psh ros systems course summary
+    disposition instructions followup follow-up education counseling condition status visit referral
+    admission discharge consult consultation indication indications technique comparison findings
+    results labs laboratory data studies imaging procedure procedures operation anesthesia specimen
+    specimens complications addendum treatment therapy
+    vitals signs appearance general gen constitutional heent head eyes ears nose throat mouth neck
+    face chest breast breasts back lungs lung pulmonary pulm respiratory resp heart cardiac cardiovascular
+    abdomen abd gastrointestinal genitourinary pelvic rectal extremities extremity ext skin
+    integumentary lymphatic neurologic neurological neuro musculoskeletal msk psychiatric psych
+    hematologic endocrine
 """.split())
-LIST_OR_BLANK_BREAK = re.compile(r"\n[ \t]*\n|\n(?=[ \t]*(?:\d{1,2}[.)]|[-*\u2022])\s)")
+# First words that make a colon phrase part of a sentence, not a title ("Her vitals:", "The plan:").
+_SENTENCE_FIRST_WORDS = frozenset("""
+    a an the this that these those his her hers their its our my your he she they we i it there here
+    and or but with without for of to in on at by as if when while then no not
+""".split())
+# Small words a title keeps in lower case ("Review of Systems", "Assessment and Plan").
+_TITLE_CONNECTORS = frozenset({"of", "and", "or", "on", "at", "for", "to", "in", "the", "with", "without"})
+# A period after these does not end a sentence ("Dr. A. Smith:" is a name, not a header).
+_TITLE_ABBREVIATIONS = frozenset({"dr", "drs", "mr", "mrs", "ms", "st", "prof", "sr", "jr", "vs"})
+_WORD = re.compile(r"[A-Za-z0-9]+(?:['-][A-Za-z0-9]+)*")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,10 +131,12 @@ def _segmenter() -> pysbd.Segmenter:
 
 
 def mask_for_sentences(text: str) -> str:
-    """The text with placeholders and dotted abbreviations masked, same length."""
+    """The text with placeholders, dotted abbreviations and list numbers' dots masked, same length."""
     chars = list(text)
     for match in PLACEHOLDER.finditer(text):
         chars[match.start():match.end()] = "X" * (match.end() - match.start())
+    for match in LIST_NUMBER.finditer(text):
+        chars[match.start("dot")] = "_"
     for match in DOTTED_ABBREVIATION.finditer(text):
         start, end = match.span()
         keeps_final_dot = SENTENCE_START_AFTER.match(text, end) is not None
@@ -107,24 +146,85 @@ def mask_for_sentences(text: str) -> str:
     return "".join(chars)
 
 
+def _blank_placeholders(text: str) -> str:
+    """The text with every placeholder character replaced by NUL (never part of a title), same length."""
+    return PLACEHOLDER.sub(lambda match: "\0" * (match.end() - match.start()), text)
+
+
+def _ends_sentence_at(text: str, position: int) -> bool:
+    """Whether the punctuation at ``text[position]`` ends what came before (a sentence or a header)."""
+    mark = text[position]
+    if mark in "\"')" and position > 0 and text[position - 1] in ".!?":
+        return True
+    if mark in "!?;:":
+        return True
+    if mark != ".":
+        return False
+    start, limit = position, max(0, position - 8)  # an initial or a title is short: look no further back
+    while start > limit and not text[start - 1].isspace():
+        start -= 1
+    token = text[start:position].lstrip("([\"'")
+    return not ((len(token) == 1 and token.isalpha()) or token.lower() in _TITLE_ABBREVIATIONS)
+
+
+def _at_line_start(text: str, start: int, *, comma_must_touch: bool) -> bool:
+    """Whether a title starting at ``start`` starts where a line would (see the module docstring)."""
+    position = start - 1
+    while position >= 0 and text[position] in " \t":
+        position -= 1
+    if position < 0 or text[position] in "\n\r":
+        return True
+    if text[position] != ",":
+        return _ends_sentence_at(text, position)
+    if not comma_must_touch or position == start - 1:
+        return True
+    before = position - 1  # ", Title:" after a comma with a space: only where the comma follows a full stop
+    while before >= 0 and text[before] in " \t,":
+        before -= 1
+    return before < 0 or text[before] in "\n\r" or _ends_sentence_at(text, before)
+
+
+def _is_caps_title(title: str) -> bool:
+    letters = sum(ch.isalpha() for ch in title)
+    return (title[-1].isalpha() or title[-1] == ")") and len(title.split()) <= _MAX_CAPS_WORDS and (
+        letters >= 3 or title in SHORT_CAPS_HEADERS)
+
+
+def _is_title_case_title(title: str) -> bool:
+    """Title case ("Review of Systems") or sentence case with at most three content words ("Vital
+    signs", "History of present illness"), ending in a header word; a mix ("Patient arrived and
+    Vitals") is the end of a sentence, not a title."""
+    words = _WORD.findall(title)
+    if not (0 < len(words) <= _MAX_TITLE_CASE_WORDS and title[-1].isalpha()
+            and words[0].lower() not in _SENTENCE_FIRST_WORDS and words[-1].lower() in HEADER_LAST_WORDS):
+        return False
+    rest = [word for word in words[1:] if word.lower() not in _TITLE_CONNECTORS and not word.isupper()]
+    return all(word[0].isupper() for word in rest) or (
+        len(rest) <= 2 and not any(word[0].isupper() for word in rest))
+
+
 def find_sections(text: str) -> list[tuple[str, int, int]]:
     """Header (title, start, end-after-colon) triples in text order, placeholders excluded."""
-    blocked = [match.span() for match in PLACEHOLDER.finditer(text)]
-
-    def inside_placeholder(position: int) -> bool:
-        return any(start <= position < end for start, end in blocked)
-
-    headers: dict[int, tuple[str, int, int]] = {}
-    for match in ALL_CAPS_HEADER.finditer(text):
-        title = match.group("title").strip()
-        if sum(ch.isalpha() for ch in title) >= 3 and not inside_placeholder(match.start("title")):
-            headers[match.start("title")] = (title, match.start("title"), match.end())
-    for match in TITLE_CASE_HEADER.finditer(text):
-        title = match.group("title").strip()
-        words = {word.lower() for word in re.split(r"[ /&-]+", title) if word}
-        if words & HEADER_WORDS and not inside_placeholder(match.start("title")):
-            headers.setdefault(match.start("title"), (title, match.start("title"), match.end()))
-    return [headers[start] for start in sorted(headers)]
+    plain = _blank_placeholders(text)
+    headers: list[tuple[str, int, int]] = []
+    colon = plain.find(":")
+    while colon != -1:
+        if not plain[colon + 1:colon + 2].isdigit():
+            start = colon
+            while start > 0 and (plain[start - 1].isalnum() or plain[start - 1] in _TITLE_PUNCTUATION):
+                start -= 1
+            while start < colon and plain[start] in " \t":
+                start += 1
+            title = plain[start:colon].rstrip(" \t")
+            if title and title[0].isalpha() and title[0].isupper():
+                if title.upper() == title:
+                    found = _is_caps_title(title) and _at_line_start(plain, start, comma_must_touch=False)
+                else:
+                    found = _is_title_case_title(title) and _at_line_start(plain, start, comma_must_touch=True)
+                if found:
+                    headers.append((title, start, colon + 1))
+        colon = plain.find(":", colon + 1)
+    return headers
 
 
 def _sentence_spans(text: str, masked: str, start: int, end: int) -> list[tuple[int, int]]:
@@ -140,7 +240,7 @@ def _sentence_spans(text: str, masked: str, start: int, end: int) -> list[tuple[
             piece_end = chunk_start + piece.end
             while piece_start < piece_end and (text[piece_start].isspace() or text[piece_start] in ",;:"):
                 piece_start += 1
-            while piece_end > piece_start and text[piece_end - 1].isspace():
+            while piece_end > piece_start and (text[piece_end - 1].isspace() or text[piece_end - 1] == ","):
                 piece_end -= 1
             if piece_end > piece_start:
                 spans.append((piece_start, piece_end))
