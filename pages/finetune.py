@@ -14,7 +14,7 @@ import ui
 from cbert_core import corpus
 from cbert_core.errors import CbertError
 from cbert_core.examples import EXAMPLE_COLLECTION
-from cbert_core.finetune import FineTuneConfig, fine_tune, save_checkpoint
+from cbert_core.finetune import FEW_VALIDATION_NOTES, FineTuneConfig, fine_tune, save_checkpoint
 from cbert_core.views.attention_figures import CALM_LAYOUT
 from cbert_core.views.labels import escape
 
@@ -98,6 +98,17 @@ columns[0].metric("Validation accuracy", f"{outcome.validation_accuracy:.1%}" if
 columns[1].metric("Majority baseline", f"{outcome.majority_baseline:.1%}")
 columns[2].metric("Macro-F1", f"{outcome.macro_f1:.3f}" if outcome.macro_f1 is not None else "n/a")
 columns[3].metric("Training time", f"{outcome.seconds:.0f} s")
+interval = outcome.accuracy_interval(0.95)
+if interval is not None:
+    size = outcome.validation_size
+    st.caption(f"These figures rest on {size:,} held-out validation note{'s' if size != 1 else ''} "
+               f"({outcome.validation_correct:,} classified correctly); 95% interval of the accuracy: "
+               f"{interval[0]:.0%} to {interval[1]:.0%}.")
+    if size < FEW_VALIDATION_NOTES:
+        st.warning(f"Only {size:,} validation notes: the accuracy of {outcome.validation_accuracy:.1%} is uncertain. "
+                   f"With 95% confidence the model's real accuracy lies anywhere between {interval[0]:.0%} and "
+                   f"{interval[1]:.0%} (Wilson interval). Add labelled notes or raise the validation share for "
+                   f"a firmer figure.", icon=":material/warning:")
 left, right = st.columns(2)
 with left:
     loss = go.Figure(go.Scatter(y=outcome.losses, mode="lines", line=dict(color="#1f6f8b")))
