@@ -32,16 +32,23 @@ with ui.user_errors():
         texts, labels = zip(*EXAMPLE_COLLECTION)
         collection = corpus.collection_from_texts(list(texts), labels=list(labels))
     else:
-        upload = st.file_uploader("Labelled notes", type=["csv", "tsv", "txt", "jsonl", "json"], key="ft_upload")
+        upload = ui.kept_upload("Labelled notes", types=["csv", "tsv", "txt", "jsonl", "json"], key="ft_upload")
         if upload is None:
             st.stop()
-        table = corpus.read_table(upload.getvalue(), name=upload.name)
-        columns = st.columns(2)
-        text_column = columns[0].selectbox("Text column", corpus.candidate_text_columns(table), key="ft_text_column")
+        table = corpus.read_table(upload.data, name=upload.name)
+        text_columns = corpus.candidate_text_columns(table)
+        if not text_columns:
+            raise CbertError(f"{upload.name} has no column that holds text. The columns are: "
+                             f"{', '.join(map(str, table.frame.columns))}.")
         label_columns = corpus.candidate_label_columns(table)
         if not label_columns:
             raise CbertError("Fine-tuning needs a label column with a few distinct values; none was found.")
-        label_column = columns[1].selectbox("Label column", label_columns, key="ft_label_column")
+        columns = st.columns(2)
+        # The column choices belong to the file: kept while it stays in use, reset for another file.
+        text_column = columns[0].selectbox("Text column", text_columns, key=ui.note_choice_key(
+            "ft_text_column", upload.digest, text_columns[0]))
+        label_column = columns[1].selectbox("Label column", label_columns, key=ui.note_choice_key(
+            "ft_label_column", upload.digest, label_columns[0]))
         collection = corpus.collection_from_table(table, text_column=text_column, label_column=label_column)
 counts = pd.Series(collection.labels).value_counts()
 st.caption(f"{len(collection.texts):,} labelled notes: " + ", ".join(f"{escape(str(k))} {v}" for k, v in counts.items()))
