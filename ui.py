@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from collections.abc import Callable, Collection, Hashable, Iterator
+from collections.abc import Callable, Collection, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -439,10 +439,42 @@ def note_embeddings(key: str, _trace: Trace) -> projection.NoteEmbeddings:
 
 # Widget keys whose values survive page switches. Streamlit drops a widget's value
 # when a run does not draw the widget (any other page); writing the value back at
-# the start of every run keeps it (buttons and uploaders cannot be written, so only
-# these prefixes are kept). Choices that depend on the note (a token, a word) use keys
-# named per note ("q_<note digest>_...") and are not carried over.
+# the start of every run keeps it. Only choice widgets can be written (see
+# CHOICE_VALUE_KINDS). Choices that depend on the note (a token, a word) use keys
+# without these prefixes (``note_choice_key``) and are not carried over.
 PERSISTENT_PREFIXES = ("att_", "emb_", "inside_", "tok_", "pred_", "attr_", "ko_", "corpus_", "cmp_", "ft_")
+
+# The kinds of value Streamlit records for the widgets whose value session state may set:
+# selectbox, radio, slider, number and text inputs, checkbox, toggle, multiselect, pills...
+# Left out, because Streamlit refuses a value set for them (StreamlitValueAssignmentNotAllowedError
+# when the widget is next drawn): buttons and download buttons ("trigger_value"), file, camera and
+# audio inputs ("file_uploader_state_value"), menu buttons and table button columns
+# ("string_trigger_value"). Chat inputs and custom components are not choices and are left out too.
+# Chart, table and data-editor selections record "string_value" as text inputs do, but hold a
+# mapping (their read-only selection or editing state), which a choice never is: that leaves them out.
+CHOICE_VALUE_KINDS = frozenset({"bool_value", "int_value", "double_value", "string_value", "int_array_value",
+                                "double_array_value", "string_array_value"})
+
+
+def _widget_value_kind(key: str) -> str | None:
+    """The kind of value Streamlit records for the widget last drawn with ``key`` (None: no widget).
+
+    Streamlit keeps a widget's metadata after the widget stops being drawn (another page), so
+    this still answers for a choice made on a page that is not showing.
+    """
+    from streamlit.runtime.state.session_state_proxy import get_session_state
+
+    state = get_session_state()._state  # Streamlit's SessionState (no public accessor; streamlit is pinned)
+    widget_id = state.get_widget_id_from_key(key)
+    metadata = state.get_widget_metadata(widget_id) if widget_id is not None else None
+    return None if metadata is None else metadata.value_type
+
+
+def is_choice_widget(key: str) -> bool:
+    """True when ``key`` belongs to a widget whose value session state may set (a choice)."""
+    if _widget_value_kind(key) not in CHOICE_VALUE_KINDS:
+        return False
+    return not isinstance(st.session_state[key], Mapping)
 
 
 def defaults(**values: Any) -> None:
@@ -456,10 +488,75 @@ def defaults(**values: Any) -> None:
 
 
 def keep_page_choices() -> None:
-    """Carry every page's choices (layer, head, view, ...) across page switches."""
+    """Carry every page's choices (layer, head, view, ...) across page switches.
+
+    Only choice widgets are written back (:func:`is_choice_widget`): buttons, downloads and
+    uploaders cannot be, and keys that belong to no widget keep their value anyway. An
+    uploaded file is kept by :func:`kept_upload` instead.
+    """
     for key in list(st.session_state.keys()):
-        if isinstance(key, str) and key.startswith(PERSISTENT_PREFIXES):
+        if isinstance(key, str) and key.startswith(PERSISTENT_PREFIXES) and is_choice_widget(key):
             st.session_state[key] = st.session_state[key]
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeptFile:
+    """The one uploaded file a page works on, held in this session's state (never on disk)."""
+
+    name: str
+    data: bytes  # the upload's own bytes (not a copy); at most server.maxUploadSize
+    digest: str  # sha256 of data: scopes the choices that depend on the file (its columns)
+
+    @property
+    def size_text(self) -> str:
+        size = len(self.data)
+        return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{max(1, round(size / 1e3))} kB"
+
+
+def _kept_key(key: str) -> str:
+    return f"{key}::kept"
+
+
+def _take_upload(key: str) -> None:
+    """The uploader's file changed: a new file replaces the kept one; removing it (×) clears it."""
+    upload = st.session_state.get(key)
+    if upload is None:
+        st.session_state.pop(_kept_key(key), None)
+        return
+    data = upload.getvalue()
+    st.session_state[_kept_key(key)] = KeptFile(name=upload.name, data=data,
+                                                digest=hashlib.sha256(data).hexdigest())
+
+
+def _forget_upload(key: str) -> None:
+    st.session_state.pop(_kept_key(key), None)
+
+
+def kept_upload(label: str, *, key: str, types: list[str]) -> KeptFile | None:
+    """A file uploader whose file stays in use after the user leaves the page and comes back.
+
+    Streamlit forgets an uploader's file when a run does not draw it, and an uploader's
+    value cannot be set back. So the file in use is held in session state: one per
+    uploader, replaced by the next upload, dropped when the user removes it (× in the
+    uploader, or *Clear* once the uploader has forgotten it). It holds the upload's bytes
+    themselves; nothing is copied per run or written to disk. The page says which file is
+    in use.
+    """
+    from cbert_core.views.labels import escape
+
+    st.file_uploader(label, type=types, key=key, on_change=_take_upload, args=(key,))
+    kept: KeptFile | None = st.session_state.get(_kept_key(key))
+    if kept is None:
+        return None
+    in_use = f"In use: **{escape(kept.name)}** ({kept.size_text})"
+    if st.session_state.get(key) is not None:
+        st.caption(f"{in_use}. Upload another file to replace it, or remove it with × above.")
+        return kept
+    columns = st.columns([6, 1], vertical_alignment="center")
+    columns[0].caption(f"{in_use}, uploaded earlier. Upload another file to replace it, or clear it.")
+    columns[1].button("Clear", key=f"{key}_clear", on_click=_forget_upload, args=(key,),
+                      icon=":material/delete:")
+    return kept
 
 
 def _load_example() -> None:

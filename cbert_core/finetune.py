@@ -40,11 +40,13 @@ from .collection import Collection
 from .encode import pad_id
 from .errors import DataFileError, ExportError, ModelLoadError
 from .frozen_trunk import length_batches, padded, padded_states, top_layers_only, trunk_states
+from .intervals import wilson_interval
 from .loading import LoadedModel
 from .text import tokenize_note
 
 Progress = Callable[[float, str], None]
 SUMMARY_FILE = "cbert_finetune.json"
+FEW_VALIDATION_NOTES = 30  # below this, a validation accuracy is shown with a warning and its 95% interval
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,6 +111,22 @@ class FineTuneResult:
     @property
     def steps_done(self) -> int:
         return len(self.losses)
+
+    @property
+    def validation_size(self) -> int:
+        """Held-out notes the validation figures rest on."""
+        return len(self.validation_rows)
+
+    @property
+    def validation_correct(self) -> int | None:
+        """Held-out notes classified correctly (None when cancelled)."""
+        return None if self.confusion is None else int(np.trace(self.confusion))
+
+    def accuracy_interval(self, confidence: float = 0.95) -> tuple[float, float] | None:
+        """Wilson interval of the validation accuracy (None when cancelled or nothing was held out)."""
+        if self.validation_correct is None or self.validation_size == 0:
+            return None
+        return wilson_interval(self.validation_correct, self.validation_size, confidence)
 
 
 @dataclass(eq=False)

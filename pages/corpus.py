@@ -29,11 +29,11 @@ with ui.user_errors():
         texts, labels = zip(*EXAMPLE_COLLECTION)
         collection = corpus.collection_from_texts(list(texts), labels=list(labels))
     else:
-        upload = st.file_uploader("Notes (CSV with a header row, or JSONL: one JSON object per line)",
-                                  type=["csv", "tsv", "txt", "jsonl", "json"], key="corpus_upload")
+        upload = ui.kept_upload("Notes (CSV with a header row, or JSONL: one JSON object per line)",
+                                types=["csv", "tsv", "txt", "jsonl", "json"], key="corpus_upload")
         if upload is None:
             st.stop()
-        table = corpus.read_table(upload.getvalue(), name=upload.name)
+        table = corpus.read_table(upload.data, name=upload.name)
         for warning in table.warnings:
             st.warning(warning, icon=":material/warning:")
         text_columns = corpus.candidate_text_columns(table)
@@ -41,9 +41,12 @@ with ui.user_errors():
             raise CbertError(f"{upload.name} has no column that holds text. The columns are: "
                              f"{', '.join(map(str, table.frame.columns))}.")
         columns = st.columns(2)
-        text_column = columns[0].selectbox("Text column", text_columns, key="corpus_text_column")
+        # The column choices belong to the file: kept while it stays in use, reset for another file.
+        text_column = columns[0].selectbox("Text column", text_columns, key=ui.note_choice_key(
+            "corpus_text_column", upload.digest, text_columns[0]))
         label_options = ["(none)", *corpus.candidate_label_columns(table)]
-        label_column = columns[1].selectbox("Label column (optional)", label_options, key="corpus_label_column")
+        label_column = columns[1].selectbox("Label column (optional)", label_options, key=ui.note_choice_key(
+            "corpus_label_column", upload.digest, label_options[0]))
         collection = corpus.collection_from_table(table, text_column=text_column,
                                                   label_column=None if label_column == "(none)" else label_column)
         for warning in collection.warnings:

@@ -14,7 +14,7 @@ import ui
 from cbert_core import corpus
 from cbert_core.errors import CbertError
 from cbert_core.examples import EXAMPLE_COLLECTION
-from cbert_core.finetune import FineTuneConfig, fine_tune, save_checkpoint
+from cbert_core.finetune import FEW_VALIDATION_NOTES, FineTuneConfig, fine_tune, save_checkpoint
 from cbert_core.views.attention_figures import CALM_LAYOUT
 from cbert_core.views.labels import escape
 
@@ -32,16 +32,23 @@ with ui.user_errors():
         texts, labels = zip(*EXAMPLE_COLLECTION)
         collection = corpus.collection_from_texts(list(texts), labels=list(labels))
     else:
-        upload = st.file_uploader("Labelled notes", type=["csv", "tsv", "txt", "jsonl", "json"], key="ft_upload")
+        upload = ui.kept_upload("Labelled notes", types=["csv", "tsv", "txt", "jsonl", "json"], key="ft_upload")
         if upload is None:
             st.stop()
-        table = corpus.read_table(upload.getvalue(), name=upload.name)
-        columns = st.columns(2)
-        text_column = columns[0].selectbox("Text column", corpus.candidate_text_columns(table), key="ft_text_column")
+        table = corpus.read_table(upload.data, name=upload.name)
+        text_columns = corpus.candidate_text_columns(table)
+        if not text_columns:
+            raise CbertError(f"{upload.name} has no column that holds text. The columns are: "
+                             f"{', '.join(map(str, table.frame.columns))}.")
         label_columns = corpus.candidate_label_columns(table)
         if not label_columns:
             raise CbertError("Fine-tuning needs a label column with a few distinct values; none was found.")
-        label_column = columns[1].selectbox("Label column", label_columns, key="ft_label_column")
+        columns = st.columns(2)
+        # The column choices belong to the file: kept while it stays in use, reset for another file.
+        text_column = columns[0].selectbox("Text column", text_columns, key=ui.note_choice_key(
+            "ft_text_column", upload.digest, text_columns[0]))
+        label_column = columns[1].selectbox("Label column", label_columns, key=ui.note_choice_key(
+            "ft_label_column", upload.digest, label_columns[0]))
         collection = corpus.collection_from_table(table, text_column=text_column, label_column=label_column)
 counts = pd.Series(collection.labels).value_counts()
 st.caption(f"{len(collection.texts):,} labelled notes: " + ", ".join(f"{escape(str(k))} {v}" for k, v in counts.items()))
@@ -98,6 +105,17 @@ columns[0].metric("Validation accuracy", f"{outcome.validation_accuracy:.1%}" if
 columns[1].metric("Majority baseline", f"{outcome.majority_baseline:.1%}")
 columns[2].metric("Macro-F1", f"{outcome.macro_f1:.3f}" if outcome.macro_f1 is not None else "n/a")
 columns[3].metric("Training time", f"{outcome.seconds:.0f} s")
+interval = outcome.accuracy_interval(0.95)
+if interval is not None:
+    size = outcome.validation_size
+    st.caption(f"These figures rest on {size:,} held-out validation note{'s' if size != 1 else ''} "
+               f"({outcome.validation_correct:,} classified correctly); 95% interval of the accuracy: "
+               f"{interval[0]:.0%} to {interval[1]:.0%}.")
+    if size < FEW_VALIDATION_NOTES:
+        st.warning(f"Only {size:,} validation notes: the accuracy of {outcome.validation_accuracy:.1%} is uncertain. "
+                   f"With 95% confidence the model's real accuracy lies anywhere between {interval[0]:.0%} and "
+                   f"{interval[1]:.0%} (Wilson interval). Add labelled notes or raise the validation share for "
+                   f"a firmer figure.", icon=":material/warning:")
 left, right = st.columns(2)
 with left:
     loss = go.Figure(go.Scatter(y=outcome.losses, mode="lines", line=dict(color="#1f6f8b")))

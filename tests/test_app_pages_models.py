@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cbert_core.intervals import wilson_interval
 from test_app_pages import charts, start
 from ui import MODEL_OTHER
 
@@ -117,6 +118,12 @@ def test_finetune_page_trains_and_reports(tiny_dir: Path) -> None:
     metrics = {metric.label: metric.value for metric in app.metric}
     assert metrics["Majority baseline"] == "50.0%" and metrics["Validation accuracy"].endswith("%")
     assert "ft_loss" in charts(app) and "ft_confusion" in charts(app)
+    # The example set holds 30 notes: 20% of them, 6, are held out. Say so, and how uncertain 6 notes are.
+    assert any(caption.value.startswith("These figures rest on 6 held-out validation notes") for caption in app.caption)
+    warnings = [warning.value for warning in app.warning if "uncertain" in warning.value]
+    assert len(warnings) == 1 and warnings[0].startswith("Only 6 validation notes")
+    lower, upper = wilson_interval(app.session_state["ft_model"].result.validation_correct, 6)
+    assert f"between {lower:.0%} and {upper:.0%}" in warnings[0] and upper - lower > 0.3
 
 
 @pytest.mark.parametrize("page", ["pages/predictions.py", "pages/attribution.py", "pages/corpus.py",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 from cbert_core.collection import Collection, collection_from_texts
 from cbert_core.errors import DataFileError, ExportError
 from cbert_core.finetune import FineTuneConfig, fine_tune
+from cbert_core.intervals import wilson_interval
 from cbert_core.loading import load_model
 from cbert_core.trace import trace
 from tiny_models import write_family
@@ -131,3 +133,49 @@ def test_unusable_labels_are_refused(tiny) -> None:
     with pytest.raises(DataFileError, match="at least 2 notes"):
         fine_tune(tiny, collection_from_texts(["fever", "cough", "fever", "cough", "fever"],
                                               labels=["A", "A", "A", "A", "B"]))
+
+
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile (1.96 in printed tables)
+
+
+def wilson_by_hand(successes: int, total: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson bounds are the proportions p that an observed share p̂ = k/n lies within z standard
+    errors of: (p̂ - p)² = z² p (1 - p) / n, i.e. (1 + z²/n) p² - (2 p̂ + z²/n) p + p̂² = 0.
+    Solved with the quadratic formula."""
+    share = successes / total
+    a = 1 + z * z / total
+    b = -(2 * share + z * z / total)
+    c = share * share
+    root = math.sqrt(b * b - 4 * a * c)
+    return (-b - root) / (2 * a), (-b + root) / (2 * a)
+
+
+@pytest.mark.parametrize(("successes", "total"), [(5, 6), (1, 6), (3, 6), (17, 20), (83, 100), (1, 2)])
+def test_wilson_interval_solves_the_score_equation(successes: int, total: int) -> None:
+    lower, upper = wilson_interval(successes, total)
+    assert (lower, upper) == pytest.approx(wilson_by_hand(successes, total), abs=1e-12)
+    assert lower < successes / total < upper
+
+
+def test_wilson_interval_at_the_edges_and_other_confidences() -> None:
+    # No success: the lower bound is 0 and the upper solves p = z²(1-p)/n, i.e. p = z²/(n+z²); n successes mirror it.
+    assert wilson_interval(0, 6) == pytest.approx((0.0, Z95**2 / (6 + Z95**2)), abs=1e-12)
+    assert wilson_interval(6, 6) == pytest.approx((6 / (6 + Z95**2), 1.0), abs=1e-12)
+    # Half right: symmetric around one half.
+    lower, upper = wilson_interval(10, 20)
+    assert lower + upper == pytest.approx(1.0)
+    # 90% uses z = 1.6449 (the 95% quantile); a wider confidence gives a wider interval.
+    assert wilson_interval(5, 6, 0.90) == pytest.approx(wilson_by_hand(5, 6, z=1.6448536269514722), abs=1e-12)
+    assert wilson_interval(5, 6, 0.99)[0] < wilson_interval(5, 6)[0] < wilson_interval(5, 6, 0.90)[0]
+    # The same share on ten times the notes: a narrower interval.
+    widths = [upper - lower for lower, upper in (wilson_interval(5 * k, 6 * k) for k in (1, 10, 100))]
+    assert widths[0] > widths[1] > widths[2]
+    for successes, total in ((7, 6), (-1, 6), (0, 0)):
+        with pytest.raises(ValueError):
+            wilson_interval(successes, total)
+
+
+def test_a_result_says_how_many_notes_its_accuracy_rests_on(trained) -> None:
+    result = trained[0].result
+    assert result.validation_size == 16 and result.validation_correct == 16
+    assert result.accuracy_interval() == pytest.approx((16 / (16 + Z95**2), 1.0), abs=1e-12)
