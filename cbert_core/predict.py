@@ -240,6 +240,8 @@ class PseudoLikelihood:
     expected_tokens: tuple[str, ...]  # [pos]
     word_spans: np.ndarray  # int32 [word, 2]
     word_logprobs: np.ndarray  # float32 [word]: sum over the word's pieces (NaN if any piece is NaN)
+    word_mean_logprobs: np.ndarray  # float32 [word]: mean over the word's pieces (NaN if any piece is NaN)
+    word_piece_counts: np.ndarray  # int32 [word]: pieces in each word
     windows: tuple[Window, ...]
     stride: int  # 0: exact (one mask per copy); s: tokens masked together are s apart
     precision: Precision  # fp32, or bf16 autocast for the encoder (the head stays float32)
@@ -251,10 +253,11 @@ class PseudoLikelihood:
         for name in ("word_ids", "token_logprobs", "expected_ids"):
             if getattr(self, name).shape != (positions,):
                 raise ValueError(f"PseudoLikelihood.{name} must be [pos]")
-        if self.word_logprobs.shape != (len(self.word_spans),):
-            raise ValueError("word_logprobs must be [word]")
+        for name in ("word_logprobs", "word_mean_logprobs", "word_piece_counts"):
+            if getattr(self, name).shape != (len(self.word_spans),):
+                raise ValueError(f"PseudoLikelihood.{name} must be [word]")
         for array in (self.offsets, self.word_ids, self.token_logprobs, self.expected_ids, self.word_spans,
-                      self.word_logprobs):
+                      self.word_logprobs, self.word_mean_logprobs, self.word_piece_counts):
             _frozen(array)
 
     @property
@@ -345,12 +348,18 @@ def pseudo_log_likelihood(loaded: LoadedModel, text: str, *, batch_size: int = 8
     words = len(note.word_spans)
     word_logprobs = np.zeros(words, np.float64)
     np.add.at(word_logprobs, note.word_ids, logprobs.astype(np.float64))  # NaN propagates
+    # A long word (a drug name of five pieces) sums five log-probabilities, so its sum is low
+    # whatever the model thinks of it; the mean per piece compares words of any length.
+    piece_counts = np.bincount(note.word_ids, minlength=words).astype(np.int32)  # [word]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        word_mean_logprobs = np.where(piece_counts > 0, word_logprobs / np.maximum(piece_counts, 1), np.nan)
     return PseudoLikelihood(
         model_key=loaded.info.key, text=text, lowercase=prepared.lowercase, knocked_out=heads,
         tokens=prepared.global_tokens(), offsets=prepared.global_offsets(), word_ids=prepared.global_word_ids(),
         token_logprobs=token_logprobs, expected_ids=expected_ids,
         expected_tokens=tuple(tokenizer.convert_ids_to_tokens(int(i)) if i >= 0 else "" for i in expected_ids),
         word_spans=np.array(note.word_spans, dtype=np.int32), word_logprobs=word_logprobs.astype(np.float32),
+        word_mean_logprobs=word_mean_logprobs.astype(np.float32), word_piece_counts=piece_counts,
         windows=prepared.windows, stride=int(max(stride, 0)), precision=precision, forward_rows=len(jobs),
         seconds=time.perf_counter() - started,
     )

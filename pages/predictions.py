@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from cbert_core import predict
-from cbert_core.views.attention_figures import CALM_LAYOUT
+from cbert_core import predict, similarity
 from cbert_core.views.labels import escape
+from cbert_core.views.prediction_figures import cosine_bars, format_probability, probability_bars
 from cbert_core.views.text_html import scores_html
 
 DEFAULT_DESCRIPTIONS = "pneumonia present\nno evidence of pneumonia"
+SURPRISE_MEAN, SURPRISE_SUM = "per piece (mean)", "per word (sum)"
+SHARE_HELP = ("softmax(cosine / temperature) over the descriptions: the shares always sum to 100%, even when the "
+              "text is far from every description. Read the cosine.")
 
 st.title("Predictions")
 now = ui.current()
@@ -21,15 +23,6 @@ loaded, info, settings, result = now.loaded, now.loaded.info, now.settings, now.
 knocked = ui.knockout_picker(info)
 versions = [("intact model", frozenset())] + ([("heads knocked out", knocked)] if knocked else [])
 common = dict(lowercase=settings.lowercase, max_chars=settings.max_chars)
-
-
-def probability_bars(names: list[str], probs: np.ndarray, title: str) -> go.Figure:
-    figure = go.Figure(go.Bar(x=probs, y=[escape(name) for name in names], orientation="h", marker_color="#1f6f8b",
-                              hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
-    figure.update_layout(title=title, height=max(220, 28 * len(names) + 90), xaxis=dict(tickformat=".0%"),
-                         **CALM_LAYOUT)
-    figure.update_yaxes(autorange="reversed", type="category")
-    return figure
 
 
 def side_by_side(draw: callable) -> None:
@@ -82,7 +75,7 @@ if info.head_kind == "masked-lm":
         for index in rows:
             st.plotly_chart(probability_bars(list(hidden.top_tokens[index]), hidden.top_probs[index],
                                              f"piece '{escape(hidden.original_tokens[index])}' "
-                                             f"(model gives it {hidden.original_probs[index]:.1%})"),
+                                             f"(model gives it {format_probability(hidden.original_probs[index])})"),
                             key=f"pred_masked_{label}_{index}", width="stretch")
     side_by_side(draw_masked)
 
@@ -91,19 +84,31 @@ if info.head_kind == "masked-lm":
                "typos and unexpected findings stand out in red (low pseudo-log-likelihood).")
     exact = st.toggle("Exact (one piece hidden at a time; slower)", key="pred_pll_exact",
                       help="Fast mode hides every 8th piece together: each piece still sees 7/8 of its context.")
+    ui.defaults(pred_pll_per=SURPRISE_MEAN)
+    per = st.radio("Score each word", (SURPRISE_MEAN, SURPRISE_SUM), key="pred_pll_per", horizontal=True,
+                   help="A word of several pieces (a long drug name) adds up several log-probabilities, so its "
+                        "sum is low however expected it is; the mean per piece compares words of any length.")
     stride = 0 if exact else 8
     if ui.has_analysis("pll", now, (stride, ())) or st.button("Compute the surprise map", key="go_pll"):
         with ui.user_errors():
             pll = ui.analysis("pll", now, (stride, ()), lambda report: predict.pseudo_log_likelihood(
                 loaded, settings.note, stride=stride, precision=settings.precision, progress=report, **common),
                 "Scoring every word piece")
-        finite = np.isfinite(pll.word_logprobs)
-        surprise = np.where(finite, -pll.word_logprobs, 0.0)
+        by_mean = per == SURPRISE_MEAN
+        scores = pll.word_mean_logprobs if by_mean else pll.word_logprobs
+        column = "mean log-probability per piece" if by_mean else "log-probability (sum over pieces)"
+        finite = np.isfinite(scores)
+        surprise = np.where(finite, -scores, 0.0)
         st.html(scores_html(settings.note, pll.word_spans, surprise.astype(np.float32),
-                            title=[f"log p = {v:.2f}" if np.isfinite(v) else "not scored" for v in pll.word_logprobs]))
-        order = np.argsort(-surprise)[:15]
+                            title=[f"{column} = {v:.2f} ({n} piece{'s' if n != 1 else ''})" if np.isfinite(v)
+                                   else "not scored" for v, n in zip(scores.tolist(), pll.word_piece_counts.tolist())]))
+        st.caption("Colour: " + ("the **mean** log-probability of each word's pieces, so long words are not "
+                                 "penalised for their length." if by_mean else
+                                 "the **sum** of each word's pieces' log-probabilities: words of many pieces "
+                                 "(long drug names) look more surprising for their length alone."))
+        order = np.argsort(-surprise, kind="stable")[:15]
         st.dataframe(pd.DataFrame({"word": [settings.note[a:b] for a, b in pll.word_spans[order].tolist()],
-                                   "log-probability": pll.word_logprobs[order]}), hide_index=True)
+                                   column: scores[order], "pieces": pll.word_piece_counts[order]}), hide_index=True)
         st.caption(f"Note pseudo-log-likelihood {pll.total:.1f}; {pll.forward_rows} masked copies in "
                    f"{pll.seconds:.1f} s ({pll.precision}).")
 
@@ -141,23 +146,62 @@ else:
     descriptions = [line.strip() for line in st.text_area(
         "Label descriptions (one per line)", key="pred_descriptions",
         height=100).splitlines() if line.strip()]
-    temperature = st.slider("Temperature (lower = sharper ranking)", 0.01, 1.0, key="pred_temperature")
+    temperature = st.slider("Temperature of the shares (lower = sharper)", 0.01, 1.0, key="pred_temperature",
+                            help=SHARE_HELP)
+    references = similarity.REFERENCE_DESCRIPTIONS
+    st.caption(f"Dashed line (\"none of these\"): the note's highest cosine to {len(references)} everyday phrases "
+               f"unrelated to medicine ({', '.join(f'“{r}”' for r in references[:3])}, …), computed the same way "
+               "(each sentence has its own). Shaded band: the margin, the spread (standard deviation) of those "
+               "unrelated cosines. A description stands out only if its cosine beats both that line and the "
+               "runner-up by more than the margin. The axis shows cosine's whole range, −1 to 1, so small "
+               "differences look small.")
+
+    def verdict_text(result: similarity.SimilarityResult) -> str:
+        order = np.argsort(-result.note_similarity, kind="stable")
+        best = int(order[0])
+        top = float(result.note_similarity[best])
+        name = escape(result.descriptions[best])
+        if result.note_verdict == similarity.UNRELATED:
+            return (f"**No description stands out**: the closest, “{name}” (cosine {top:.3f}), is not closer to "
+                    f"the note than unrelated text ({result.note_reference:.3f}) by more than the margin "
+                    f"({result.note_margin:.3f}).")
+        runner = float(result.note_similarity[int(order[1])]) if len(order) > 1 else None
+        if result.note_verdict == similarity.TOO_CLOSE:
+            return (f"**No description stands out**: the top two cosines ({top:.3f} and {runner:.3f}) are within "
+                    f"the margin ({result.note_margin:.3f}) of each other: on this note the model does not tell "
+                    "them apart, whatever their shares say.")
+        ahead = f"{top - runner:.3f} above the runner-up and " if runner is not None else ""
+        return (f"“{name}” stands out: cosine {top:.3f}, {ahead}{top - result.note_reference:.3f} above unrelated "
+                f"text (margin {result.note_margin:.3f}). A similarity to your wording, not a diagnosis.")
 
     def draw_similarity(label: str, heads: frozenset) -> None:
         with ui.user_errors():
             similar = ui.analysis("similarity", now, (tuple(descriptions), temperature, tuple(sorted(heads))),
-                                  lambda report: predict.embedding_similarity(
+                                  lambda report: similarity.embedding_similarity(
                                       loaded, settings.note, descriptions, temperature=temperature,
                                       knocked_out=heads, progress=report, **common), "Comparing embeddings")
-        st.plotly_chart(probability_bars(list(similar.descriptions), similar.note_probs,
-                                         "Whole note: share of the similarity ranking"),
+        st.plotly_chart(cosine_bars(similar.descriptions, similar.note_similarity, similar.note_probs,
+                                    temperature=similar.temperature, reference=similar.note_reference,
+                                    margin=similar.note_margin, title="Whole note: cosine similarity"),
                         key=f"pred_similar_{label}", width="stretch")
-        st.dataframe(pd.DataFrame({"description": similar.descriptions, "cosine": similar.note_similarity}),
-                     hide_index=True)
+        (st.info if similar.stands_out else st.warning)(verdict_text(similar))
+        share = f"share (softmax, T={similar.temperature:g})"
+        numbers = {column: st.column_config.NumberColumn(format="%.3f") for column in
+                   ("cosine", "cosine − unrelated text", "unrelated text", "margin")}
+        numbers[share] = st.column_config.NumberColumn(format="percent", help=SHARE_HELP)
+        st.dataframe(pd.DataFrame({
+            "description": similar.descriptions, "cosine": similar.note_similarity, share: similar.note_probs,
+            "cosine − unrelated text": similar.note_similarity - similar.note_reference}),
+            hide_index=True, column_config=numbers)
         if len(similar.sentence_spans):
-            best = similar.sentence_probs.argmax(-1)
+            best = similar.sentence_similarity.argmax(-1)
+            rows = np.arange(len(best))
             st.dataframe(pd.DataFrame({
                 "sentence": [settings.note[a:b] for a, b in similar.sentence_spans.tolist()],
                 "closest description": [similar.descriptions[i] for i in best],
-                "share": similar.sentence_probs.max(-1)}), hide_index=True, width="stretch")
+                "cosine": similar.sentence_similarity[rows, best], share: similar.sentence_probs[rows, best],
+                "verdict": similar.sentence_verdicts, "unrelated text": similar.sentence_reference,
+                "margin": similar.sentence_margin}),
+                hide_index=True, width="stretch",
+                column_config={**numbers, "sentence": st.column_config.TextColumn(width="large")})
     side_by_side(draw_similarity)

@@ -302,3 +302,76 @@ def test_results_are_frozen_readonly_and_pickle(tiny) -> None:
     clone = pickle.loads(pickle.dumps(result))
     np.testing.assert_array_equal(clone.token_logprobs, result.token_logprobs)
     assert not any(isinstance(v, torch.Tensor | torch.nn.Module) for v in vars(fill_mask(tiny, "a [MASK]")).values())
+
+
+def test_embedding_similarity_carries_the_unrelated_text_reference(bundled) -> None:
+    from cbert_core.similarity import REFERENCE_DESCRIPTIONS
+
+    text = "The patient has pneumonia on the chest x-ray. The left ankle is broken."
+    result = embedding_similarity(bundled, text, ["pneumonia present", "fractured ankle"])
+    assert result.reference_descriptions == REFERENCE_DESCRIPTIONS
+    with torch.inference_mode():
+        def pooled(sentence: str) -> torch.Tensor:
+            return plain_logits(bundled, input_ids(bundled, sentence)).mean(0)
+        note = pooled(text)
+        expected = [float(torch.cosine_similarity(note, pooled(r), dim=0)) for r in REFERENCE_DESCRIPTIONS]
+    np.testing.assert_allclose(result.note_reference_similarity, expected, atol=1e-5)  # computed the same way
+    assert result.note_reference == pytest.approx(max(expected), abs=1e-5)
+    assert result.note_margin == pytest.approx(float(np.std(expected)), abs=1e-5)
+    assert result.sentence_reference_similarity.shape == (2, len(REFERENCE_DESCRIPTIONS))
+    np.testing.assert_allclose(result.sentence_reference, result.sentence_reference_similarity.max(-1), atol=1e-6)
+    np.testing.assert_allclose(result.sentence_margin, result.sentence_reference_similarity.std(-1), atol=1e-6)
+    assert len(result.sentence_verdicts) == 2
+    with pytest.raises(ValueError):
+        result.sentence_reference[0] = 1.0
+    knocked = embedding_similarity(bundled, text, ["pneumonia present"], knocked_out=whole_layers([0, 1], 12))
+    assert not np.allclose(knocked.note_reference_similarity, result.note_reference_similarity, atol=1e-4)
+
+
+def test_standing_out_needs_the_margin_over_the_runner_up_and_the_reference() -> None:
+    from cbert_core.similarity import STANDS_OUT, TOO_CLOSE, UNRELATED, standing_out
+
+    unrelated = np.array([0.10, -0.10, 0.0, 0.0], np.float32)  # max 0.10, standard deviation sqrt(0.005) ~ 0.0707
+    rows = np.array([[0.44, 0.43],  # 0.01 apart: within the margin
+                     [0.80, 0.05],  # far above both
+                     [0.15, 0.00],  # above the reference by 0.05 only
+                     [0.60, 0.20]], np.float32)
+    reference, margin, verdicts = standing_out(rows, np.tile(unrelated, (4, 1)))
+    np.testing.assert_allclose(reference, 0.10, atol=1e-7)
+    np.testing.assert_allclose(margin, np.sqrt(0.005), atol=1e-6)
+    assert verdicts == (TOO_CLOSE, STANDS_OUT, UNRELATED, STANDS_OUT)
+    _, _, alone = standing_out(rows[:, :1], np.tile(unrelated, (4, 1)))  # one description: only the reference counts
+    assert alone == (STANDS_OUT, STANDS_OUT, UNRELATED, STANDS_OUT)
+
+
+def test_no_description_stands_out_when_two_are_within_the_margin(bundled) -> None:
+    from cbert_core.similarity import REFERENCE_DESCRIPTIONS, STANDS_OUT, TOO_CLOSE, UNRELATED
+
+    text = "Chest x-ray shows a right lower lobe pneumonia."
+    same = embedding_similarity(bundled, text, ["pneumonia present", "pneumonia present"])
+    assert same.note_similarity[0] == same.note_similarity[1] and same.note_probs[0] == pytest.approx(0.5)
+    assert same.note_verdict == TOO_CLOSE and not same.stands_out  # a 50 % share says nothing
+    as_unrelated = embedding_similarity(bundled, text, [REFERENCE_DESCRIPTIONS[0]])
+    assert as_unrelated.note_verdict == UNRELATED  # a description no closer than unrelated text
+    clear = embedding_similarity(bundled, "The left ankle is broken.", ["fractured ankle", "pneumonia present"])
+    assert clear.note_verdict == STANDS_OUT and clear.stands_out
+
+
+def test_pseudo_likelihood_mean_per_piece_for_each_word(tiny) -> None:
+    text = "Patient has COPD exacerbation , no fever ."
+    result = pseudo_log_likelihood(tiny, text)
+    content = result.token_logprobs[1:-1]
+    words = result.word_ids[1:-1]
+    for word in range(len(result.word_spans)):
+        pieces = content[words == word].astype(np.float64)
+        assert result.word_piece_counts[word] == pieces.size
+        assert result.word_logprobs[word] == pytest.approx(pieces.sum(), abs=1e-5)
+        assert result.word_mean_logprobs[word] == pytest.approx(pieces.sum() / pieces.size, abs=1e-5)
+    copd = int(result.word_ids[3])
+    assert result.word_piece_counts[copd] >= 2  # "cop ##d": its sum is lower than its mean
+    assert result.word_mean_logprobs[copd] > result.word_logprobs[copd]
+    with pytest.raises(ValueError):
+        result.word_mean_logprobs[0] = 0.0
+    typed = pseudo_log_likelihood(tiny, "Patient has COPD [MASK] .")
+    masked_word = int(typed.word_ids[np.flatnonzero(np.array(typed.tokens) == "[MASK]")[0]])
+    assert np.isnan(typed.word_mean_logprobs[masked_word]) and np.isnan(typed.word_logprobs[masked_word])
