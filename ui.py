@@ -135,14 +135,15 @@ def trace_key(settings: Settings, model_key: str, **extra: Any) -> str:
     return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def get_trace(loaded: LoadedModel, settings: Settings, **options: Any) -> tuple[Trace, str]:
-    """The trace of the note in force (computed once per note, model and settings)."""
+def get_trace(loaded: LoadedModel, settings: Settings, *, label: str = "Running the note through the model",
+              **options: Any) -> tuple[Trace, str]:
+    """The trace of the note in force (computed once per note, model and settings); ``label`` names its progress."""
     key = trace_key(settings, loaded.info.key, **options)
     cache = _trace_cache()
     cached = cache.get(key)
     if cached is not None:
         return cached, key
-    report, done = progress_reporter("Running the note through the model")
+    report, done = progress_reporter(label)
     try:
         result = cache.get_or_compute(key, lambda: trace(
             loaded, settings.note, lowercase=settings.lowercase, overlap=settings.overlap,
