@@ -138,14 +138,15 @@ def trace_key(settings: Settings, model_key: str, **extra: Any) -> str:
     return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def get_trace(loaded: LoadedModel, settings: Settings, **options: Any) -> tuple[Trace, str]:
-    """The trace of the note in force (computed once per note, model and settings)."""
+def get_trace(loaded: LoadedModel, settings: Settings, *, label: str = "Running the note through the model",
+              **options: Any) -> tuple[Trace, str]:
+    """The trace of the note in force (computed once per note, model and settings); ``label`` names its progress."""
     key = trace_key(settings, loaded.info.key, **options)
     cache = _trace_cache()
     cached = cache.get(key)
     if cached is not None:
         return cached, key
-    report, done = progress_reporter("Running the note through the model")
+    report, done = progress_reporter(label)
 
     def measured(computed: Trace, seconds: float) -> None:
         windows = Passes(forward=tuple((window.size + 2, 1) for window in computed.windows))

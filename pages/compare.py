@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from cbert_core.compare import compare_traces
-from cbert_core.views.attention_figures import CALM_LAYOUT, attention_heatmap
+from cbert_core.compare import casing_for_second_model, compare_traces
+from cbert_core.views.attention_figures import attention_heatmap
+from cbert_core.views.compare_figures import cka_heatmap
 from cbert_core.views.labels import escape, head_name, position_labels
+
+SECOND_MAP = {"above": "CKA above the reference", "reference": "The reference itself"}
 
 st.title("Compare")
 st.caption("The same note through two models: how each splits it, where a chosen head looks, what each predicts, "
@@ -19,7 +23,7 @@ st.caption("The same note through two models: how each splits it, where a chosen
 now = ui.current()
 settings = now.settings
 suggestion = st.session_state.get("ft_saved_folder") or ("bundled" if now.loaded.info.spec.kind != "bundled" else "")
-ui.defaults(cmp_model=suggestion)
+ui.defaults(cmp_model=suggestion, cmp_second_map="above", cmp_own_scale=False)
 second = st.text_input("Second model: 'bundled', a local folder (e.g. a model you fine-tuned) or a hub id",
                        key="cmp_model", placeholder="/path/to/model").strip()
 if not second:
@@ -27,21 +31,24 @@ if not second:
     st.stop()
 with ui.user_errors():
     other = ui.get_model(second)
-    other_trace, other_key = ui.get_trace(other, settings)
+    # The second model reads the note with its own casing unless the sidebar's switch means the same for it.
+    other_settings = dataclasses.replace(settings, lowercase=casing_for_second_model(
+        now.loaded.info, other.info, settings.lowercase))
+    other_trace, other_key = ui.get_trace(other, other_settings, label=f"Running the note through {other.info.name}")
 models = [(now.loaded, now.trace), (other, other_trace)]
 if other.info.key == now.loaded.info.key:
     st.warning("Both sides are the same model; pick another one to see differences.", icon=":material/warning:")
 
 with ui.user_errors():
     comparison = ui.cached(("compare", now.trace_key, other_key), lambda report: compare_traces(
-        now.trace, other_trace, tokenizer_a=now.loaded.tokenizer(now.trace.lowercase),
-        tokenizer_b=other.tokenizer(other_trace.lowercase), progress=report), "Comparing representations")
+        now.trace, other_trace, loaded_a=now.loaded, loaded_b=other, progress=report), "Comparing representations")
 
 names = [model.info.name for model, _trace in models]
 st.subheader("Word pieces")
 columns = st.columns(2)
 for column, (model, result) in zip(columns, models):
     column.metric(model.info.name, f"{len(result.tokens) - 2:,} pieces")
+    column.caption("Reads the note lower-cased." if result.lowercase else "Reads the note with its case kept.")
 token_diff = comparison.tokenization
 st.caption(f"{len(token_diff.differing)} of {token_diff.word_count} words are split differently.")
 if token_diff.differing:
@@ -49,19 +56,25 @@ if token_diff.differing:
                                for word, a, b in token_diff.differing[:300]]), hide_index=True, width="stretch")
 
 st.subheader("Layer-to-layer similarity (linear CKA)")
-figure = go.Figure(go.Heatmap(
-    z=comparison.cka, x=["emb"] + [f"L{i}" for i in range(1, comparison.cka.shape[1])],
-    y=["emb"] + [f"L{i}" for i in range(1, comparison.cka.shape[0])], zmin=0, zmax=1, colorscale="Viridis",
-    hovertemplate=f"{escape(names[0])} %{{y}} · {escape(names[1])} %{{x}}: %{{z:.3f}}<extra>CKA</extra>"))
-figure.update_layout(height=max(360, 30 * comparison.cka.shape[0] + 140), **CALM_LAYOUT)
-figure.update_yaxes(title=escape(names[0]), autorange="reversed")
-figure.update_xaxes(title=escape(names[1]))
-st.plotly_chart(figure, key="cmp_cka", width="stretch")
-st.caption(f"Computed on {comparison.shared_words} words both models split into the same characters"
-           f"{' (a sample)' if comparison.sampled else ''}; each word is the mean of its pieces.")
+shown = st.radio("Beside the CKA map, show", list(SECOND_MAP), format_func=SECOND_MAP.__getitem__,
+                 key="cmp_second_map", horizontal=True)
+left, right = st.columns(2)
+left.plotly_chart(cka_heatmap(comparison.cka, comparison.reference, names[0], names[1], "cka"), key="cmp_cka",
+                  width="stretch")
+right.plotly_chart(cka_heatmap(comparison.cka, comparison.reference, names[0], names[1], shown),
+                   key="cmp_cka_reference", width="stretch")
+st.caption(f"Reference: the same CKA against {escape(names[1])} with random, untrained weights (same architecture, "
+           f"seed {comparison.reference_seed}) on the same words; words alone make layers this alike, so only CKA "
+           "above it reflects training.")
+sample = (f" (a seeded sample from {comparison.reference_windows} of {comparison.windows_b} windows)"
+          if comparison.sampled else "")
+st.caption(f"Computed on {len(comparison.word_spans):,} of the {comparison.shared_words:,} words both models split "
+           f"into the same characters{sample}; each word is the mean of its pieces.")
 
 st.subheader("Attention of one head in each")
+own_scale = st.toggle("Scale each map on its own", key="cmp_own_scale")
 columns = st.columns(2)
+maps = []
 for side, (column, (model, result)) in enumerate(zip(columns, models)):
     with column:
         st.markdown(f"**{escape(model.info.name)}**")
@@ -69,9 +82,19 @@ for side, (column, (model, result)) in enumerate(zip(columns, models)):
         layer = inner[0].number_input("Layer", 1, model.info.num_layers, key=f"cmp_layer_{side}") - 1
         head = inner[1].number_input("Head", 1, model.info.num_heads, key=f"cmp_head_{side}") - 1
         positions = result.window_positions(0)
-        labels = position_labels([result.tokens[p] for p in positions], positions)
-        st.plotly_chart(attention_heatmap(result.attentions[0][layer, head].astype(np.float32), labels, labels,
-                                          head_name(layer, head)), key=f"cmp_attention_{side}", width="stretch")
+        maps.append((result.attentions[0][layer, head].astype(np.float32),
+                     position_labels([result.tokens[p] for p in positions], positions), head_name(layer, head)))
+largest = [float(weights.max()) for weights, _labels, _title in maps]
+shared_top = None if own_scale else max(largest)
+for side, (column, (weights, labels, title)) in enumerate(zip(columns, maps)):
+    column.plotly_chart(attention_heatmap(weights, labels, labels, title, zmax=shared_top),
+                        key=f"cmp_attention_{side}", width="stretch")
+if own_scale:
+    st.caption(f"Each map is scaled to its own largest weight ({largest[0]:.3f} and {largest[1]:.3f}): "
+               "the same colour means different weights in the two.")
+else:
+    st.caption(f"Both maps share one colour scale, 0 to {shared_top:.3f} (the larger of the two maxima), so "
+               "their colours compare.")
 
 st.subheader("Predictions")
 columns = st.columns(2)

@@ -28,11 +28,16 @@ STAT_TITLES = {
 
 
 def attention_heatmap(weights: np.ndarray, row_labels: list[str], column_labels: list[str],
-                      title: str) -> go.Figure:
-    """A [q, k] attention matrix; labels must be unique and already escaped."""
+                      title: str, *, zmin: float = 0.0, zmax: float | None = None) -> go.Figure:
+    """A [q, k] attention matrix; labels must be unique and already escaped.
+
+    Args:
+        zmin, zmax: the colour scale's ends; ``zmax=None`` lets it end at this map's own largest weight.
+            Pass one ``zmax`` to several maps to draw them on a shared scale.
+    """
     size = len(row_labels)
     figure = go.Figure(go.Heatmap(
-        z=weights.astype(np.float32), x=column_labels, y=row_labels, colorscale=SEQUENTIAL, zmin=0,
+        z=weights.astype(np.float32), x=column_labels, y=row_labels, colorscale=SEQUENTIAL, zmin=zmin, zmax=zmax,
         hovertemplate="from %{y}<br>to %{x}<br>weight %{z:.3f}<extra></extra>", colorbar=dict(title="weight"),
     ))
     height = int(min(900, max(380, 14 * size + 120)))
