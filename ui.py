@@ -607,7 +607,13 @@ def _model_choice() -> str:
 
 
 def _casing(loaded: LoadedModel) -> bool | None:
+    """The casing switch, offered only where the vocabulary is cased; returns the lower-casing to use."""
     info = loaded.info
+    if not info.vocab_cased:
+        # An uncased vocabulary has no capitals: kept capitals would all become [UNK].
+        st.sidebar.caption("Casing: the text is lower-cased, as this uncased vocabulary needs (it has no capital "
+                           "letters, so kept capitals would all be unknown pieces).")
+        return True if info.casing_switchable else None
     if not info.casing_switchable:
         st.sidebar.caption("Casing: fixed by this tokenizer.")
         return None
@@ -615,12 +621,17 @@ def _casing(loaded: LoadedModel) -> bool | None:
         "Keep upper/lower case", key="keep_case", value=not info.tokenizer_lowercases,
         help="The tokenizer's own setting is "
              f"{'to lower-case the text' if info.tokenizer_lowercases else 'to keep case'}. "
-             f"The vocabulary is {'cased' if info.vocab_cased else 'uncased'}.")
-    if info.casing_mismatch:
+             "The vocabulary is cased ('The' and 'the' are different pieces).")
+    if info.casing_mismatch and not keep_case:
         st.sidebar.info(
             "This vocabulary is **cased**, but the published tokenizer settings **lower-case** the text "
             "(so 'COPD' is read as 'cop ##d' rather than 'CO ##PD'). The model was pretrained on cased "
             "text; switch on *Keep upper/lower case* to read notes as it saw them.", icon=":material/match_case:")
+    elif info.casing_mismatch:
+        st.sidebar.info(
+            "Case is kept, as the model was pretrained ('COPD' is read as 'CO ##PD'). The published tokenizer "
+            "settings would lower-case the text; switch off *Keep upper/lower case* to see what they give.",
+            icon=":material/match_case:")
     return not keep_case
 
 

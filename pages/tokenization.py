@@ -70,7 +70,7 @@ with right:
         st.caption("None: the vocabulary covers every character of this note.")
 
 st.subheader("The other casing")
-if info.casing_switchable:
+if info.casing_switchable and info.vocab_cased:
     other = compare(text, loaded.tokenizer(result.lowercase), loaded.tokenizer(not result.lowercase))
     other_name = "keeping case" if result.lowercase else "lower-casing"
     st.caption(f"In force: {stats.piece_count} pieces; {other_name}: {other.b_piece_count} pieces. "
@@ -78,6 +78,8 @@ if info.casing_switchable:
     if other.differing:
         st.dataframe(pd.DataFrame([{"word": word, f"in force ({casing})": " ".join(a), other_name: " ".join(b)}
                                    for word, a, b in other.differing[:300]]), hide_index=True, width="stretch")
+elif not info.vocab_cased:
+    st.caption("This vocabulary is uncased (no capital letters), so the text is always lower-cased.")
 else:
     st.caption("This tokenizer has a single casing.")
 

@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 from cbert_core.examples import DEFAULT_EXAMPLE, EXAMPLE_NOTES
 from cbert_core.loading import load_model
 from cbert_core.trace import trace
+from ui import MODEL_OTHER
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -98,10 +99,26 @@ def test_tokenization_page_table_and_casing(reference) -> None:
     first = table.iloc[0]
     assert NOTE[first["start"]:first["end"]] == first["characters"]
     assert any("Casing in force: **lower-cased**" in caption.value for caption in app.caption)
-    kept = start("pages/tokenization.py", keep_case=True, note_text="COPD exacerbation")
+
+
+def test_an_uncased_vocabulary_offers_no_casing_switch() -> None:
+    # The bundled model's vocabulary has no capitals: keeping case would make every capital an [UNK].
+    app = start("pages/tokenization.py", keep_case=True, note_text="COPD exacerbation. Patient DENIES PAIN.")
+    assert [toggle for toggle in app.sidebar.toggle if toggle.label == "Keep upper/lower case"] == []
+    assert any("uncased vocabulary" in caption.value for caption in app.sidebar.caption)
+    assert any("Casing in force: **lower-cased**" in caption.value for caption in app.caption)
+    assert "[UNK]" not in list(app.dataframe[0].value["token"])
+
+
+def test_a_cased_vocabulary_keeps_case_on_request_and_says_so(tiny_dir: Path) -> None:
+    model = dict(model_choice=MODEL_OTHER, model_custom=str(tiny_dir), note_text="COPD exacerbation")
+    lowered = start("pages/tokenization.py", **model)
+    assert any("switch on *Keep upper/lower case*" in info.value for info in lowered.sidebar.info)
+    kept = start("pages/tokenization.py", keep_case=True, **model)
     assert any("Casing in force: **case kept**" in caption.value for caption in kept.caption)
-    assert list(kept.dataframe[0].value["token"]) != list(start("pages/tokenization.py",
-                                                                note_text="COPD exacerbation").dataframe[0].value["token"])
+    assert [info.value for info in kept.sidebar.info if "switch on" in info.value] == []
+    assert any(info.value.startswith("Case is kept") for info in kept.sidebar.info)
+    assert list(kept.dataframe[0].value["token"]) != list(lowered.dataframe[0].value["token"])
 
 
 def test_attention_page_grid_heatmap_and_views(reference) -> None:
