@@ -39,9 +39,24 @@ class HeadStatistics:
                "punctuation_share", "self_share", "previous_share")
 
     def metric(self, name: str) -> np.ndarray:
-        if name not in self.METRICS:
+        if name not in (*self.METRICS, "structure"):
             raise ValueError(f"unknown head statistic {name!r}")
         return getattr(self, name)
+
+    @property
+    def structure(self) -> np.ndarray:
+        """float32 [layer, head]: how concentrated a head's attention is on the note's own pieces.
+
+        (1 - normalized entropy) x (1 - share on [CLS] and [SEP]): 0 for a head that spreads
+        evenly or parks its attention on the special tokens (no-op heads), near 1 for a head
+        that looks at one content piece per query. Such a head's map shows its pattern.
+        """
+        return ((1.0 - self.normalized_entropy) * (1.0 - self.cls_share - self.sep_share)).astype(np.float32)
+
+    def most_structured(self) -> tuple[int, int]:
+        """0-based (layer, head) with the most :attr:`structure`."""
+        layer, head = np.unravel_index(int(np.argmax(self.structure)), self.structure.shape)
+        return int(layer), int(head)
 
 
 def is_punctuation(token: str) -> bool:

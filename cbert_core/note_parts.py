@@ -140,6 +140,12 @@ def focus_positions(note_positions: np.ndarray, part: NotePart, around: int, rad
     if part.kind != "window":
         rows = np.flatnonzero((note_positions >= part.first) & (note_positions <= part.last))
         return rows.astype(np.int64) if rows.size else np.arange(count, dtype=np.int64)
+    return rows_around(count, around, radius)
+
+
+def rows_around(count: int, around: int, radius: int = FOCUS_RADIUS) -> np.ndarray:
+    """int64: ``2 * radius + 1`` consecutive rows of ``count`` centred on ``around`` (all rows when fewer),
+    shifted to stay inside ``[0, count)``."""
     width = 2 * radius + 1
     if count <= width:
         return np.arange(count, dtype=np.int64)

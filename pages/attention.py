@@ -12,10 +12,13 @@ from cbert_core import export
 from cbert_core.attention import HeadStatistics, hide_specials, to_words, window_groups
 from cbert_core.views.attention_figures import attention_heatmap, head_grid, neuron_view, rollout_figure, word_list
 from cbert_core.views.bertviz_offline import MAX_HEAD_VIEW_TOKENS, MAX_MODEL_VIEW_TOKENS, bertviz_html
+from cbert_core.note_parts import FOCUS_RADIUS, rows_around
 from cbert_core.views.labels import head_name, position_labels
 
 VIEWS = ["Heads", "bertviz head view", "bertviz model view", "Rollout", "Neuron view"]
-METRIC_NAMES = {metric: metric.replace("_", " ") for metric in HeadStatistics.METRICS}
+SHOWN_METRICS = ("structure", *HeadStatistics.METRICS)
+METRIC_NAMES = {metric: metric.replace("_", " ") for metric in SHOWN_METRICS}
+WORD_LEVEL_FROM = 2 * FOCUS_RADIUS + 1  # windows longer than this open at word level, focused on one word
 
 st.title("Attention")
 st.caption("Each head decides, for every token, how much to look at every other token. Rows of a head's "
@@ -30,9 +33,12 @@ if len(result.windows) > 1:
     window_names = tuple(f"window {w + 1} (pieces {span.start + 1}–{span.stop})"
                          for w, span in enumerate(result.windows))
     window = controls[3].selectbox("Window", range(len(result.windows)), format_func=window_names.__getitem__,
-                                   key=ui.note_choice_key("att_window", now.trace_key, 0))
-st.session_state.setdefault("att_layer", 1)
-st.session_state.setdefault("att_head", 1)
+                                   key=ui.note_choice_key("att_window", now.trace_key, 0,
+                                                          options=range(len(result.windows))))
+stats = ui.head_statistics(now.trace_key, window, result)
+best_layer, best_head = stats.most_structured()
+st.session_state.setdefault("att_layer", best_layer + 1)  # first visit: a head whose map shows a pattern
+st.session_state.setdefault("att_head", best_head + 1)
 if "pending_head" in st.session_state:  # a click in the grid on the previous run
     st.session_state["att_layer"], st.session_state["att_head"] = st.session_state.pop("pending_head")
 layer = controls[0].number_input("Layer", 1, layers, key="att_layer") - 1
@@ -43,13 +49,31 @@ positions = result.window_positions(window)
 tokens = [result.tokens[p] for p in positions]
 labels = position_labels(tokens, positions)
 weights = result.attentions[window]  # [layer, head, q, k] float16
+long_window = len(positions) > WORD_LEVEL_FROM
+focused = False  # True: the views draw the neighbourhood of focus_row
+focus_row = 0
+if long_window and view not in {"bertviz head view", "bertviz model view"}:
+    focus_columns = st.columns([3, 1], vertical_alignment="bottom")
+    whole = focus_columns[1].toggle("Whole window", key="att_whole",
+                                    help=f"Draw all {len(positions)} positions (labels thin out; zoom in to read them).")
+    if not whole:
+        masks = [int(np.flatnonzero(positions == p)[0]) for p in result.mask_positions if p in positions]
+        received = weights[layer, head].astype(np.float32).sum(0)  # [k]: attention each piece receives
+        received[[0, -1]] = 0
+        focus_row = focus_columns[0].selectbox(
+            "Focus on", range(len(positions)), format_func=labels.__getitem__,
+            key=ui.note_choice_key("att_focus", (now.trace_key, window), masks[0] if masks else int(np.argmax(received)),
+                                   options=range(len(positions))),
+            help=f"This window has {len(positions)} positions; the views show {FOCUS_RADIUS} either side of this "
+                 "piece (type to search). The default is the [MASK], or the piece this head attends to most.")
+        focused = True
+    st.caption(("Showing the neighbourhood of the piece in focus. " if focused else "")
+               + "Drag across a chart to zoom in, double-click to zoom out; hover a cell for its tokens and weight.")
 
 if view == "Heads":
     grid_column, map_column = st.columns([2, 3])
     with grid_column:
-        metric = st.selectbox("Statistic", HeadStatistics.METRICS, key="att_metric",
-                              format_func=METRIC_NAMES.__getitem__)
-        stats = ui.head_statistics(now.trace_key, window, result)
+        metric = st.selectbox("Statistic", SHOWN_METRICS, key="att_metric", format_func=METRIC_NAMES.__getitem__)
         event = st.plotly_chart(head_grid(stats.metric(metric), metric, (layer, head)), on_select="rerun",
                                 selection_mode="points", key="grid_heads", width="stretch")
         points = event.selection.points if event and event.selection else []
@@ -62,34 +86,43 @@ if view == "Heads":
         st.caption(f"{head_name(layer, head)}: entropy {stats.entropy[layer, head]:.2f}, mean distance "
                    f"{stats.mean_distance[layer, head]:.1f} tokens, on [CLS] {stats.cls_share[layer, head]:.0%}, "
                    f"on [SEP] {stats.sep_share[layer, head]:.0%}, on punctuation "
-                   f"{stats.punctuation_share[layer, head]:.0%}.")
+                   f"{stats.punctuation_share[layer, head]:.0%}. The most structured head here is "
+                   f"{head_name(best_layer, best_head)}.")
     with map_column:
         options = st.columns(2)
-        words = options[0].toggle("Word level", key="att_words",
-                                  help="Sum over a word's pieces as keys, average over them as queries.")
+        words = options[0].toggle("Word level", help="Sum over a word's pieces as keys, average over them as queries.",
+                                  key=ui.note_choice_key("att_words", (now.trace_key, window), long_window))
         hide = options[1].toggle("Hide [CLS]/[SEP]", key="att_hide",
                                  help="Drop the special tokens and renormalize each row to sum to 1.")
         matrix = weights[layer, head].astype(np.float32)
         row_labels = labels
         keep = ~result.special[positions]
+        centre = focus_row
         if words:
             groups, word_labels, firsts = window_groups(result, window)
             matrix = to_words(matrix, groups)
             row_labels = word_list(list(word_labels))
             keep = ~result.special[positions[firsts]]
+            centre = int(groups[focus_row])
         if hide:
             matrix = hide_specials(matrix, keep)
             row_labels = [label for label, kept in zip(row_labels, keep) if kept]
-        figure = attention_heatmap(matrix, row_labels, row_labels,
+            centre = max(0, int(keep[:centre].sum()) - (0 if keep[centre] else 1))
+        shown = rows_around(len(row_labels), centre) if focused else np.arange(len(row_labels))
+        figure = attention_heatmap(matrix[np.ix_(shown, shown)], [row_labels[i] for i in shown],
+                                   [row_labels[i] for i in shown],
                                    f"{head_name(layer, head)}{' · words' if words else ''}")
         st.plotly_chart(figure, key="att_heatmap", width="stretch")
+        if shown.size < len(row_labels):
+            st.caption(f"{shown.size} of {len(row_labels)} {'words' if words else 'pieces'} shown, around the focus; "
+                       "weights to the others are not drawn, so rows here may add up to less than 1.")
         downloads = st.columns(2)
         with downloads[0]:
             ui.download("This heatmap (HTML)", lambda: export.figure_to_html_bytes(figure),
                         f"attention_{head_name(layer, head).replace(' ', '_')}.html", "text/html", "dl_att_html")
         with downloads[1]:
             ui.download("Head statistics (CSV)", lambda: export.table_to_csv_bytes(pd.DataFrame(
-                [{"layer": row + 1, "head": col + 1, **{m: float(stats.metric(m)[row, col]) for m in HeadStatistics.METRICS}}
+                [{"layer": row + 1, "head": col + 1, **{m: float(stats.metric(m)[row, col]) for m in SHOWN_METRICS}}
                  for row in range(layers) for col in range(heads)])), "head_statistics.csv", "text/csv", "dl_att_stats")
         st.caption("PNG: use the camera icon in the chart's toolbar (drawn in your browser).")
 
@@ -114,21 +147,31 @@ elif view in {"bertviz head view", "bertviz model view"}:
 
 elif view == "Rollout":
     flows = ui.rollout(now.trace_key, window, result)  # [layer, q, k]
+    masks = [int(np.flatnonzero(positions == p)[0]) for p in result.mask_positions if p in positions]
     query = st.selectbox("Whose information flow", range(len(positions)), format_func=labels.__getitem__,
-                         key=ui.note_choice_key("q_rollout", (now.trace_key, window), 0))
+                         key=ui.note_choice_key("q_rollout", (now.trace_key, window), masks[0] if masks else 0,
+                                                options=range(len(positions))))
     st.caption("Attention rollout multiplies the head-averaged attention (with the residual connection mixed in) "
-               "through the layers: an estimate of how much each input token reaches the chosen token by then.")
-    st.plotly_chart(rollout_figure(flows[:, query, :], labels, layers, f"Rollout to {labels[query]}"),
-                    key="att_rollout", width="stretch")
+               "through the layers: an estimate of how much each input token reaches the chosen token by then. "
+               "The colour scale leaves out the token itself and [CLS]/[SEP], which would outshine the rest.")
+    shown = rows_around(len(positions), focus_row) if focused else np.arange(len(positions))
+    others = np.setdiff1d(shown, [query, 0, len(positions) - 1])
+    top = float(flows[:, query, others].max()) if others.size else None
+    st.plotly_chart(rollout_figure(flows[:, query, shown], [labels[i] for i in shown], layers,
+                                   f"Rollout to {labels[query]}", zmax=top), key="att_rollout", width="stretch")
 
 else:  # Neuron view
     with_qk = ui.current(capture_qk=True).trace
     query = st.selectbox("Query token", range(len(positions)), format_func=labels.__getitem__,
-                         key=ui.note_choice_key("q_neuron", (now.trace_key, window), min(1, len(positions) - 1)))
+                         key=ui.note_choice_key("q_neuron", (now.trace_key, window), focus_row or min(1, len(positions) - 1),
+                                                options=range(len(positions))))
+    shown = rows_around(len(positions), query) if focused else np.arange(len(positions))
     q = with_qk.queries[window][layer, head, query]  # [head_dim]
     k = with_qk.keys[window][layer, head]  # [n, head_dim]
     st.caption("The query vector of the chosen token meets every key vector: their elementwise product, the "
-               "scaled dot product q·k/√d and the softmax over keys, which is the attention row the model used.")
+               "scaled dot product q·k/√d and the softmax over keys, which is the attention row the model used."
+               + (f" Keys shown: {shown.size} of {len(positions)} around the query; the softmax runs over all of "
+                  "them." if shown.size < len(positions) else ""))
     st.plotly_chart(neuron_view(q, k, labels, labels[query], 1.0 / np.sqrt(info.head_dim),
-                                with_qk.attentions[window][layer, head, query].astype(np.float32)),
+                                with_qk.attentions[window][layer, head, query].astype(np.float32), shown=shown),
                     key="att_neuron", width="stretch")

@@ -73,8 +73,8 @@ columns = st.columns(2)
 layer = columns[0].number_input("Layer", 1, inside.num_layers, key="inside_layer") - 1
 head = columns[1].number_input("Head", 1, inside.num_heads, key="inside_head") - 1
 step = attention_step(inside, layer, head, query)
-st.plotly_chart(neuron_view(step.query, step.keys[shown], shown_labels, labels[query], step.scale,
-                            step.weights[shown]), key="inside_qk", width="stretch")
+st.plotly_chart(neuron_view(step.query, step.keys, labels, labels[query], step.scale, step.weights, shown=shown),
+                key="inside_qk", width="stretch")
 if shown.size < inside.num_positions:
     st.caption(f"Keys shown: the {shown.size} positions in view. The softmax runs over all {inside.num_positions} "
                f"keys; the weights in view add up to {float(step.weights[shown].sum()):.0%}.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import string
 
 import numpy as np
@@ -36,6 +37,20 @@ def test_head_statistics_match_direct_computation(note_trace) -> None:
                    if t.removeprefix("##") and all(c in string.punctuation for c in t.removeprefix("##"))]
     assert stats.punctuation_share[layer, head] == pytest.approx(float(row[:, punctuation].sum(-1).mean()),
                                                                  rel=1e-3)
+
+
+def test_the_most_structured_head_looks_at_one_content_piece(note_trace) -> None:
+    weights = np.array(note_trace.attentions[0], dtype=np.float16)  # [layer, head, q, k]
+    size = weights.shape[-1]
+    weights[:] = 1.0 / size  # every head spreads evenly ...
+    weights[0, 1] = 0
+    weights[0, 1, :, 0] = 1.0  # ... one parks all of its attention on [CLS] ...
+    weights[1, 2] = np.eye(size, k=-1) + np.eye(size, k=size - 1)  # ... one reads the previous piece
+    stats = attention.head_statistics(dataclasses.replace(note_trace, attentions=(weights,)), 0)
+    assert stats.most_structured() == (1, 2)
+    assert stats.structure[0, 1] == pytest.approx(0, abs=1e-3)  # one key, but the no-op [CLS]
+    assert stats.structure[0, 0] == pytest.approx(0, abs=1e-3)  # spread evenly
+    assert stats.structure[1, 2] > 0.9
 
 
 def test_word_level_rows_sum_to_one_and_group_pieces(note_trace) -> None:

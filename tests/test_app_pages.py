@@ -122,17 +122,28 @@ def test_a_cased_vocabulary_keeps_case_on_request_and_says_so(tiny_dir: Path) ->
 
 
 def test_attention_page_grid_heatmap_and_views(reference) -> None:
+    from cbert_core.attention import head_statistics
+
+    assert len(reference.tokens) > 81  # a long window: word level, around one word
     app = start("pages/attention.py")
     figures = charts(app)
     grid = figures["grid_heads"]["data"][0]
     assert len(grid["text"]) == 6 * 12  # one square per head
+    layer, head = head_statistics(reference, 0).most_structured()
+    assert (app.number_input(key="att_layer").value, app.number_input(key="att_head").value) == (layer + 1, head + 1)
     heatmap = figures["att_heatmap"]
-    assert len(heatmap["data"][0]["x"]) == len(reference.tokens)
+    words = [NOTE[a:b] for a, b in reference.word_spans.tolist()]
+    assert len(heatmap["data"][0]["x"]) == 81 and all(label.split(" ", 1)[1] in ["[CLS]", "[SEP]", *words]
+                                                      for label in heatmap["data"][0]["x"])
+    focus = app.selectbox(key="att_focus").value  # a row of the window: here a global position too
+    assert f" {words[reference.word_ids[focus]]}" in " ".join(heatmap["data"][0]["x"])
+    app.toggle(key="att_whole").set_value(True).run()
+    assert len(charts(app)["att_heatmap"]["data"][0]["x"]) == len(reference.word_spans) + 2
+    app.toggle(key="att_words").set_value(False).run()
+    assert len(charts(app)["att_heatmap"]["data"][0]["x"]) == len(reference.tokens)
     app.number_input(key="att_layer").set_value(3).run()
     app.number_input(key="att_head").set_value(5).run()
     assert charts(app)["att_heatmap"]["layout"]["title"]["text"].startswith("L3 H5")
-    app.toggle(key="att_words").set_value(True).run()
-    assert len(charts(app)["att_heatmap"]["data"][0]["x"]) == len(reference.word_spans) + 2
     app.selectbox(key="att_view").set_value("Rollout").run()
     assert "att_rollout" in charts(app)
     app.selectbox(key="att_view").set_value("Neuron view").run()

@@ -16,6 +16,7 @@ SEQUENTIAL = "Blues"
 CALM_LAYOUT = dict(template="plotly_white", margin=dict(l=10, r=10, t=40, b=10), font=dict(size=12))
 TWO_LINE_TITLE_LAYOUT = {**CALM_LAYOUT, "margin": dict(l=10, r=10, t=70, b=10)}  # for a title from wrap_title()
 STAT_TITLES = {
+    "structure": "Structure: attention concentrated on the note's own pieces",
     "entropy": "Entropy (nats): how spread out each head's attention is",
     "normalized_entropy": "Normalized entropy: 0 = one token, 1 = evenly spread",
     "mean_distance": "Mean attention distance (tokens)",
@@ -76,11 +77,17 @@ def head_grid(values: np.ndarray, metric: str, selected: tuple[int, int] | None 
     return figure
 
 
-def rollout_figure(rollout_row: np.ndarray, labels: list[str], layer_count: int, title: str) -> go.Figure:
-    """How much [CLS] (or a chosen token) draws on each input token, layer by layer: [layer, k]."""
+def rollout_figure(rollout_row: np.ndarray, labels: list[str], layer_count: int, title: str,
+                   zmax: float | None = None) -> go.Figure:
+    """How much [CLS] (or a chosen token) draws on each input token, layer by layer: [layer, k].
+
+    Args:
+        zmax: the colour scale's top (None: the largest value); pass the largest value among the
+            other tokens so that the chosen token's own share does not wash the rest out.
+    """
     figure = go.Figure(go.Heatmap(
         z=rollout_row.astype(np.float32), x=labels, y=[f"after layer {layer + 1}" for layer in range(layer_count)],
-        colorscale=SEQUENTIAL, zmin=0, hovertemplate="%{y}<br>%{x}: %{z:.3f}<extra></extra>",
+        colorscale=SEQUENTIAL, zmin=0, zmax=zmax, hovertemplate="%{y}<br>%{x}: %{z:.3f}<extra></extra>",
     ))
     figure.update_layout(title=title, height=max(320, 26 * layer_count + 140), **CALM_LAYOUT)
     figure.update_xaxes(type="category", tickangle=-60)
@@ -88,7 +95,7 @@ def rollout_figure(rollout_row: np.ndarray, labels: list[str], layer_count: int,
 
 
 def neuron_view(query: np.ndarray, keys: np.ndarray, key_labels: list[str], query_label: str,
-                scale: float, weights: np.ndarray) -> go.Figure:
+                scale: float, weights: np.ndarray, shown: np.ndarray | None = None) -> go.Figure:
     """Query x key for one head and one query token, in the model's own numbers.
 
     Args:
@@ -97,11 +104,15 @@ def neuron_view(query: np.ndarray, keys: np.ndarray, key_labels: list[str], quer
         key_labels: n escaped unique labels.
         scale: 1 / sqrt(head_dim).
         weights: float [n] the softmax the model produced (for the check line).
+        shown: int rows of the keys to draw (None: all); the softmax is always over all n keys.
     """
     products = keys * query[None, :]  # [n, d]
     scores = products.sum(-1) * scale  # [n]
     softmax = np.exp(scores - scores.max())
     softmax /= softmax.sum()
+    if shown is not None:
+        keys, products, scores, softmax, weights = keys[shown], products[shown], scores[shown], softmax[shown], weights[shown]
+        key_labels = [key_labels[i] for i in shown]
     dims = [f"d{i}" for i in range(query.shape[0])]
     figure = make_subplots(rows=1, cols=4, shared_yaxes=True, column_widths=[0.35, 0.35, 0.15, 0.15],
                            horizontal_spacing=0.02,
