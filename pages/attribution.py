@@ -135,13 +135,13 @@ if not methods:
     st.info("Choose at least one method under Methods and settings.", icon=":material/info:")
 elif missing and not explained:
     work = sum((method_passes(m) for m, _label, _heads in missing), Passes())
-    st.caption(f"Runs {len(missing)} explanation(s) of {positions:,} positions: "
-               f"{ui.estimate(now, work)}."
-               + (" This server's CPU has native bf16: the Precision switch under Advanced in the sidebar makes "
-                  "it about twice as fast." if settings.precision == "fp32" and bf16_is_fast() else ""))
-    if st.button("Explain", type="primary", key="go_explain"):
+    asking = st.container()  # cleared once clicked, so the button does not linger above the results
+    asking.caption(f"Runs {len(missing)} explanation(s) of {positions:,} positions: {ui.estimate(now, work)}."
+                   + (" This server's CPU has native bf16: the Precision switch under Advanced in the sidebar "
+                      "makes it about twice as fast." if settings.precision == "fp32" and bf16_is_fast() else ""))
+    if asking.button("Explain", type="primary", key="go_explain"):
         st.session_state[EXPLAINED] = request
-        explained = True
+        st.rerun()
 results: dict[tuple[str, str], attr.Attribution] = {}
 if methods and (explained or not missing):
     with ui.user_errors():
@@ -149,6 +149,9 @@ if methods and (explained or not missing):
             for label, heads in versions:
                 results[(method, label)] = run_method(method, heads)
 
+if results and len(result.windows) > 1:
+    st.caption(f"Coloured: the words of window {explained_span.index + 1} (pieces {explained_span.start + 1:,}–"
+               f"{explained_span.stop:,}), the part of the note the model read for this prediction.")
 for method in methods if results else ():
     st.markdown(f"#### {METHOD_NAMES[method]}")
     columns = st.columns(len(versions))
