@@ -23,13 +23,21 @@ from cbert_core import attention as attention_analysis
 from cbert_core import projection
 from cbert_core.cache import ResultCache, payload_bytes
 from cbert_core.errors import CbertError
+from cbert_core.examples import DEFAULT_EXAMPLE, EXAMPLE_NOTES
+from cbert_core.loading import (
+    BIO_CLINICALBERT,
+    BUNDLED_NAME,
+    LoadedModel,
+    Resolution,
+    load_model,
+    load_tokenizer,
+    parse_spec,
+    resolve_default_model,
+)
+from cbert_core.note_parts import NotePart, default_part, note_parts
 from cbert_core.precision import PRECISIONS, bf16_is_fast
 from cbert_core.speed import Passes, SpeedBook
 from cbert_core.status import server_status
-from cbert_core.examples import DEFAULT_EXAMPLE, EXAMPLE_NOTES
-from cbert_core.note_parts import NotePart, default_part, note_parts
-from cbert_core.loading import BIO_CLINICALBERT, BUNDLED_NAME, LoadedModel, Resolution, load_model, \
-    load_tokenizer, parse_spec, resolve_default_model
 from cbert_core.text import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP
 from cbert_core.trace import Trace, trace
 

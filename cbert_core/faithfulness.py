@@ -32,12 +32,12 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .speed import Passes
 from .attribution import Attribution
 from .errors import TargetError
 from .forward import DEFAULT_INFERENCE_MEMORY, fit_batch
 from .hooks import HeadSet, knockout
 from .loading import LoadedModel
+from .speed import Passes
 from .targets import _scores_for_ids, target_probability
 
 Progress = Callable[[float, str], None]

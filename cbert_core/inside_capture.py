@@ -22,8 +22,8 @@ from torch import nn
 
 from .architecture import LayerAnatomy
 from .errors import ResourceLimitError, TargetError
-from .hooks import capture
 from .forward import prepare
+from .hooks import capture
 from .loading import HeadKind, LoadedModel
 from .text import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .speed import Passes
 from .forward import (
     DEFAULT_INFERENCE_MEMORY,
     attention_context,
@@ -29,6 +28,7 @@ from .forward import (
 )
 from .hooks import HeadSet, knockout
 from .loading import LoadedModel
+from .speed import Passes
 from .targets import Target, _read_score, _resolve
 from .text import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP, Window
 

@@ -15,6 +15,7 @@ from cbert_core.inside import (
     logit_lens,
     verify_layer,
 )
+from cbert_core.note_parts import FOCUS_RADIUS, focus_positions
 from cbert_core.views.attention_figures import neuron_view
 from cbert_core.views.inside_figures import (
     attention_step_figure,
@@ -23,7 +24,6 @@ from cbert_core.views.inside_figures import (
     layer_token_heatmap,
     logit_lens_figure,
 )
-from cbert_core.note_parts import FOCUS_RADIUS, focus_positions
 from cbert_core.views.labels import escape, head_name, position_labels
 
 st.title("Inside the model")

@@ -42,3 +42,45 @@ def shared_dir() -> Path:
     if not (SHARED / "tools" / "make_shaped_checkpoint.py").is_file():
         pytest.skip("../shared is not present (optional real-size checks)")
     return SHARED
+
+
+# ---------------------------------------------------------------- the real app in headless Chromium
+
+@pytest.fixture(scope="module")
+def app_server(tmp_path_factory: pytest.TempPathFactory):
+    """The app started as `make run` starts it, offline on the bundled model, for one test module."""
+    from browser_support import running_app
+
+    with running_app(env={"HF_HUB_OFFLINE": "1", "CBERT_MODEL": ""},
+                     log_dir=tmp_path_factory.mktemp("logs")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    from browser_support import browser
+
+    with browser() as instance:
+        yield instance
+
+
+@pytest.fixture()
+def tab_and_traffic(chromium, app_server):
+    """A fresh browser tab on the app, and what it receives and asks for. Afterwards: no dialog
+    (no script of a note ran), no request to another host, no traceback in the server's log."""
+    from browser_support import settle, watch
+
+    context = chromium.new_context(viewport={"width": 1500, "height": 2000})
+    page = context.new_page()
+    traffic = watch(page)
+    page.goto(app_server.url)
+    settle(page)
+    yield page, traffic
+    assert traffic.dialogs == [] and traffic.outside_requests == []
+    assert "Traceback" not in app_server.log()
+    context.close()
+
+
+@pytest.fixture()
+def tab(tab_and_traffic):
+    return tab_and_traffic[0]

@@ -75,3 +75,19 @@ LONG_NOTE = (
     "pulmonology in four weeks.  He was told to return for worsening shortness of breath, chest pain or fever.  "
     "Smoking cessation was reinforced.  The patient and his wife verbalized understanding of the plan."
 )
+
+
+SYMPTOMS = ("chest pain", "shortness of breath", "fever", "cough", "nausea", "headache", "back pain",
+            "dizziness", "palpitations", "abdominal pain")
+
+
+def labelled_rows(count: int) -> list[dict[str, str]]:
+    """Short notes, half of them negated findings, with an id, a text and a label column."""
+    rows = []
+    for index in range(count):
+        symptom = SYMPTOMS[index % len(SYMPTOMS)]
+        negated = index % 2 == 1
+        text = (f"Patient {index} denies {symptom} today." if negated
+                else f"Patient {index} reports {symptom} since yesterday.")
+        rows.append({"id": f"N{index:03d}", "text": text, "finding": "negated" if negated else "affirmed"})
+    return rows

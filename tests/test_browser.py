@@ -14,14 +14,11 @@ import pytest
 
 from browser_support import (
     CHROMIUM,
-    browser,
     open_page,
-    running_app,
     screenshot,
     set_note,
     settle,
     wait_for_plots,
-    watch,
 )
 from notes import CLINICAL_NOTE
 
@@ -32,38 +29,14 @@ HOSTILE_NOTE = ("Pt denies <script>alert(1)</script> chest pain. <img src=x oner
 PAGES = ["Note", "Inside the model", "Tokenization", "Attention", "Embeddings"]
 
 
-@pytest.fixture(scope="module")
-def app_server(tmp_path_factory: pytest.TempPathFactory):
-    with running_app(env={"HF_HUB_OFFLINE": "1", "CBERT_MODEL": ""},
-                     log_dir=tmp_path_factory.mktemp("logs")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with browser() as instance:
-        yield instance
-
-
-@pytest.fixture()
-def page(chromium, app_server):
-    context = chromium.new_context(viewport={"width": 1500, "height": 1800})
-    tab = context.new_page()
-    traffic = watch(tab)
-    tab.goto(app_server.url)
-    settle(tab)
-    yield tab, traffic
-    context.close()
-
-
 def grid_rows(tab) -> int:
     """Rows of the first Streamlit dataframe (glide grid reports them as aria-rowcount)."""
     grid = tab.locator('[data-testid="stDataFrame"] [role="grid"]').first
     return int(grid.get_attribute("aria-rowcount")) - 1  # minus the header row
 
 
-def test_every_page_draws_its_content_offline(page) -> None:
-    tab, traffic = page
+def test_every_page_draws_its_content_offline(tab_and_traffic) -> None:
+    tab, traffic = tab_and_traffic
     set_note(tab, CLINICAL_NOTE)
     assert "Word pieces" in tab.locator('[data-testid="stMetric"]').all_inner_texts()[1]
     screenshot(tab, "note")
@@ -101,8 +74,8 @@ def test_every_page_draws_its_content_offline(page) -> None:
     assert traffic.dialogs == []
 
 
-def test_hostile_note_shows_as_text_everywhere(page) -> None:
-    tab, traffic = page
+def test_hostile_note_shows_as_text_everywhere(tab_and_traffic) -> None:
+    tab, traffic = tab_and_traffic
     set_note(tab, HOSTILE_NOTE)
     note_text = tab.locator('[data-testid="stHtml"]').first.inner_text()
     assert "<script>alert(1)</script>" in note_text and "<img src=x onerror=alert(2)>" in note_text
@@ -136,8 +109,8 @@ def test_hostile_note_shows_as_text_everywhere(page) -> None:
     assert traffic.outside_requests == []
 
 
-def test_note_and_choices_persist_across_pages(page) -> None:
-    tab, _traffic = page
+def test_note_and_choices_persist_across_pages(tab_and_traffic) -> None:
+    tab, _traffic = tab_and_traffic
     set_note(tab, "Patient denies chest pain. No fever.")
     open_page(tab, "Attention")
     layer = tab.locator('[data-testid="stMain"] input[aria-label="Layer"]')
@@ -152,9 +125,9 @@ def test_note_and_choices_persist_across_pages(page) -> None:
     assert tab.locator('[data-testid="stMain"] input[aria-label="Layer"]').input_value() == "3"
 
 
-def test_a_token_choice_belongs_to_its_note(page) -> None:
+def test_a_token_choice_belongs_to_its_note(tab_and_traffic) -> None:
     """The word-piece picker shows each new note's [MASK] (its default), not the last note's choice."""
-    tab, _traffic = page
+    tab, _traffic = tab_and_traffic
     notes = ["Patient denies chest pain. COPD [MASK] exacerbation.",
              "Pneumonia ruled out on the chest x-ray. Patient afebrile, [MASK] stable."]
     picker = tab.locator('[data-testid="stMain"] input[aria-label="Word piece to follow"]')
@@ -179,8 +152,8 @@ def click(tab, label: str) -> None:
     settle(tab, timeout_s=600)
 
 
-def test_model_pages_draw_in_the_browser(page) -> None:
-    tab, traffic = page
+def test_model_pages_draw_in_the_browser(tab_and_traffic) -> None:
+    tab, traffic = tab_and_traffic
     set_note(tab, "Patient denies chest pain. No evidence of pneumonia on the chest x-ray.")
     open_page(tab, "Predictions")
     wait_for_plots(tab, 1)

@@ -6,29 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from browser_support import CHROMIUM, browser, running_app, screenshot, set_note, settle, watch
+from browser_support import CHROMIUM, screenshot, set_note, settle
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (make test)")
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    with running_app(env={"HF_HUB_OFFLINE": "1", "CBERT_MODEL": "bundled"},
-                     log_dir=tmp_path_factory.mktemp("logs")) as app:
-        yield app
-
-
-@pytest.fixture()
-def tab(server):
-    with browser() as chromium:
-        context = chromium.new_context(viewport={"width": 1400, "height": 1200})
-        page = context.new_page()
-        traffic = watch(page)
-        page.goto(server.url)
-        settle(page)
-        yield page
-        assert traffic.dialogs == [] and traffic.outside_requests == []
-        context.close()
 
 
 def upload(page, path: Path) -> None:

@@ -15,23 +15,9 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from notes import labelled_rows
 from test_app_pages import start
 from ui import MODEL_OTHER
-
-SYMPTOMS = ("chest pain", "shortness of breath", "fever", "cough", "nausea", "headache", "back pain",
-            "dizziness", "palpitations", "abdominal pain")
-
-
-def labelled_rows(count: int) -> list[dict[str, str]]:
-    """Short notes, half of them negated findings, with an id, a text and a label column."""
-    rows = []
-    for index in range(count):
-        symptom = SYMPTOMS[index % len(SYMPTOMS)]
-        negated = index % 2 == 1
-        text = (f"Patient {index} denies {symptom} today." if negated
-                else f"Patient {index} reports {symptom} since yesterday.")
-        rows.append({"id": f"N{index:03d}", "text": text, "finding": "negated" if negated else "affirmed"})
-    return rows
 
 
 def csv_bytes(rows: list[dict[str, str]]) -> bytes:

@@ -11,14 +11,12 @@ tests/screenshots/.
 from __future__ import annotations
 
 import json
-import random
-import socket
 from pathlib import Path
 
 import pytest
 
-import browser_support
-from browser_support import CHROMIUM, browser, open_page, running_app, screenshot, settle, watch
+from browser_support import CHROMIUM, open_page, screenshot, settle
+from notes import labelled_rows
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                 reason="browser tests need Debian's chromium (make test installs it)")
@@ -65,59 +63,11 @@ maintenance inhalers. He was instructed on warning signs and to return or call i
 he develops chest pain or if the fever returns. Follow up in the clinic in one week, sooner if needed, with \
 pulmonary function tests after recovery.
 """
-SYMPTOMS = ("chest pain", "shortness of breath", "fever", "cough", "nausea", "headache", "back pain",
-            "dizziness", "palpitations", "abdominal pain")
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 
 
-def labelled_rows(count: int) -> list[dict[str, str]]:
-    rows = []
-    for index in range(count):
-        symptom = SYMPTOMS[index % len(SYMPTOMS)]
-        negated = index % 2 == 1
-        text = (f"Patient {index} denies {symptom} today." if negated
-                else f"Patient {index} reports {symptom} since yesterday.")
-        rows.append({"id": f"N{index:03d}", "text": text, "finding": "negated" if negated else "affirmed"})
-    return rows
 
 
-def _port_in_range() -> int:
-    """A free port between 8610 and 8690 (the ports this machine's tests may use)."""
-    ports = list(range(8610, 8691))
-    random.shuffle(ports)
-    for port in ports:
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port between 8610 and 8690")
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    patch = pytest.MonkeyPatch()
-    patch.setattr(browser_support, "free_port", _port_in_range)
-    try:
-        with running_app(env={"HF_HUB_OFFLINE": "1", "CBERT_MODEL": ""},
-                         log_dir=tmp_path_factory.mktemp("logs")) as app:
-            yield app
-    finally:
-        patch.undo()
-
-
-@pytest.fixture()
-def tab(server):
-    with browser() as chromium:
-        context = chromium.new_context(viewport={"width": 1500, "height": 1400})
-        page = context.new_page()
-        traffic = watch(page)
-        page.goto(server.url)
-        settle(page)
-        yield page
-        assert traffic.dialogs == [] and traffic.outside_requests == []
-        context.close()
 
 
 def main_text(page) -> str:
@@ -146,7 +96,7 @@ def choose(page, label: str, option: str) -> None:
     settle(page)
 
 
-def test_every_uploader_takes_a_file_and_keeps_it_across_pages(tab, server, tmp_path: Path) -> None:
+def test_every_uploader_takes_a_file_and_keeps_it_across_pages(tab, app_server, tmp_path: Path) -> None:
     # The sidebar's note uploader: a consultation note of several hundred words.
     assert len(NOTE.split()) > 300
     note_file = tmp_path / "consult_note.txt"
@@ -219,5 +169,5 @@ def test_every_uploader_takes_a_file_and_keeps_it_across_pages(tab, server, tmp_
     assert note_area(tab).input_value() == NOTE  # the uploaded note is still the note in force
     screenshot(tab, "uploads_5_finetune_after_return")
 
-    log = server.log()
+    log = app_server.log()
     assert "StreamlitValueAssignmentNotAllowedError" not in log and "Traceback" not in log, log[-3000:]

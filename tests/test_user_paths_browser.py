@@ -14,17 +14,14 @@ import pytest
 
 from browser_support import (
     CHROMIUM,
-    browser,
     listed,
     open_page,
     pick,
     picked,
-    running_app,
     screenshot,
     set_note,
     settle,
     wait_for_plots,
-    watch,
 )
 from notes import LONG_NOTE
 
@@ -32,32 +29,6 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                 reason="browser tests need Debian's chromium (make test installs it)")
 SHORT_NOTE = "The patient denies shortness of breath and chest pain. No fever."
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
-
-
-@pytest.fixture(scope="module")
-def app_server(tmp_path_factory: pytest.TempPathFactory):
-    with running_app(env={"HF_HUB_OFFLINE": "1", "CBERT_MODEL": ""},
-                     log_dir=tmp_path_factory.mktemp("logs")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with browser() as instance:
-        yield instance
-
-
-@pytest.fixture()
-def page(chromium, app_server):
-    context = chromium.new_context(viewport={"width": 1500, "height": 2400})
-    tab = context.new_page()
-    traffic = watch(tab)
-    tab.goto(app_server.url)
-    settle(tab)
-    yield tab
-    assert "Traceback" not in app_server.log()
-    assert traffic.outside_requests == [] and traffic.dialogs == []
-    context.close()
 
 
 def click(tab, label: str) -> None:
@@ -79,8 +50,7 @@ def knock_out(tab, head: str) -> None:
     pick(tab, "Heads", head)
 
 
-def test_the_word_to_replace_survives_a_knockout_explain_and_a_page_switch(page) -> None:
-    tab = page
+def test_the_word_to_replace_survives_a_knockout_explain_and_a_page_switch(tab) -> None:
     set_note(tab, SHORT_NOTE)
     open_page(tab, "Attribution")
     explain(tab)
@@ -100,8 +70,7 @@ def test_the_word_to_replace_survives_a_knockout_explain_and_a_page_switch(page)
     screenshot(tab, "attribution_counterfactual_kept")
 
 
-def test_a_click_in_the_head_scan_keeps_the_page_and_shows_the_knockout(page) -> None:
-    tab = page
+def test_a_click_in_the_head_scan_keeps_the_page_and_shows_the_knockout(tab) -> None:
     set_note(tab, SHORT_NOTE)
     open_page(tab, "Attribution")
     explain(tab)
@@ -120,8 +89,7 @@ def test_a_click_in_the_head_scan_keeps_the_page_and_shows_the_knockout(page) ->
     screenshot(tab, "attribution_scan_click")
 
 
-def test_a_700_word_note_can_be_walked_through_and_explained_part_by_part(page) -> None:
-    tab = page
+def test_a_700_word_note_can_be_walked_through_and_explained_part_by_part(tab) -> None:
     set_note(tab, LONG_NOTE)
     open_page(tab, "Inside the model")
     assert tab.locator(ERRORS).count() == 0
@@ -158,8 +126,7 @@ def test_a_700_word_note_can_be_walked_through_and_explained_part_by_part(page) 
 
 @pytest.mark.parametrize("title", ["Note", "Tokenization", "Attention", "Embeddings", "Predictions", "Corpus",
                                    "Compare", "Fine-tune"])
-def test_a_700_word_note_on_every_page(page, title: str) -> None:
-    tab = page
+def test_a_700_word_note_on_every_page(tab, title: str) -> None:
     set_note(tab, LONG_NOTE)
     open_page(tab, title)
     assert tab.locator(ERRORS).count() == 0
