@@ -10,9 +10,9 @@ import streamlit.components.v1 as components
 import ui
 from cbert_core import export
 from cbert_core.attention import HeadStatistics, hide_specials, to_words, window_groups
-from cbert_core.views.attention_figures import attention_heatmap, head_grid, neuron_view, rollout_figure, word_list
-from cbert_core.views.bertviz_offline import MAX_HEAD_VIEW_TOKENS, MAX_MODEL_VIEW_TOKENS, bertviz_html
 from cbert_core.note_parts import FOCUS_RADIUS, rows_around
+from cbert_core.views.attention_figures import attention_heatmap, head_grid, neuron_view, rollout_figure, word_list
+from cbert_core.views.bertviz_offline import MAX_HEAD_VIEW_TOKENS, MAX_MODEL_VIEW_TOKENS, bertviz_html, frame_size
 from cbert_core.views.labels import head_name, position_labels
 
 VIEWS = ["Heads", "bertviz head view", "bertviz model view", "Rollout", "Neuron view"]
@@ -136,14 +136,18 @@ elif view in {"bertviz head view", "bertviz model view"}:
                f"bertviz sends every value to the browser, so long notes are shown a span at a time.")
     span = weights[:, :, shown][:, :, :, shown].astype(np.float32)
     span_tokens = [tokens[i] for i in shown]
-    if view == "bertviz head view":
-        page = bertviz_html("head", span, span_tokens, layer=layer)
-        st.caption(f"Layer {layer + 1}. Hover a token to see where it looks; double-click a colour to show one head.")
-        components.html(page, height=min(60 + 24 * len(shown), 2600), scrolling=True)
+    kind = "head" if view == "bertviz head view" else "model"
+    # The frame is as tall as the drawing (plus room for a sideways scroll bar on narrow screens).
+    frame_height = frame_size(kind, span.shape[0], span.shape[1], len(shown), scroll_bar=True)[1]
+    if kind == "head":
+        page = bertviz_html("head", span, span_tokens, layer=layer, heads=[head])
+        st.caption(f"Layer {layer + 1}, showing head {head + 1} (the Head picker). Hover a token to see where it "
+                   f"looks. Click a numbered square to add or remove a head; double-click one to see it alone, "
+                   f"double-click it again to see every head.")
     else:
         page = bertviz_html("model", span, span_tokens)
-        st.caption("Every layer (rows) and head (columns); click a thumbnail to enlarge it.")
-        components.html(page, height=1100, scrolling=True)
+        st.caption("Every layer (rows) and head (columns), numbered from 1; click a thumbnail to enlarge it.")
+    components.html(page, height=frame_height, scrolling=True)
 
 elif view == "Rollout":
     flows = ui.rollout(now.trace_key, window, result)  # [layer, q, k]
