@@ -22,6 +22,7 @@ import streamlit as st
 from cbert_core import attention as attention_analysis
 from cbert_core import projection
 from cbert_core.cache import ResultCache, payload_bytes
+from cbert_core.encode import prepare_notes
 from cbert_core.errors import CbertError
 from cbert_core.examples import DEFAULT_EXAMPLE, EXAMPLE_NOTES
 from cbert_core.loading import (
@@ -36,7 +37,7 @@ from cbert_core.loading import (
 )
 from cbert_core.note_parts import NotePart, default_part, note_parts
 from cbert_core.precision import PRECISIONS, bf16_is_fast
-from cbert_core.speed import Passes, SpeedBook
+from cbert_core.speed import Estimate, Passes, SpeedBook
 from cbert_core.status import server_status
 from cbert_core.text import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP
 from cbert_core.trace import Trace, trace
@@ -232,16 +233,47 @@ def analysis(name: str, now: Current, params: tuple, compute: Callable[[Callable
 
 def record_speed(now: Current, passes: Passes, seconds: float) -> None:
     """Record how long ``passes`` took with the model in force (for later estimates)."""
+    record_model_speed(now.loaded, now.settings.precision, passes, seconds)
+
+
+def record_model_speed(loaded: LoadedModel, precision: str, passes: Passes, seconds: float) -> None:
+    """Record how long ``passes`` took with ``loaded`` at ``precision`` (any model, not only the one in force)."""
     kind = "gradient" if passes.gradient else "forward"
-    speed_book().record(now.loaded.info.key, now.settings.precision, kind, passes, seconds)
+    speed_book().record(loaded.info.key, precision, kind, passes, seconds)
 
 
 def estimate(now: Current, passes: Passes) -> str:
     """"about 25 s (measured on this server: ...)", or a plain word that it will be measured."""
-    found = speed_book().estimate(now.loaded.info.key, now.settings.precision, now.loaded.info.hidden_size, passes)
+    return model_estimate(now.loaded, now.settings.precision, passes)
+
+
+def model_estimate(loaded: LoadedModel, precision: str, passes: Passes, *, traced: bool = False) -> str:
+    """:func:`estimate` for ``loaded`` at ``precision`` (``traced``: the passes are a trace's)."""
+    return estimate_text(speed_book().estimate(loaded.info.key, precision, loaded.info.hidden_size, passes,
+                                               traced=traced))
+
+
+def estimate_text(found: Estimate | None) -> str:
+    """An estimate in words, or that the time is measured on the first run."""
     if found is None:
         return "time not known yet (it is measured on the first run)"
     return f"{found.text()} ({found.basis})"
+
+
+def trace_estimate(loaded: LoadedModel, settings: Settings) -> str | None:
+    """How long the trace of ``settings``' note would take with ``loaded``; None when it is cached already.
+
+    Counts the windows without snapping them to sentences (segmenting a long note takes a while).
+    """
+    if trace_key(settings, loaded.info.key) in _trace_cache():
+        return None
+    try:
+        (note,) = prepare_notes(loaded, [settings.note], lowercase=settings.lowercase, overlap=settings.overlap,
+                                max_chars=settings.max_chars)
+    except CbertError:
+        return None
+    windows = Passes(forward=tuple((window.size + 2, 1) for window in note.windows))
+    return model_estimate(loaded, settings.precision, windows, traced=True)
 
 
 def has_analysis(name: str, now: Current, params: tuple) -> bool:

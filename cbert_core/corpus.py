@@ -20,6 +20,7 @@ from typing import Literal
 
 import numpy as np
 
+from . import encode
 from .collection import (
     DEFAULT_LIMITS,
     Collection,
@@ -35,6 +36,7 @@ from .collection import (
 from .encode import DEFAULT_BATCH_SIZE, prepare_notes, run_sequences, window_ids
 from .errors import ResourceLimitError
 from .loading import LoadedModel
+from .speed import Passes
 from .text import DEFAULT_MAX_CHARS
 from .token_search import TokenIndex, TokenMatch, build_token_index, search_tokens, search_trace_token
 
@@ -46,7 +48,7 @@ DEFAULT_EMBEDDING_BYTES = 1024**3  # 1 GiB of note vectors
 __all__ = [
     "DEFAULT_LIMITS", "Collection", "CorpusLimits", "DataTable", "NoteProjection", "TokenIndex", "TokenMatch",
     "build_token_index", "candidate_label_columns", "candidate_text_columns", "collection_from_table",
-    "collection_from_texts", "load_collection", "note_embeddings", "project_notes", "read_table",
+    "collection_from_texts", "load_collection", "note_embeddings", "planned_passes", "project_notes", "read_table",
     "search_tokens", "search_trace_token",
 ]
 
@@ -110,6 +112,24 @@ def note_embeddings(loaded: LoadedModel, collection: Collection | Sequence[str],
         sums[note_index] += weights[index] * vector
         totals[note_index] += weights[index]
     return (sums / np.maximum(totals, 1e-12)[:, None, None]).astype(out_dtype)
+
+
+def planned_passes(loaded: LoadedModel, collection: Collection | Sequence[str], *, lowercase: bool | None = None,
+                   batch_size: int = DEFAULT_BATCH_SIZE, long_notes: LongNotes = "mean",
+                   max_chars: int | None = None) -> Passes:
+    """The forward passes :func:`note_embeddings` runs on ``collection`` (for time estimates).
+
+    One forward row per note window, batched and padded as the embedding runs them.
+    :func:`cbert_core.token_search.build_token_index` runs the same passes (every window of
+    every note, the same batches) and keeps one layer of them. Tokenizes every note.
+
+    Raises:
+        DataFileError: a note is empty or too long.
+    """
+    texts = collection.texts if isinstance(collection, Collection) else tuple(collection)
+    notes = prepare_notes(loaded, texts, lowercase=lowercase, first_window_only=long_notes == "first",
+                          max_chars=_max_chars(collection) if max_chars is None else max_chars)
+    return encode.planned_passes([window.size + 2 for note in notes for window in note.windows], batch_size=batch_size)
 
 
 def _max_chars(collection: Collection | Sequence[str]) -> int:

@@ -20,6 +20,7 @@ import torch
 
 from .errors import DataFileError, EmptyNoteError, NoteTooLongError
 from .loading import LoadedModel
+from .speed import Passes
 from .text import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP, NoteTokens, Window, check_note, plan_windows, tokenize_note
 
 Progress = Callable[[float, str], None]
@@ -84,6 +85,17 @@ def _batches(lengths: np.ndarray, batch_size: int, batch_tokens: int) -> list[np
         batches.append(order[start:start + rows])
         start += rows
     return batches
+
+
+def planned_passes(lengths: Sequence[int], *, batch_size: int = DEFAULT_BATCH_SIZE,
+                   batch_tokens: int = DEFAULT_BATCH_TOKENS) -> Passes:
+    """The forward passes :func:`run_sequences` runs on sequences of ``lengths`` (for time estimates).
+
+    One (padded length, rows) per batch: a batch runs every row at its longest sequence's length.
+    """
+    sizes = np.asarray(lengths, dtype=np.int64)
+    batches = _batches(sizes, max(1, int(batch_size)), max(1, int(batch_tokens))) if sizes.size else []
+    return Passes(forward=tuple((int(sizes[batch].max()), len(batch)) for batch in batches))
 
 
 def run_sequences(loaded: LoadedModel, sequences: Sequence[np.ndarray], *, layers: Sequence[int] | None = None,

@@ -42,6 +42,7 @@ from .errors import DataFileError, ExportError, ModelLoadError
 from .frozen_trunk import length_batches, padded, padded_states, top_layers_only, trunk_states
 from .intervals import wilson_interval
 from .loading import LoadedModel
+from .speed import Training
 from .text import tokenize_note
 
 Progress = Callable[[float, str], None]
@@ -101,6 +102,7 @@ class FineTuneResult:
     macro_f1: float | None = None
     per_class_f1: np.ndarray | None = None  # float32 [label]
     confusion: np.ndarray | None = None  # int64 [true label, predicted label]
+    setup_seconds: float = 0.0  # of ``seconds``: splitting, tokenizing and building the private model copy
 
     def __post_init__(self) -> None:
         for array in (self.losses, self.train_rows, self.validation_rows, self.validation_predictions,
@@ -245,6 +247,43 @@ def _frozen_to_eval(model: PreTrainedModel, first_trained: int) -> None:
         part.layer.eval()
 
 
+def planned_passes(loaded: LoadedModel, collection: Collection, config: FineTuneConfig | None = None) -> Training:
+    """The work :func:`fine_tune` does with ``config`` on ``collection`` (for time estimates).
+
+    The same split and examples (cut to ``max_length``) as the run: ``epochs`` x training
+    examples at their lengths are trained (fewer when ``max_steps`` ends the run early), then
+    the held-out examples are checked. Frozen lower layers make a step cheaper: the cost model
+    of :class:`cbert_core.speed.Training` counts them by the share of the encoder's layers that
+    is trained, and by whether their outputs are cached (run once) as :func:`fine_tune` decides.
+    Tokenizes every note.
+
+    Raises:
+        DataFileError: as :func:`fine_tune` (no labels, one label only, too few notes per label).
+    """
+    config = config or FineTuneConfig()
+    if collection.labels is None:
+        raise DataFileError("Training needs a label column: choose which column holds each note's class.")
+    train_rows, validation_rows = _split(collection.label_ids, collection.label_names, config.validation_fraction,
+                                         config.seed)
+    examples, _truncated = _examples(loaded, collection.texts, loaded.resolve_lowercase(config.lowercase),
+                                     config.max_length)
+    lengths = np.asarray([len(example) for example in examples], dtype=np.int64)
+
+    def counted(rows: np.ndarray) -> tuple[tuple[int, int], ...]:
+        sizes, counts = np.unique(lengths[rows], return_counts=True)
+        return tuple((int(size), int(count)) for size, count in zip(sizes, counts))
+
+    steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
+    steps = steps_per_epoch * config.epochs
+    if config.max_steps is not None:
+        steps = min(steps, int(config.max_steps))
+    layers = loaded.info.num_layers
+    trained = max(0, min(int(config.unfreeze_layers), layers))
+    return Training(examples=counted(train_rows), validation=counted(validation_rows),
+                    epochs=steps / max(steps_per_epoch, 1), trained_share=trained / max(layers, 1),
+                    cached_trunk=int(lengths[train_rows].sum()) * loaded.info.hidden_size * 4 <= config.cache_bytes)
+
+
 def fine_tune(loaded: LoadedModel, collection: Collection, *, config: FineTuneConfig | None = None,
               progress: Progress | None = None, on_step: Callable[[StepReport], None] | None = None,
               cancel: Callable[[], bool] | None = None) -> FineTuned:
@@ -299,6 +338,7 @@ def fine_tune(loaded: LoadedModel, collection: Collection, *, config: FineTuneCo
         model = _build_model(loaded, names)
         head, encoder, trained_layers = _trainable(model, config.unfreeze_layers)
         first_trained = len(anatomy_of(model).layers) - len(trained_layers)
+        setup_seconds = time.perf_counter() - started
         states = None
         if cache_fits:
             done = [0]
@@ -373,7 +413,7 @@ def fine_tune(loaded: LoadedModel, collection: Collection, *, config: FineTuneCo
         train_rows=train_rows, validation_rows=validation_rows,
         majority_baseline=float(np.bincount(validation_labels).max() / len(validation_labels)),
         truncated_examples=truncated, trained_layers=trained_layers, cached_trunk=cache_fits,
-        seconds=time.perf_counter() - started, config=config, **fields,
+        seconds=time.perf_counter() - started, config=config, setup_seconds=setup_seconds, **fields,
     )
     tokenizer = copy.deepcopy(loaded.tokenizer(lowercase))
     tokenizer.model_max_length = loaded.info.max_tokens

@@ -53,6 +53,7 @@ from .similarity import (
     embedding_similarity,
     pooled_embeddings,
 )
+from .speed import Passes
 from .text import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP, Window
 
 Progress = Callable[[float, str], None]
@@ -266,6 +267,29 @@ class PseudoLikelihood:
         return float(np.nansum(self.token_logprobs))
 
 
+def planned_passes(windows: Sequence[Window], owner: np.ndarray, scorable: np.ndarray, *,
+                   stride: int = 0) -> Passes:
+    """The forward passes :func:`pseudo_log_likelihood` runs with ``stride`` (for time estimates).
+
+    One row per masked copy, at its window's positions ([CLS] and [SEP] included): a window
+    whose owned, scorable pieces number ``k`` runs ``k`` copies when exact (or when ``stride``
+    >= ``k``), else ``stride`` copies. The windows are the ones the surprise map cuts: a
+    trace's, when both read the note with the same casing and overlap.
+
+    Args:
+        windows: the note's windows.
+        owner: int [n]: window owning each content piece.
+        scorable: bool [n]: False where the user typed the mask token (not scored).
+    """
+    rows = []
+    for window in windows:
+        owned = int(np.count_nonzero((owner == window.index) & scorable))
+        copies = owned if stride <= 0 or stride >= owned else int(stride)
+        if copies:
+            rows.append((window.size + 2, copies))
+    return Passes(forward=tuple(rows))
+
+
 def pseudo_log_likelihood(loaded: LoadedModel, text: str, *, batch_size: int = 8, stride: int = 0,
                           window_tokens: int | None = None, lowercase: bool | None = None,
                           knocked_out: Iterable[tuple[int, int]] = (), overlap: int = DEFAULT_OVERLAP,
@@ -370,6 +394,6 @@ __all__ = [
     "FillMaskResult", "Prepared", "Progress", "PseudoLikelihood", "SimilarityResult", "TokenLabels", "WrongHeadError",
     "attention_context", "check_memory", "classify", "description_embedding", "embed", "embedding_similarity",
     "estimate_bytes", "fill_mask", "finish_layer", "fit_batch", "forward_ids", "gate_heads", "head_logits",
-    "mask_word", "merge_entities", "pooled_embeddings", "prepare", "pseudo_log_likelihood", "require_head",
-    "run_encoder", "token_labels", "vocabulary_id", "word_vectors",
+    "mask_word", "merge_entities", "planned_passes", "pooled_embeddings", "prepare", "pseudo_log_likelihood",
+    "require_head", "run_encoder", "token_labels", "vocabulary_id", "word_vectors",
 ]

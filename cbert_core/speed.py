@@ -3,7 +3,8 @@
 Every analysis the server runs is timed and recorded per model, precision and kind of pass:
 the trace of a note (``"trace"``: one row per window, the first analysis of every note), lean
 forward passes (``"forward"``: predictions, occlusion, head scans, faithfulness) and gradient
-passes (``"gradient"``: forward + backward, the attribution methods). A pass's cost per row
+passes (``"gradient"``: forward + backward, the attribution methods), and fine-tuning runs
+(``"training"``, see :class:`Training`). A pass's cost per row
 grows faster than its length (attention is quadratic; long backward passes are memory-bound),
 so the seconds per row are fitted as a power of the positions, ``c * positions ** p``, to the
 recent measurements of that kind (``p`` from the cost model while only one length was seen).
@@ -22,9 +23,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
-RateKind = Literal["trace", "forward", "gradient"]
+RateKind = Literal["trace", "forward", "gradient", "training"]
 ProjectionKind = Literal["umap", "tsne"]
 GRADIENT_COST = 3.0  # a forward + backward row, in forward rows (used until a gradient pass was measured)
+TRAINING_PRECISION = "fp32"  # fine-tuning always runs in float32
 KEPT_MEASUREMENTS = 16  # per (model, precision, kind): the most recent ones
 EXPONENT_RANGE = (0.8, 2.5)  # fitted exponents outside this are clipped (noise on a shared machine)
 
@@ -60,6 +62,40 @@ class Estimate:
         return f"about {self.seconds / 60:.0f} min"
 
 
+@dataclass(frozen=True, kw_only=True)
+class Training:
+    """The work of a fine-tuning run, for estimates (made by ``cbert_core.finetune.planned_passes``).
+
+    A training step runs only part of the model: the frozen bottom (the embeddings and the
+    layers below the trained ones) needs no backward pass and, when its outputs are cached,
+    runs once for the whole run instead of every epoch; the trained top layers run forward
+    and backward at every step. So the run is counted in forward rows of the whole model, by
+    the share of the encoder's layers each part covers: per training example,
+    ``(1 - trained_share)`` once (cached) or every epoch, plus ``epochs * GRADIENT_COST *
+    trained_share``; one row per held-out example (the check at the end). The head and the
+    optimiser (a few vectors per example) are not counted. Building the private model copy
+    costs a fixed time, measured on its own (``setup_seconds`` in :meth:`SpeedBook.record_training`).
+    """
+
+    examples: tuple[tuple[int, int], ...]  # (positions, training examples), each cut to the longest allowed
+    validation: tuple[tuple[int, int], ...]  # (positions, held-out examples)
+    epochs: float  # epochs run (a fraction when a step limit ends the run early)
+    trained_share: float  # trained encoder layers / all encoder layers (0: the head only)
+    cached_trunk: bool  # the frozen bottom runs once (True) or at every epoch (False)
+
+    @property
+    def steps_rows(self) -> int:
+        """Example-steps trained: epochs x training examples."""
+        return round(self.epochs * sum(count for _positions, count in self.examples))
+
+    def forward_rows(self) -> tuple[tuple[int, float], ...]:
+        """(positions, forward rows of the whole model that the run costs), by the cost model above."""
+        frozen = (1.0 - self.trained_share) * (1.0 if self.cached_trunk else self.epochs)
+        per_example = frozen + self.epochs * GRADIENT_COST * self.trained_share
+        return (tuple((t, count * per_example) for t, count in self.examples if count)
+                + tuple((t, float(count)) for t, count in self.validation if count))
+
+
 def fitted_seconds_per_row(measurements: list[tuple[int, int, float]], positions: int, hidden: int) -> float:
     """Seconds per row at ``positions`` from (positions, rows, seconds) measurements, by a power-law fit.
 
@@ -87,6 +123,7 @@ class SpeedBook:
     """Recent measurements per (model key, precision, kind); safe to share between threads (sessions)."""
 
     measurements: dict[tuple[str, str, RateKind], deque] = field(default_factory=dict)
+    setup_seconds: dict[str, float] = field(default_factory=dict)  # latest time to build a model copy to train
     point_seconds: dict[ProjectionKind, float] = field(default_factory=dict)  # latest seconds per projected point
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -105,9 +142,19 @@ class SpeedBook:
         with self.lock:
             return list(self.measurements.get((model_key, precision, kind), ()))
 
-    def estimate(self, model_key: str, precision: str, hidden: int, passes: Passes) -> Estimate | None:
-        """Seconds ``passes`` should take on this server, or None when nothing was measured for the model."""
+    def estimate(self, model_key: str, precision: str, hidden: int, passes: Passes, *,
+                 traced: bool = False) -> Estimate | None:
+        """Seconds ``passes`` should take on this server, or None when nothing was measured for the model.
+
+        ``traced``: the forward passes are a trace's (every layer's attention captured), priced
+        from the model's timed traces only.
+        """
         trace = self._measured(model_key, precision, "trace")
+        if traced:
+            if not trace or passes.gradient:
+                return None
+            seconds = sum(count * fitted_seconds_per_row(trace, t, hidden) for t, count in passes.forward)
+            return Estimate(seconds=seconds, basis=f"from this model's traces timed on this server at {precision}")
         forward = self._measured(model_key, precision, "forward")
         gradient = self._measured(model_key, precision, "gradient")
         forward_source, forward_factor = (forward, 1.0) if forward else (trace, 1.0)
@@ -127,6 +174,39 @@ class SpeedBook:
             measured, rough = ("forward passes", False) if forward else ("analyses", False)
         basis = f"{'rough, ' if rough else ''}from this model's {measured} timed on this server at {precision}"
         return Estimate(seconds=seconds, basis=basis)
+
+    def record_training(self, model_key: str, plan: Training, seconds: float, setup_seconds: float) -> None:
+        """Record that a fine-tuning run of ``plan`` took ``seconds``, ``setup_seconds`` of them building the model."""
+        rows = plan.forward_rows()
+        total = sum(count for _positions, count in rows)
+        work = seconds - setup_seconds
+        if total <= 0 or work <= 0:
+            return
+        positions = round(sum(t * count for t, count in rows) / total)
+        with self.lock:
+            self.setup_seconds[model_key] = max(float(setup_seconds), 0.0)
+            kept = self.measurements.setdefault((model_key, TRAINING_PRECISION, "training"),
+                                                deque(maxlen=KEPT_MEASUREMENTS))
+            kept.append((max(positions, 1), total, float(work)))
+
+    def estimate_training(self, model_key: str, hidden: int, plan: Training) -> Estimate | None:
+        """Seconds a fine-tuning run of ``plan`` should take, or None when nothing was measured for the model.
+
+        From this model's earlier training runs; before one ran, roughly, from its analyses
+        (forward rows at float32; building the model copy not counted).
+        """
+        training = self._measured(model_key, TRAINING_PRECISION, "training")
+        source, setup, measured = training, self.setup_seconds.get(model_key, 0.0), "training runs"
+        if not training:  # a training row costs what a forward row costs, by the cost model of Training
+            source = (self._measured(model_key, TRAINING_PRECISION, "forward")
+                      or self._measured(model_key, TRAINING_PRECISION, "trace"))
+            setup, measured = 0.0, "analyses"
+        if not source:
+            return None
+        seconds = setup + sum(count * fitted_seconds_per_row(source, t, hidden) for t, count in plan.forward_rows())
+        rough = "" if training else "rough, "
+        return Estimate(seconds=seconds,
+                        basis=f"{rough}from this model's {measured} timed on this server at {TRAINING_PRECISION}")
 
     def record_points(self, kind: ProjectionKind, points: int, seconds: float) -> None:
         """Record that a projection of ``points`` points took ``seconds`` (UMAP and t-SNE run on the CPU)."""

@@ -34,7 +34,10 @@ with ui.user_errors():
     # The second model reads the note with its own casing unless the sidebar's switch means the same for it.
     other_settings = dataclasses.replace(settings, lowercase=casing_for_second_model(
         now.loaded.info, other.info, settings.lowercase))
-    other_trace, other_key = ui.get_trace(other, other_settings, label=f"Running the note through {other.info.name}")
+    # Not run yet for this note (a long note takes a while on a large model): say what it costs while it runs.
+    cost = ui.trace_estimate(other, other_settings)
+    other_trace, other_key = ui.get_trace(other, other_settings, label=f"Running the note through {other.info.name}"
+                                          + (f", {cost}" if cost else ""))
 models = [(now.loaded, now.trace), (other, other_trace)]
 if other.info.key == now.loaded.info.key:
     st.warning("Both sides are the same model; pick another one to see differences.", icon=":material/warning:")

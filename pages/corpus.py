@@ -63,11 +63,32 @@ ui.defaults(corpus_layer=info.num_layers, corpus_search_layer=min(info.num_layer
 layer = columns[1].slider("Layer (0 = embeddings)", 0, info.num_layers, key="corpus_layer")
 method = columns[2].selectbox("Projection", ["pca", "umap"], key="corpus_method", format_func=str.upper)
 embed_key = ("note_embeddings", info.key, digest, pooling, settings.lowercase)
+try:  # every window of every note, once; the search index below runs the same passes
+    passes = ui.cached(("corpus_passes", info.key, digest, now.trace.lowercase), lambda report: corpus.planned_passes(
+        loaded, collection, lowercase=now.trace.lowercase), "Counting the collection's word pieces")
+except CbertError:  # a note the model cannot read: the run itself says which
+    passes = None
+
+
+def show_cost(what: str) -> None:
+    """What a run costs, before the click (the collection runs in float32 whatever the sidebar's precision)."""
+    if passes is not None:
+        st.caption(f"{what} runs {passes.rows:,} note windows through the model: "
+                   f"{ui.model_estimate(loaded, 'fp32', passes)}.")
+
+
+def measured(_result: object, seconds: float) -> None:
+    if passes is not None:
+        ui.record_model_speed(loaded, "fp32", passes, seconds)
+
+
+if not ui.is_cached(embed_key):
+    show_cost("Embedding the collection")
 if ui.is_cached(embed_key) or st.button("Embed the collection", type="primary", key="go_corpus_embed"):
     with ui.user_errors():
         vectors = ui.cached(embed_key, lambda report: corpus.note_embeddings(
             loaded, collection, pooling=pooling, lowercase=settings.lowercase, progress=report),
-            f"Embedding {len(collection.texts):,} notes")
+            f"Embedding {len(collection.texts):,} notes", measured=measured)
         projected = ui.cached(("note_projection", embed_key, layer, method), lambda report: corpus.project_notes(
             vectors, layer, method=method, progress=report), "Projecting")
     groups = ([str(label) for label in collection.labels] if collection.labels is not None
@@ -100,11 +121,13 @@ position = columns[0].selectbox("Word piece of the current note", content, forma
 search_layer = columns[1].slider("Layer", 1, info.num_layers, key="corpus_search_layer")
 top_k = columns[2].number_input("Matches", 1, 50, key="corpus_k")
 index_key = ("token_index", info.key, digest, search_layer, result.lowercase)
+if not ui.is_cached(index_key):
+    show_cost("Building the index")
 if ui.is_cached(index_key) or st.button("Build the search index", key="go_corpus_index"):
     with ui.user_errors():
         index = ui.cached(index_key, lambda report: corpus.build_token_index(
             loaded, collection, layer=search_layer, lowercase=result.lowercase, progress=report),
-            "Indexing every word piece of the collection")
+            "Indexing every word piece of the collection", measured=measured)
         matches = corpus.search_trace_token(index, result, position, k=int(top_k))
     rows = []
     for match in matches:

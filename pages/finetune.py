@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import ui
 from cbert_core import corpus
 from cbert_core.errors import CbertError
 from cbert_core.examples import EXAMPLE_COLLECTION
-from cbert_core.finetune import FEW_VALIDATION_NOTES, FineTuneConfig, fine_tune, save_checkpoint
+from cbert_core.finetune import FEW_VALIDATION_NOTES, FineTuneConfig, fine_tune, planned_passes, save_checkpoint
 from cbert_core.views.attention_figures import CALM_LAYOUT
 from cbert_core.views.labels import escape
 
@@ -70,6 +71,18 @@ config = FineTuneConfig(epochs=int(epochs), unfreeze_layers=int(unfreeze), batch
                         validation_fraction=float(validation), lr_head=float(lr_head), lr_encoder=float(lr_encoder),
                         max_length=int(max_length), lowercase=settings.lowercase)
 
+digest = hashlib.sha256(repr((collection.texts, collection.labels)).encode("utf-8", "surrogatepass")).hexdigest()
+try:  # the same split and examples as the run (tokenizes every note once per collection and settings)
+    plan = ui.cached(("ft_plan", info.key, digest, config), lambda report: planned_passes(loaded, collection, config),
+                     "Counting the training examples' word pieces")
+except CbertError:  # the training data cannot be used: Train says why
+    plan = None
+if plan is not None:
+    trained_layers = f"the top {config.unfreeze_layers} layer(s) and the head" if config.unfreeze_layers else "the head"
+    found = ui.speed_book().estimate_training(info.key, info.hidden_size, plan)
+    st.caption(f"Trains {trained_layers} on {sum(n for _t, n in plan.examples):,} notes for {config.epochs} "
+               f"epoch(s), then checks {sum(n for _t, n in plan.validation):,} held-out notes: "
+               f"{ui.estimate_text(found)}.")
 if st.button("Train", type="primary", key="go_train"):
     bar = st.progress(0.0, text="Starting")
     curve = st.empty()
@@ -90,6 +103,8 @@ if st.button("Train", type="primary", key="go_train"):
                             progress=lambda fraction, message: bar.progress(min(fraction, 1.0), text=message))
     bar.empty()
     curve.empty()
+    if plan is not None and not trained.result.cancelled:  # a whole run: the speed of training this model
+        ui.speed_book().record_training(info.key, plan, trained.result.seconds, trained.result.setup_seconds)
     st.session_state["ft_model"] = trained  # this session's own copy; never shared
 
 trained = st.session_state.get("ft_model")

@@ -14,6 +14,7 @@ from cbert_core.views.text_html import scores_html
 
 DEFAULT_DESCRIPTIONS = "pneumonia present\nno evidence of pneumonia"
 SURPRISE_MEAN, SURPRISE_SUM = "per piece (mean)", "per word (sum)"
+FAST_STRIDE = 8  # the surprise map's fast mode masks every 8th piece together
 SHARE_HELP = ("softmax(cosine / temperature) over the descriptions: the shares always sum to 100%, even when the "
               "text is far from every description. Read the cosine.")
 
@@ -82,18 +83,29 @@ if info.head_kind == "masked-lm":
     st.subheader("Surprise map")
     st.caption("Each word piece is hidden in turn and the model scores the original: unusual abbreviations, "
                "typos and unexpected findings stand out in red (low pseudo-log-likelihood).")
+    # The surprise map reads the note in the trace's windows (same casing and overlap): its passes are counted there.
+    scorable = result.input_ids[1:-1] != result.mask_id  # [n]: typed masks are not scored
+    pll_passes = {stride: predict.planned_passes(result.windows, result.owner[1:-1], scorable, stride=stride)
+                  for stride in (0, FAST_STRIDE)}
+    pll_costs = {stride: f"{passes.rows:,} masked copies, {ui.estimate(now, passes)}"
+                 for stride, passes in pll_passes.items()}
     exact = st.toggle("Exact (one piece hidden at a time; slower)", key="pred_pll_exact",
-                      help="Fast mode hides every 8th piece together: each piece still sees 7/8 of its context.")
+                      help=f"Fast mode hides every {FAST_STRIDE}th piece together: each piece still sees "
+                           f"{FAST_STRIDE - 1}/{FAST_STRIDE} of its context. On this note, fast: "
+                           f"{pll_costs[FAST_STRIDE]}; exact: {pll_costs[0]}.")
     ui.defaults(pred_pll_per=SURPRISE_MEAN)
     per = st.radio("Score each word", (SURPRISE_MEAN, SURPRISE_SUM), key="pred_pll_per", horizontal=True,
                    help="A word of several pieces (a long drug name) adds up several log-probabilities, so its "
                         "sum is low however expected it is; the mean per piece compares words of any length.")
-    stride = 0 if exact else 8
-    if ui.has_analysis("pll", now, (stride, ())) or st.button("Compute the surprise map", key="go_pll"):
+    stride = 0 if exact else FAST_STRIDE
+    computed = ui.has_analysis("pll", now, (stride, ()))
+    if not computed:
+        st.caption(f"{'Exact' if exact else 'Fast'} mode runs {pll_costs[stride]}.")
+    if computed or st.button("Compute the surprise map", key="go_pll"):
         with ui.user_errors():
             pll = ui.analysis("pll", now, (stride, ()), lambda report: predict.pseudo_log_likelihood(
-                loaded, settings.note, stride=stride, precision=settings.precision, progress=report, **common),
-                "Scoring every word piece")
+                loaded, settings.note, stride=stride, precision=settings.precision, overlap=settings.overlap,
+                progress=report, **common), "Scoring every word piece", passes=pll_passes[stride])
         by_mean = per == SURPRISE_MEAN
         scores = pll.word_mean_logprobs if by_mean else pll.word_logprobs
         column = "mean log-probability per piece" if by_mean else "log-probability (sum over pieces)"
