@@ -22,7 +22,6 @@ from common import ROOT, note_with_tokens, shaped_checkpoint
 
 sys.path.insert(0, str(ROOT / "tests"))
 from browser_support import browser, drawn_after, open_page, running_app, set_note, settle, watch  # noqa: E402
-
 from cbert_core.loading import load_model  # noqa: E402
 from cbert_core.trace import trace  # noqa: E402
 

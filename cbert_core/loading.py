@@ -35,8 +35,8 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from . import hub
-from .attention_kernel import NAME as ATTENTION
 from .architecture import Anatomy, anatomy_of, check_supported, usable_positions
+from .attention_kernel import NAME as ATTENTION
 from .casing import tokenizer_lowercases, vocabulary_is_cased
 from .errors import (
     SUPPORTED_FAMILIES_TEXT,

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .hooks import HeadSet, Recording, capture, knockout
 from .errors import ResourceLimitError
-from .precision import Precision, autocast, check_precision
+from .hooks import HeadSet, Recording, capture, knockout
 from .loading import HeadKind, LoadedModel, ModelInfo
+from .precision import Precision, autocast, check_precision
 from .text import (
     DEFAULT_MAX_CHARS,
     DEFAULT_OVERLAP,

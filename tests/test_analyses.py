@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from cbert_core import attention, projection
-from cbert_core.tokenization import compare, fertility
 from cbert_core.text import tokenize_note
+from cbert_core.tokenization import compare, fertility
 from cbert_core.trace import trace
 from notes import CLINICAL_NOTE
 

@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from cbert_core.compare import (aligned_word_states, casing_for_second_model, cka_matrix, compare_models, linear_cka,
-                                random_weight_copy, window_hidden_states, word_states)
+from cbert_core.compare import (
+    aligned_word_states,
+    casing_for_second_model,
+    cka_matrix,
+    compare_models,
+    linear_cka,
+    random_weight_copy,
+    window_hidden_states,
+    word_states,
+)
 from cbert_core.errors import TargetError
 from cbert_core.trace import trace
 from cbert_core.views.compare_figures import cka_heatmap

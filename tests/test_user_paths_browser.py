@@ -135,3 +135,41 @@ def test_a_700_word_note_on_every_page(tab, title: str) -> None:
         ticks = tab.locator('[data-testid="stPlotlyChart"]').nth(1).locator(".xtick text").all_text_contents()
         assert len(ticks) >= 10  # a long window's heatmap keeps readable labels
     screenshot(tab, f"long_note_{title.lower().replace(' ', '_')}")
+
+
+def use_model(tab, folder: str) -> None:
+    """Choose a local model folder in the sidebar, as a user does."""
+    pick(tab, "Model", "Other hub id or local folder...")
+    field = tab.locator('[data-testid="stSidebar"] input[aria-label="Hub id or local folder"]')
+    field.fill(folder)
+    field.press("Enter")
+    settle(tab, timeout_s=300)
+
+
+def test_a_masked_language_model_through_predictions_attribution_and_compare(tab, tiny_dir) -> None:
+    use_model(tab, str(tiny_dir))
+    sidebar = tab.locator('[data-testid="stSidebar"]')
+    assert sidebar.get_by_text("switch on Keep upper/lower case").count() == 1  # a cased vocabulary
+    sidebar.get_by_test_id("stCheckbox").get_by_text("Keep upper/lower case").click()
+    settle(tab)
+    assert sidebar.get_by_text("Case is kept, as the model was pretrained").count() == 1
+    set_note(tab, "Patient denies chest pain. No [MASK] on the chest x-ray. COPD exacerbation with cough.")
+
+    open_page(tab, "Predictions")
+    wait_for_plots(tab, 1)
+    click(tab, "Compute the surprise map")
+    assert tab.get_by_text("per piece (mean)").count() >= 1
+    assert tab.locator(ERRORS).count() == 0
+    screenshot(tab, "masked_lm_predictions")
+
+    open_page(tab, "Attribution")
+    explain(tab)
+    # The [MASK] being explained is outlined, off the colour scale of the gradient methods.
+    assert tab.locator('[data-testid="stHtml"] span[style*="dashed"]').count() >= 3
+    screenshot(tab, "masked_lm_attribution")
+
+    open_page(tab, "Compare")
+    wait_for_plots(tab, 3)
+    assert tab.get_by_text("reference", exact=False).count() >= 1
+    assert tab.locator(ERRORS).count() == 0
+    screenshot(tab, "compare_two_models")

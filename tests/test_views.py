@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from cbert_core.views.attention_figures import attention_heatmap, head_grid
-from cbert_core.views.bertviz_offline import MAX_HEAD_VIEW_TOKENS, MAX_MODEL_VIEW_TOKENS, bertviz_html, \
-    offline_scripts
+from cbert_core.views.bertviz_offline import MAX_HEAD_VIEW_TOKENS, MAX_MODEL_VIEW_TOKENS, bertviz_html, offline_scripts
 from cbert_core.views.labels import escape, position_labels
 from cbert_core.views.text_html import pieces_html, scores_html, segments_html
 
