@@ -19,13 +19,10 @@ from typing import Any
 
 import streamlit as st
 
-from cbert_core import attention as attention_analysis
-from cbert_core import projection
-from cbert_core.cache import ResultCache, payload_bytes
-from cbert_core.encode import prepare_notes
+from cbert_core.analyses import attention as attention_analysis
+from cbert_core.analyses import projection
 from cbert_core.errors import CbertError
-from cbert_core.examples import DEFAULT_EXAMPLE, EXAMPLE_NOTES
-from cbert_core.loading import (
+from cbert_core.model.loading import (
     BIO_CLINICALBERT,
     BUNDLED_NAME,
     LoadedModel,
@@ -35,12 +32,16 @@ from cbert_core.loading import (
     parse_spec,
     resolve_default_model,
 )
-from cbert_core.note_parts import NotePart, default_part, note_parts
-from cbert_core.precision import PRECISIONS, bf16_is_fast
-from cbert_core.speed import Estimate, Passes, SpeedBook
-from cbert_core.status import server_status
-from cbert_core.text import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP
-from cbert_core.trace import Trace, trace
+from cbert_core.model.precision import PRECISIONS, bf16_is_fast
+from cbert_core.run.encode import prepare_notes
+from cbert_core.run.note_parts import NotePart, default_part, note_parts
+from cbert_core.run.trace import Trace, trace
+from cbert_core.serving.cache import ResultCache, payload_bytes
+from cbert_core.serving.speed import Estimate, Passes, SpeedBook
+from cbert_core.serving.status import server_status
+from cbert_core.text.examples import DEFAULT_EXAMPLE, EXAMPLE_NOTES
+from cbert_core.text.tokens import DEFAULT_MAX_CHARS
+from cbert_core.text.windows import DEFAULT_OVERLAP
 
 MODEL_DEFAULT = "Default (see why below)"
 MODEL_BUNDLED = f"Bundled: {BUNDLED_NAME}"
@@ -174,7 +175,7 @@ def get_trace(loaded: LoadedModel, settings: Settings, *, label: str = "Running 
 
 def get_inside(loaded: LoadedModel, settings: Settings, window: int = 0) -> Any:
     """The exact float32 walk of one window for the "Inside the model" page (computed on that page only)."""
-    from cbert_core.inside import inside_trace
+    from cbert_core.run.inside_capture import inside_trace
 
     key = ("inside", trace_key(settings, loaded.info.key), window)
     with st.spinner("Walking the note through every layer..."):
@@ -343,7 +344,7 @@ def note_choice_key(name: str, scope: Hashable, default: Any, options: Collectio
 def note_part_picker(now: Current, name: str, label: str = "Part of the note") -> NotePart:
     """A window, section or sentence of the note in force (windows are what the model reads at once).
 
-    The choice belongs to the note; the default is :func:`cbert_core.note_parts.default_part`.
+    The choice belongs to the note; the default is :func:`cbert_core.run.note_parts.default_part`.
     """
     parts = note_parts(now.trace)
     labels = tuple(part.label for part in parts)

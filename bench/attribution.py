@@ -43,7 +43,7 @@ def masked_note(tokenizer: Any, content_tokens: int) -> tuple[str, str, int]:
     Returns:
         (text, the masked word, its global position).
     """
-    from cbert_core.text import tokenize_note
+    from cbert_core.text.tokens import tokenize_note
 
     text = note_with_tokens(tokenizer, content_tokens)
     note = tokenize_note(tokenizer, text)
@@ -71,7 +71,7 @@ def _child(kind: str, folder: str, positions: int, options: dict[str, Any], pipe
     try:
         import torch
 
-        from cbert_core.loading import load_model
+        from cbert_core.model.loading import load_model
 
         loaded = load_model(folder)
         tokenizer = loaded.tokenizer()
@@ -90,7 +90,8 @@ def _child(kind: str, folder: str, positions: int, options: dict[str, Any], pipe
 
 
 def _ours(loaded: Any, positions: int, options: dict[str, Any]) -> dict[str, Any]:
-    from cbert_core.attribution import attribute, masked_token_target
+    from cbert_core.analyses.attribution import attribute
+    from cbert_core.analyses.targets import masked_token_target
 
     text, word, _ = masked_note(loaded.tokenizer(), positions - 2)
     target = masked_token_target(loaded, word)
@@ -109,7 +110,7 @@ def _captum(loaded: Any, positions: int, options: dict[str, Any]) -> dict[str, A
 
     text, word, position = masked_note(loaded.tokenizer(), positions - 2)
     tokenizer = loaded.tokenizer()
-    from cbert_core.predict import prepare, vocabulary_id
+    from cbert_core.run.forward import prepare, vocabulary_id
 
     prepared = prepare(loaded, text)
     ids = torch.from_numpy(prepared.window_ids(prepared.windows[0]))[None]
@@ -142,7 +143,7 @@ class _Enough(Exception):
 
 
 def _pll(loaded: Any, positions: int, options: dict[str, Any]) -> dict[str, Any]:
-    from cbert_core.predict import pseudo_log_likelihood
+    from cbert_core.analyses.predict import pseudo_log_likelihood
 
     text = note_with_tokens(loaded.tokenizer(), positions - 2)
     stop_after = options.get("stop_after")
@@ -190,7 +191,7 @@ def _row(label: str, r: dict[str, Any]) -> str:
 def main() -> None:
     import torch
 
-    from cbert_core.precision import bf16_is_fast
+    from cbert_core.model.precision import bf16_is_fast
 
     folder = str(shaped_checkpoint())
     print(f"checkpoint: {folder} (BERT-base shape, random weights); torch {torch.__version__}, "

@@ -44,7 +44,7 @@ def corpus_text() -> str:
 
 def note_with_tokens(tokenizer: object, content_tokens: int, text: str | None = None) -> str:
     """A prefix of the corpus that tokenizes to exactly ``content_tokens`` word pieces."""
-    from cbert_core.text import tokenize_note
+    from cbert_core.text.tokens import tokenize_note
 
     source = text or corpus_text()
     tokens = tokenize_note(tokenizer, source[: content_tokens * 12])

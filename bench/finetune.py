@@ -44,9 +44,9 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from cbert_core.collection import collection_from_texts, read_table
-    from cbert_core.finetune import FineTuneConfig, fine_tune
-    from cbert_core.loading import BUNDLED, load_model
+    from cbert_core.corpus.collection import collection_from_texts, read_table
+    from cbert_core.model.loading import BUNDLED, load_model
+    from cbert_core.training.finetune import FineTuneConfig, fine_tune
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from transformers import AutoModelForMaskedLM
 
-from cbert_core.loading import load_model, resolve_default_model
-from cbert_core.precision import bf16_is_fast
-from cbert_core.trace import trace
+from cbert_core.model.loading import load_model, resolve_default_model
+from cbert_core.model.precision import bf16_is_fast
+from cbert_core.run.trace import trace
 from common import best_time, note_with_tokens, paired_times, shaped_checkpoint
 
 GOALS = {"ratio_512": 1.25, "mb_512": 100.0, "multiple_5000": 12.0, "decision_s": 3.0}

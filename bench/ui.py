@@ -22,8 +22,8 @@ from common import ROOT, note_with_tokens, shaped_checkpoint
 
 sys.path.insert(0, str(ROOT / "tests"))
 from browser_support import browser, drawn_after, open_page, running_app, set_note, settle, watch  # noqa: E402
-from cbert_core.loading import load_model  # noqa: E402
-from cbert_core.trace import trace  # noqa: E402
+from cbert_core.model.loading import load_model  # noqa: E402
+from cbert_core.run.trace import trace  # noqa: E402
 
 SIZES = (64, 256, 512)
 GOALS = {"payload_mb": 5.0, "first_draw_s": 2.0, "cached_draw_s": 1.0}

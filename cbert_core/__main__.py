@@ -1,5 +1,5 @@
-"""``python -m cbert_core``: the batch command line (see :mod:`cbert_core.cli`)."""
+"""``python -m cbert_core``: the batch command line (see :mod:`cbert_core.corpus.cli`)."""
 
-from .cli import main
+from cbert_core.corpus.cli import main
 
 raise SystemExit(main())

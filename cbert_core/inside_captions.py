@@ -5,7 +5,7 @@ Each panel shows one constant; jargon gets a one-line explanation where it first
 
 from __future__ import annotations
 
-from .loading import HeadKind
+from cbert_core.model.loading import HeadKind
 
 EMBEDDINGS_CAPTION = (
     "Before any reading happens, each word piece becomes a list of numbers (a vector) by adding up learned "

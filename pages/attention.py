@@ -8,9 +8,9 @@ import streamlit as st
 import streamlit.components.v1 as components
 
 import ui
-from cbert_core import export
-from cbert_core.attention import HeadStatistics, hide_specials, to_words, window_groups
-from cbert_core.note_parts import FOCUS_RADIUS, rows_around
+from cbert_core.analyses.attention import HeadStatistics, hide_specials, to_words, window_groups
+from cbert_core.run.note_parts import FOCUS_RADIUS, rows_around
+from cbert_core.views import export
 from cbert_core.views.attention_figures import attention_heatmap, head_grid, neuron_view, rollout_figure, word_list
 from cbert_core.views.bertviz_offline import MAX_HEAD_VIEW_TOKENS, MAX_MODEL_VIEW_TOKENS, bertviz_html, frame_size
 from cbert_core.views.labels import head_name, position_labels

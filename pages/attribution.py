@@ -7,12 +7,13 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from cbert_core import attribution as attr
-from cbert_core import counterfactual as cf
-from cbert_core import faithfulness as faith
-from cbert_core import knockout_scan, predict
-from cbert_core.precision import bf16_is_fast
-from cbert_core.speed import Passes
+from cbert_core.analyses import counterfactual as cf
+from cbert_core.analyses import faithfulness as faith
+from cbert_core.analyses import knockout_scan, predict
+from cbert_core.analyses.attribution import Attribution, attribute, planned_passes
+from cbert_core.analyses.targets import class_target, masked_token_target, similarity_target, token_class_target
+from cbert_core.model.precision import bf16_is_fast
+from cbert_core.serving.speed import Passes
 from cbert_core.views.attribution_figures import head_scan_figure
 from cbert_core.views.labels import escape, head_name
 from cbert_core.views.text_html import scores_html
@@ -50,7 +51,7 @@ with ui.user_errors():
         word = columns[1].selectbox("Explain the probability of", candidates,
                                     key=ui.note_choice_key("q_target", (now.trace_key, mask_index), candidates[0],
                                                            options=candidates))
-        target = attr.masked_token_target(loaded, word, mask_index=mask_index, lowercase=settings.lowercase)
+        target = masked_token_target(loaded, word, mask_index=mask_index, lowercase=settings.lowercase)
         window = int(result.owner[int(masks[mask_index])])
     elif info.head_kind == "token-classification":
         spans = result.word_spans
@@ -60,19 +61,19 @@ with ui.user_errors():
                                           key=ui.note_choice_key("q_tokword", now.trace_key, 0,
                                                                  options=range(len(spans))))
         label = columns[1].selectbox("Label", list(info.labels), key="attr_token_label")
-        target = attr.token_class_target(loaded, int(spans[word_index][0]), label)
+        target = token_class_target(loaded, int(spans[word_index][0]), label)
         first_piece = int(np.flatnonzero(result.word_ids == word_index)[0])
         window = int(result.owner[first_piece])
     else:
         if info.head_kind == "sequence-classification":
             label = st.selectbox("Explain the class", list(info.labels), key="attr_class")
-            target = attr.class_target(loaded, label)
+            target = class_target(loaded, label)
         else:
             descriptions = [line.strip() for line in st.session_state.get(
                 "pred_descriptions", "pneumonia present\nno evidence of pneumonia").splitlines() if line.strip()]
             description = st.selectbox("Explain the embedding similarity to", descriptions, key="attr_description",
                                        help="Edit the descriptions on the Predictions page.")
-            target = attr.similarity_target(loaded, description, lowercase=settings.lowercase)
+            target = similarity_target(loaded, description, lowercase=settings.lowercase)
         if len(result.windows) > 1:
             part = ui.note_part_picker(now, "q_attr_part", "Part of the note to explain")
             window = part.window
@@ -113,11 +114,11 @@ def method_params(method: str, heads: frozenset) -> tuple:
 
 
 def method_passes(method: str) -> Passes:
-    return attr.planned_passes(method, positions, window_words, steps=int(steps), tolerance=tolerance)
+    return planned_passes(method, positions, window_words, steps=int(steps), tolerance=tolerance)
 
 
-def run_method(method: str, heads: frozenset) -> attr.Attribution:
-    return ui.analysis("attribution", now, method_params(method, heads), lambda report: attr.attribute(
+def run_method(method: str, heads: frozenset) -> Attribution:
+    return ui.analysis("attribution", now, method_params(method, heads), lambda report: attribute(
         loaded, settings.note, target, method=method, steps=int(steps), tolerance=tolerance, baseline=baseline,
         memory_limit=memory_bytes, knocked_out=heads, precision=settings.precision, window=window,
         progress=report, **common), f"{METHOD_NAMES[method]}", passes=method_passes(method))
@@ -142,7 +143,7 @@ elif missing and not explained:
     if asking.button("Explain", type="primary", key="go_explain"):
         st.session_state[EXPLAINED] = request
         st.rerun()
-results: dict[tuple[str, str], attr.Attribution] = {}
+results: dict[tuple[str, str], Attribution] = {}
 if methods and (explained or not missing):
     with ui.user_errors():
         for method in methods:

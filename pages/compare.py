@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from cbert_core.compare import casing_for_second_model, compare_traces
+from cbert_core.analyses.compare import casing_for_second_model, compare_traces
 from cbert_core.views.attention_figures import attention_heatmap
 from cbert_core.views.compare_figures import cka_heatmap
 from cbert_core.views.labels import escape, head_name, position_labels

@@ -9,9 +9,17 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from cbert_core import corpus
+from cbert_core.corpus.collection import (
+    candidate_label_columns,
+    candidate_text_columns,
+    collection_from_table,
+    collection_from_texts,
+    read_table,
+)
+from cbert_core.corpus.embeddings import note_embeddings, planned_passes, project_notes
+from cbert_core.corpus.token_search import build_token_index, search_trace_token
 from cbert_core.errors import CbertError
-from cbert_core.examples import EXAMPLE_COLLECTION
+from cbert_core.text.examples import EXAMPLE_COLLECTION
 from cbert_core.views.embedding_figures import projection_scatter
 from cbert_core.views.labels import escape, layer_name, position_labels
 
@@ -27,16 +35,16 @@ collection = None
 with ui.user_errors():
     if source.startswith("Example"):
         texts, labels = zip(*EXAMPLE_COLLECTION)
-        collection = corpus.collection_from_texts(list(texts), labels=list(labels))
+        collection = collection_from_texts(list(texts), labels=list(labels))
     else:
         upload = ui.kept_upload("Notes (CSV with a header row, or JSONL: one JSON object per line)",
                                 types=["csv", "tsv", "txt", "jsonl", "json"], key="corpus_upload")
         if upload is None:
             st.stop()
-        table = corpus.read_table(upload.data, name=upload.name)
+        table = read_table(upload.data, name=upload.name)
         for warning in table.warnings:
             st.warning(warning, icon=":material/warning:")
-        text_columns = corpus.candidate_text_columns(table)
+        text_columns = candidate_text_columns(table)
         if not text_columns:
             raise CbertError(f"{upload.name} has no column that holds text. The columns are: "
                              f"{', '.join(map(str, table.frame.columns))}.")
@@ -44,10 +52,10 @@ with ui.user_errors():
         # The column choices belong to the file: kept while it stays in use, reset for another file.
         text_column = columns[0].selectbox("Text column", text_columns, key=ui.note_choice_key(
             "corpus_text_column", upload.digest, text_columns[0]))
-        label_options = ["(none)", *corpus.candidate_label_columns(table)]
+        label_options = ["(none)", *candidate_label_columns(table)]
         label_column = columns[1].selectbox("Label column (optional)", label_options, key=ui.note_choice_key(
             "corpus_label_column", upload.digest, label_options[0]))
-        collection = corpus.collection_from_table(table, text_column=text_column,
+        collection = collection_from_table(table, text_column=text_column,
                                                   label_column=None if label_column == "(none)" else label_column)
         for warning in collection.warnings:
             st.caption(warning)
@@ -64,7 +72,7 @@ layer = columns[1].slider("Layer (0 = embeddings)", 0, info.num_layers, key="cor
 method = columns[2].selectbox("Projection", ["pca", "umap"], key="corpus_method", format_func=str.upper)
 embed_key = ("note_embeddings", info.key, digest, pooling, settings.lowercase)
 try:  # every window of every note, once; the search index below runs the same passes
-    passes = ui.cached(("corpus_passes", info.key, digest, now.trace.lowercase), lambda report: corpus.planned_passes(
+    passes = ui.cached(("corpus_passes", info.key, digest, now.trace.lowercase), lambda report: planned_passes(
         loaded, collection, lowercase=now.trace.lowercase), "Counting the collection's word pieces")
 except CbertError:  # a note the model cannot read: the run itself says which
     passes = None
@@ -86,10 +94,10 @@ if not ui.is_cached(embed_key):
     show_cost("Embedding the collection")
 if ui.is_cached(embed_key) or st.button("Embed the collection", type="primary", key="go_corpus_embed"):
     with ui.user_errors():
-        vectors = ui.cached(embed_key, lambda report: corpus.note_embeddings(
+        vectors = ui.cached(embed_key, lambda report: note_embeddings(
             loaded, collection, pooling=pooling, lowercase=settings.lowercase, progress=report),
             f"Embedding {len(collection.texts):,} notes", measured=measured)
-        projected = ui.cached(("note_projection", embed_key, layer, method), lambda report: corpus.project_notes(
+        projected = ui.cached(("note_projection", embed_key, layer, method), lambda report: project_notes(
             vectors, layer, method=method, progress=report), "Projecting")
     groups = ([str(label) for label in collection.labels] if collection.labels is not None
               else ["note"] * len(collection.texts))
@@ -125,10 +133,10 @@ if not ui.is_cached(index_key):
     show_cost("Building the index")
 if ui.is_cached(index_key) or st.button("Build the search index", key="go_corpus_index"):
     with ui.user_errors():
-        index = ui.cached(index_key, lambda report: corpus.build_token_index(
+        index = ui.cached(index_key, lambda report: build_token_index(
             loaded, collection, layer=search_layer, lowercase=result.lowercase, progress=report),
             "Indexing every word piece of the collection", measured=measured)
-        matches = corpus.search_trace_token(index, result, position, k=int(top_k))
+        matches = search_trace_token(index, result, position, k=int(top_k))
     rows = []
     for match in matches:
         start = match.char_start - match.context_start

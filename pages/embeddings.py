@@ -7,8 +7,8 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from cbert_core import export
-from cbert_core.projection import METHOD_NAMES, cosine_matrix, piece_kinds
+from cbert_core.analyses.projection import METHOD_NAMES, cosine_matrix, piece_kinds
+from cbert_core.views import export
 from cbert_core.views.embedding_figures import (
     layer_curves,
     note_path_figure,

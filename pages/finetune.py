@@ -12,10 +12,22 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from cbert_core import corpus
+from cbert_core.corpus.collection import (
+    candidate_label_columns,
+    candidate_text_columns,
+    collection_from_table,
+    collection_from_texts,
+    read_table,
+)
 from cbert_core.errors import CbertError
-from cbert_core.examples import EXAMPLE_COLLECTION
-from cbert_core.finetune import FEW_VALIDATION_NOTES, FineTuneConfig, fine_tune, planned_passes, save_checkpoint
+from cbert_core.text.examples import EXAMPLE_COLLECTION
+from cbert_core.training.finetune import (
+    FEW_VALIDATION_NOTES,
+    FineTuneConfig,
+    fine_tune,
+    planned_passes,
+    save_checkpoint,
+)
 from cbert_core.views.attention_figures import CALM_LAYOUT
 from cbert_core.views.labels import escape
 
@@ -31,17 +43,17 @@ source = st.radio("Training data", ["Example set (30 labelled sentences)", "Uplo
 with ui.user_errors():
     if source.startswith("Example"):
         texts, labels = zip(*EXAMPLE_COLLECTION)
-        collection = corpus.collection_from_texts(list(texts), labels=list(labels))
+        collection = collection_from_texts(list(texts), labels=list(labels))
     else:
         upload = ui.kept_upload("Labelled notes", types=["csv", "tsv", "txt", "jsonl", "json"], key="ft_upload")
         if upload is None:
             st.stop()
-        table = corpus.read_table(upload.data, name=upload.name)
-        text_columns = corpus.candidate_text_columns(table)
+        table = read_table(upload.data, name=upload.name)
+        text_columns = candidate_text_columns(table)
         if not text_columns:
             raise CbertError(f"{upload.name} has no column that holds text. The columns are: "
                              f"{', '.join(map(str, table.frame.columns))}.")
-        label_columns = corpus.candidate_label_columns(table)
+        label_columns = candidate_label_columns(table)
         if not label_columns:
             raise CbertError("Fine-tuning needs a label column with a few distinct values; none was found.")
         columns = st.columns(2)
@@ -50,7 +62,7 @@ with ui.user_errors():
             "ft_text_column", upload.digest, text_columns[0]))
         label_column = columns[1].selectbox("Label column", label_columns, key=ui.note_choice_key(
             "ft_label_column", upload.digest, label_columns[0]))
-        collection = corpus.collection_from_table(table, text_column=text_column, label_column=label_column)
+        collection = collection_from_table(table, text_column=text_column, label_column=label_column)
 counts = pd.Series(collection.labels).value_counts()
 st.caption(f"{len(collection.texts):,} labelled notes: " + ", ".join(f"{escape(str(k))} {v}" for k, v in counts.items()))
 

@@ -7,15 +7,9 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from cbert_core.inside import (
-    CAPTIONS,
-    attention_step,
-    embedding_walk,
-    encoder_stack,
-    logit_lens,
-    verify_layer,
-)
-from cbert_core.note_parts import FOCUS_RADIUS, focus_positions
+from cbert_core.analyses.inside import attention_step, embedding_walk, encoder_stack, logit_lens, verify_layer
+from cbert_core.inside_captions import CAPTIONS
+from cbert_core.run.note_parts import FOCUS_RADIUS, focus_positions
 from cbert_core.views.attention_figures import neuron_view
 from cbert_core.views.inside_figures import (
     attention_step_figure,

@@ -7,8 +7,8 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from cbert_core import export
 from cbert_core.text.words import count_words
+from cbert_core.views import export
 from cbert_core.views.text_html import segments_html
 
 st.title("Note")

@@ -7,7 +7,9 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from cbert_core import predict, similarity
+from cbert_core.analyses import similarity
+from cbert_core.analyses.labelling import classify, token_labels
+from cbert_core.analyses.predict import fill_mask, mask_word, planned_passes, pseudo_log_likelihood
 from cbert_core.views.labels import escape
 from cbert_core.views.prediction_figures import cosine_bars, format_probability, probability_bars
 from cbert_core.views.text_html import scores_html
@@ -48,7 +50,7 @@ if info.head_kind == "masked-lm":
     else:
         def draw_fill(label: str, heads: frozenset) -> None:
             with ui.user_errors():
-                filled = ui.analysis("fill_mask", now, (tuple(sorted(heads)),), lambda report: predict.fill_mask(
+                filled = ui.analysis("fill_mask", now, (tuple(sorted(heads)),), lambda report: fill_mask(
                     loaded, settings.note, knocked_out=heads, **common), "Filling in the masks")
             for index in range(len(filled.positions)):
                 start, end = filled.char_spans[index]
@@ -70,7 +72,7 @@ if info.head_kind == "masked-lm":
 
     def draw_masked(label: str, heads: frozenset) -> None:
         with ui.user_errors():
-            hidden = ui.analysis("mask_word", now, (start, end, tuple(sorted(heads))), lambda report: predict.mask_word(
+            hidden = ui.analysis("mask_word", now, (start, end, tuple(sorted(heads))), lambda report: mask_word(
                 loaded, settings.note, start, end, knocked_out=heads, **common), "Filling in the hidden word")
         rows = [index for index in range(len(hidden.positions)) if hidden.original_ids[index] >= 0]
         for index in rows:
@@ -85,7 +87,7 @@ if info.head_kind == "masked-lm":
                "typos and unexpected findings stand out in red (low pseudo-log-likelihood).")
     # The surprise map reads the note in the trace's windows (same casing and overlap): its passes are counted there.
     scorable = result.input_ids[1:-1] != result.mask_id  # [n]: typed masks are not scored
-    pll_passes = {stride: predict.planned_passes(result.windows, result.owner[1:-1], scorable, stride=stride)
+    pll_passes = {stride: planned_passes(result.windows, result.owner[1:-1], scorable, stride=stride)
                   for stride in (0, FAST_STRIDE)}
     pll_costs = {stride: f"{passes.rows:,} masked copies, {ui.estimate(now, passes)}"
                  for stride, passes in pll_passes.items()}
@@ -103,7 +105,7 @@ if info.head_kind == "masked-lm":
         st.caption(f"{'Exact' if exact else 'Fast'} mode runs {pll_costs[stride]}.")
     if computed or st.button("Compute the surprise map", key="go_pll"):
         with ui.user_errors():
-            pll = ui.analysis("pll", now, (stride, ()), lambda report: predict.pseudo_log_likelihood(
+            pll = ui.analysis("pll", now, (stride, ()), lambda report: pseudo_log_likelihood(
                 loaded, settings.note, stride=stride, precision=settings.precision, overlap=settings.overlap,
                 progress=report, **common), "Scoring every word piece", passes=pll_passes[stride])
         by_mean = per == SURPRISE_MEAN
@@ -130,7 +132,7 @@ elif info.head_kind == "sequence-classification":
 
     def draw_classes(label: str, heads: frozenset) -> None:
         with ui.user_errors():
-            classes = ui.analysis("classify", now, (tuple(sorted(heads)),), lambda report: predict.classify(
+            classes = ui.analysis("classify", now, (tuple(sorted(heads)),), lambda report: classify(
                 loaded, settings.note, knocked_out=heads, progress=report, **common), "Classifying")
         st.plotly_chart(probability_bars(list(classes.labels), classes.probs, "Label probabilities"),
                         key=f"pred_classes_{label}", width="stretch")
@@ -141,7 +143,7 @@ elif info.head_kind == "token-classification":
 
     def draw_entities(label: str, heads: frozenset) -> None:
         with ui.user_errors():
-            tagged = ui.analysis("entities", now, (tuple(sorted(heads)),), lambda report: predict.token_labels(
+            tagged = ui.analysis("entities", now, (tuple(sorted(heads)),), lambda report: token_labels(
                 loaded, settings.note, knocked_out=heads, **common), "Labelling words")
         spans = np.array([[e.start, e.end] for e in tagged.entities], dtype=np.int32).reshape(-1, 2)
         st.html(scores_html(settings.note, spans, np.array([e.score for e in tagged.entities], np.float32),

@@ -7,9 +7,9 @@ import streamlit as st
 
 import ui
 from cbert_core.errors import CbertError
-from cbert_core.loading import BIO_CLINICALBERT
-from cbert_core.text import tokenize_note
-from cbert_core.tokenization import compare, fertility
+from cbert_core.model.loading import BIO_CLINICALBERT
+from cbert_core.text.tokenization import compare, fertility
+from cbert_core.text.tokens import tokenize_note
 from cbert_core.views.text_html import pieces_html
 
 MAX_TABLE_ROWS = 5000

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pytest  # noqa: E402
 
-from cbert_core.loading import BUNDLED, LoadedModel, load_model  # noqa: E402
+from cbert_core.model.loading import BUNDLED, LoadedModel, load_model  # noqa: E402
 from tiny_models import write_bert  # noqa: E402
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"

@@ -8,10 +8,10 @@ import string
 import numpy as np
 import pytest
 
-from cbert_core import attention, projection
-from cbert_core.text import tokenize_note
-from cbert_core.tokenization import compare, fertility
-from cbert_core.trace import trace
+from cbert_core.analyses import attention, projection
+from cbert_core.run.trace import trace
+from cbert_core.text.tokenization import compare, fertility
+from cbert_core.text.tokens import tokenize_note
 from notes import CLINICAL_NOTE
 
 

@@ -10,9 +10,9 @@ import streamlit.testing.v1.app_test as app_test_module
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
-from cbert_core.examples import DEFAULT_EXAMPLE, EXAMPLE_NOTES
-from cbert_core.loading import load_model
-from cbert_core.trace import trace
+from cbert_core.model.loading import load_model
+from cbert_core.run.trace import trace
+from cbert_core.text.examples import DEFAULT_EXAMPLE, EXAMPLE_NOTES
 from ui import MODEL_OTHER
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -122,7 +122,7 @@ def test_a_cased_vocabulary_keeps_case_on_request_and_says_so(tiny_dir: Path) ->
 
 
 def test_attention_page_grid_heatmap_and_views(reference) -> None:
-    from cbert_core.attention import head_statistics
+    from cbert_core.analyses.attention import head_statistics
 
     assert len(reference.tokens) > 81  # a long window: word level, around one word
     app = start("pages/attention.py")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cbert_core.intervals import wilson_interval
+from cbert_core.analyses.intervals import wilson_interval
 from test_app_pages import charts, start
 from ui import MODEL_OTHER
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cbert_core import similarity
-from cbert_core.examples import DEFAULT_EXAMPLE, EXAMPLE_NOTES
-from cbert_core.loading import BUNDLED, load_model
-from cbert_core.predict import pseudo_log_likelihood
+from cbert_core.analyses import similarity
+from cbert_core.analyses.predict import pseudo_log_likelihood
+from cbert_core.model.loading import BUNDLED, load_model
+from cbert_core.text.examples import DEFAULT_EXAMPLE, EXAMPLE_NOTES
 from test_app_pages import charts, start
 from ui import MODEL_OTHER
 

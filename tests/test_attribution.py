@@ -10,24 +10,16 @@ import pytest
 import torch
 from transformers import BertForMaskedLM
 
-from cbert_core.attribution import (
-    METHODS,
-    Attribution,
-    attribute,
-    class_target,
-    counterfactual,
-    head_importance,
-    masked_token_target,
-    quadrature,
-    similarity_target,
-    token_class_target,
-)
-from cbert_core.errors import ResourceLimitError, TargetError
-from cbert_core.faithfulness import faithfulness, rationales
-from cbert_core.hooks import hook_count, knockout, whole_layers
-from cbert_core.loading import LoadedModel, load_model
-from cbert_core.predict import WrongHeadError, fill_mask
-from tiny_models import _write_tokenizer, bert_config, write_bert
+from cbert_core.analyses.attribution import METHODS, Attribution, attribute, quadrature
+from cbert_core.analyses.counterfactual import counterfactual
+from cbert_core.analyses.faithfulness import faithfulness, rationales
+from cbert_core.analyses.knockout_scan import head_importance
+from cbert_core.analyses.predict import fill_mask
+from cbert_core.analyses.targets import class_target, masked_token_target, similarity_target, token_class_target
+from cbert_core.errors import ResourceLimitError, TargetError, WrongHeadError
+from cbert_core.model.hooks import hook_count, knockout, whole_layers
+from cbert_core.model.loading import LoadedModel, load_model
+from tiny_models import bert_config, write_bert, write_tokenizer
 
 MASKED = "Patient denies chest [MASK] . No fever ."
 
@@ -38,7 +30,7 @@ def sharp(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
     folder = tmp_path_factory.mktemp("sharp") / "mlm"
     torch.manual_seed(3)
     BertForMaskedLM(bert_config(initializer_range=0.2)).eval().save_pretrained(folder)
-    _write_tokenizer(folder)
+    write_tokenizer(folder)
     return load_model(str(folder))
 
 

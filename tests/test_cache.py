@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cbert_core.cache import ResultCache, payload_bytes
+from cbert_core.serving.cache import ResultCache, payload_bytes
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

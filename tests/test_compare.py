@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cbert_core.compare import (
+from cbert_core.analyses.compare import (
     aligned_word_states,
     casing_for_second_model,
     cka_matrix,
@@ -17,7 +17,7 @@ from cbert_core.compare import (
     word_states,
 )
 from cbert_core.errors import TargetError
-from cbert_core.trace import trace
+from cbert_core.run.trace import trace
 from cbert_core.views.compare_figures import cka_heatmap
 from notes import CLINICAL_NOTE
 

@@ -14,10 +14,10 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from cbert_core import export
-from cbert_core.cli import EXIT_INPUT, EXIT_MODEL, EXIT_OTHER, EXIT_OUTPUT, main
+from cbert_core.corpus.cli import EXIT_INPUT, EXIT_MODEL, EXIT_OTHER, EXIT_OUTPUT, main
 from cbert_core.errors import ExportError
-from cbert_core.trace import trace
+from cbert_core.run.trace import trace
+from cbert_core.views import export
 from tiny_models import write_bert
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from cbert_core.collection import Collection, collection_from_texts
+from cbert_core.analyses.intervals import wilson_interval
+from cbert_core.corpus.collection import Collection, collection_from_texts
 from cbert_core.errors import DataFileError, ExportError
-from cbert_core.finetune import FineTuneConfig, fine_tune
-from cbert_core.intervals import wilson_interval
-from cbert_core.loading import load_model
-from cbert_core.trace import trace
+from cbert_core.model.loading import load_model
+from cbert_core.run.trace import trace
+from cbert_core.training.finetune import FineTuneConfig, fine_tune
 from tiny_models import write_family
 
 FILLER = "patient the history of with and for in on is was daily normal left right reports alert".split()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from cbert_core.errors import CbertError, EmptyNoteError, NoteTooLongError, ResourceLimitError
-from cbert_core.trace import trace
+from cbert_core.run.trace import trace
 from cbert_core.views.labels import position_labels
 from cbert_core.views.text_html import pieces_html, segments_html
 

@@ -12,21 +12,13 @@ import numpy as np
 import pytest
 import torch
 
+from cbert_core.analyses.inside import attention_step, embedding_walk, encoder_stack, logit_lens, verify_layer
 from cbert_core.errors import CbertError, EmptyNoteError, ResourceLimitError, TargetError
-from cbert_core.hooks import hook_count
-from cbert_core.inside import (
-    CAPTIONS,
-    OUTPUT_CAPTIONS,
-    InsideTrace,
-    attention_step,
-    embedding_walk,
-    encoder_stack,
-    inside_trace,
-    logit_lens,
-    verify_layer,
-)
-from cbert_core.loading import HeadKind, LoadedModel, load_model
-from cbert_core.trace import trace
+from cbert_core.inside_captions import CAPTIONS, OUTPUT_CAPTIONS
+from cbert_core.model.hooks import hook_count
+from cbert_core.model.loading import HeadKind, LoadedModel, load_model
+from cbert_core.run.inside_capture import InsideTrace, inside_trace
+from cbert_core.run.trace import trace
 from tiny_models import write_bert, write_family
 
 MASKED_NOTE = "Patient denies chest [MASK] . No fever."
@@ -355,7 +347,7 @@ def test_records_are_plain_read_only_and_default_trace_is_unchanged(tiny: Loaded
     np.testing.assert_array_equal(copy.hidden_states, tiny_inside.hidden_states)
     assert 0 < tiny_inside.nbytes < 1_000_000
     assert trace(tiny, NOTE).extras == {}  # the page's sites are not captured by default
-    package = Path(sys.modules["cbert_core.inside"].__file__).parent
+    package = Path(sys.modules["cbert_core.analyses.inside"].__file__).parent
     for source in package.glob("inside*.py"):
         assert "streamlit" not in source.read_text(encoding="utf-8")
 

@@ -15,16 +15,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from cbert_core import hub
 from cbert_core.errors import (
     HubUnreachableError,
     ModelLoadError,
     ModelNotFoundError,
     UnsupportedModelError,
 )
-from cbert_core.hooks import hook_count
-from cbert_core.loading import BUNDLED, ModelSpec, load_model, parse_spec, resolve_default_model
-from cbert_core.trace import trace
+from cbert_core.model import hub
+from cbert_core.model.hooks import hook_count
+from cbert_core.model.loading import BUNDLED, ModelSpec, load_model, parse_spec, resolve_default_model
+from cbert_core.run.trace import trace
 from tiny_models import write_bert, write_family
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from cbert_core.loading import LoadedModel
-from cbert_core.note_parts import default_part, note_parts
-from cbert_core.trace import trace
+from cbert_core.model.loading import LoadedModel
+from cbert_core.run.note_parts import default_part, note_parts
+from cbert_core.run.trace import trace
 
 HISTORY = " ".join(f"The patient reports cough number {index} at night." for index in range(6))
 LONG_NOTE = (f"HISTORY OF PRESENT ILLNESS: {HISTORY}\nMEDICATIONS: Aspirin daily. Metoprolol twice daily.\n"

@@ -12,14 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from cbert_core import corpus, predict
-from cbert_core.collection import collection_from_texts
-from cbert_core.encode import planned_passes as planned_batches
-from cbert_core.finetune import FineTuneConfig, fine_tune
-from cbert_core.finetune import planned_passes as planned_training
-from cbert_core.speed import GRADIENT_COST, Passes
+from cbert_core.analyses import predict
+from cbert_core.corpus.collection import collection_from_texts
+from cbert_core.corpus.embeddings import planned_passes
+from cbert_core.run.encode import planned_passes as planned_batches
+from cbert_core.run.trace import trace
+from cbert_core.serving.speed import GRADIENT_COST, Passes
 from cbert_core.text.windows import Window
-from cbert_core.trace import trace
+from cbert_core.training.finetune import FineTuneConfig, fine_tune
+from cbert_core.training.finetune import planned_passes as planned_training
 
 WORDS = "patient denies chest pain and cough with no fever on aspirin".split()  # 11 words, 11 pieces
 
@@ -62,9 +63,9 @@ def test_collection_windows_are_batched_and_padded_as_the_embedding_runs_them(ti
     texts = [" ".join(WORDS[:4]), " ".join(WORDS[:2]), long_note]
     # Windows of the long note: [0, 62), [31, 93), [62, 100) -> 64, 64 and 40 positions.
     lengths = [4 + 2, 2 + 2, 64, 64, 40]
-    assert corpus.planned_passes(tiny, texts) == Passes(forward=((64, 5),))  # one batch of 16, padded to 64
-    assert corpus.planned_passes(tiny, texts, batch_size=2) == Passes(forward=((64, 2), (40, 2), (4, 1)))
-    assert corpus.planned_passes(tiny, texts, long_notes="first") == Passes(forward=((64, 3),))
+    assert planned_passes(tiny, texts) == Passes(forward=((64, 5),))  # one batch of 16, padded to 64
+    assert planned_passes(tiny, texts, batch_size=2) == Passes(forward=((64, 2), (40, 2), (4, 1)))
+    assert planned_passes(tiny, texts, long_notes="first") == Passes(forward=((64, 3),))
     assert planned_batches(lengths, batch_size=16, batch_tokens=130) == Passes(forward=((64, 2), (40, 3)))
 
 

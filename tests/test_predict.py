@@ -10,21 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from cbert_core.errors import CbertError, EmptyNoteError, ResourceLimitError, TargetError
-from cbert_core.hooks import hook_count, knockout, whole_layers
-from cbert_core.loading import LoadedModel, load_model
-from cbert_core.predict import (
-    WrongHeadError,
-    classify,
-    embedding_similarity,
-    fill_mask,
-    forward_ids,
-    mask_word,
-    merge_entities,
-    pseudo_log_likelihood,
-    token_labels,
-    vocabulary_id,
-)
+from cbert_core.analyses.labelling import classify, merge_entities, token_labels
+from cbert_core.analyses.predict import fill_mask, mask_word, pseudo_log_likelihood
+from cbert_core.analyses.similarity import embedding_similarity
+from cbert_core.errors import CbertError, EmptyNoteError, ResourceLimitError, TargetError, WrongHeadError
+from cbert_core.model.hooks import hook_count, knockout, whole_layers
+from cbert_core.model.loading import LoadedModel, load_model
+from cbert_core.run.forward import explicit_attention, forward_ids, vocabulary_id
 from tiny_models import tiny_vocab, write_bert, write_family
 
 NOTE = "Patient denies chest pain . No fever ."
@@ -39,7 +31,7 @@ def plain_logits(loaded: LoadedModel, ids: np.ndarray) -> torch.Tensor:
 
 def input_ids(loaded: LoadedModel, text: str) -> np.ndarray:
     tokenizer = loaded.tokenizer()
-    from cbert_core.text import tokenize_note
+    from cbert_core.text.tokens import tokenize_note
 
     return np.concatenate([[tokenizer.cls_token_id], tokenize_note(tokenizer, text).ids, [tokenizer.sep_token_id]])
 
@@ -144,15 +136,13 @@ def test_pseudo_likelihood_batches_strides_and_word_sums(tiny) -> None:
 
 
 def test_explicit_attention_equals_the_flash_kernel() -> None:
-    from cbert_core.forward import _explicit_attention
-
     torch.manual_seed(0)
     query, key, value = (torch.randn(2, 3, 5 if i == 0 else 7, 4) for i in range(3))  # [b, h, q|t, dh]
     mask = torch.ones(2, 1, 1, 7, dtype=torch.bool)
     mask[1, ..., 5:] = False  # the second row has two padded keys
     for keys in (None, mask):
         expected = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=keys)
-        torch.testing.assert_close(_explicit_attention(query, key, value, keys), expected, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(explicit_attention(query, key, value, keys), expected, atol=1e-6, rtol=1e-5)
 
 
 def test_pseudo_likelihood_in_bf16_is_close_to_fp32(tiny) -> None:
@@ -305,7 +295,7 @@ def test_results_are_frozen_readonly_and_pickle(tiny) -> None:
 
 
 def test_embedding_similarity_carries_the_unrelated_text_reference(bundled) -> None:
-    from cbert_core.similarity import REFERENCE_DESCRIPTIONS
+    from cbert_core.analyses.similarity import REFERENCE_DESCRIPTIONS
 
     text = "The patient has pneumonia on the chest x-ray. The left ankle is broken."
     result = embedding_similarity(bundled, text, ["pneumonia present", "fractured ankle"])
@@ -329,7 +319,7 @@ def test_embedding_similarity_carries_the_unrelated_text_reference(bundled) -> N
 
 
 def test_standing_out_needs_the_margin_over_the_runner_up_and_the_reference() -> None:
-    from cbert_core.similarity import STANDS_OUT, TOO_CLOSE, UNRELATED, standing_out
+    from cbert_core.analyses.similarity import STANDS_OUT, TOO_CLOSE, UNRELATED, standing_out
 
     unrelated = np.array([0.10, -0.10, 0.0, 0.0], np.float32)  # max 0.10, standard deviation sqrt(0.005) ~ 0.0707
     rows = np.array([[0.44, 0.43],  # 0.01 apart: within the margin
@@ -345,7 +335,7 @@ def test_standing_out_needs_the_margin_over_the_runner_up_and_the_reference() ->
 
 
 def test_no_description_stands_out_when_two_are_within_the_margin(bundled) -> None:
-    from cbert_core.similarity import REFERENCE_DESCRIPTIONS, STANDS_OUT, TOO_CLOSE, UNRELATED
+    from cbert_core.analyses.similarity import REFERENCE_DESCRIPTIONS, STANDS_OUT, TOO_CLOSE, UNRELATED
 
     text = "Chest x-ray shows a right lower lobe pneumonia."
     same = embedding_similarity(bundled, text, ["pneumonia present", "pneumonia present"])

@@ -15,8 +15,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import ui
-from cbert_core.inside_capture import InsideTrace
-from cbert_core.trace import Trace
+from cbert_core.run.inside_capture import InsideTrace
+from cbert_core.run.trace import Trace
 from test_app_pages import start
 from ui import MODEL_OTHER
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cbert_core.speed import GRADIENT_COST, Estimate, Passes, SpeedBook, Training, fitted_seconds_per_row
+from cbert_core.serving.speed import GRADIENT_COST, Estimate, Passes, SpeedBook, Training, fitted_seconds_per_row
 
 
 def power(t: int, c: float = 2e-4, p: float = 1.5) -> float:

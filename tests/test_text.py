@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from cbert_core.errors import EmptyNoteError, NoteTooLongError
-from cbert_core.text import check_note, owner_windows, plan_windows, segment, tokenize_note
+from cbert_core.text.segment import segment
+from cbert_core.text.tokens import check_note, tokenize_note
+from cbert_core.text.windows import owner_windows, plan_windows
 from cbert_core.text.words import count_words
 from notes import CLINICAL_NOTE, HOSTILE_NOTES
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from cbert_core.errors import EmptyNoteError, NoteTooLongError
-from cbert_core.hooks import capture, hook_count, knockout, whole_layers
-from cbert_core.loading import load_model
-from cbert_core.precision import cpu_flags, has_native_bf16
-from cbert_core.trace import trace
+from cbert_core.model.hooks import capture, hook_count, knockout, whole_layers
+from cbert_core.model.loading import load_model
+from cbert_core.model.precision import cpu_flags, has_native_bf16
+from cbert_core.run.trace import trace
 from notes import CLINICAL_NOTE, HOSTILE_NOTES
 from tiny_models import write_bert
 

@@ -46,7 +46,7 @@ def tiny_vocab() -> list[str]:
     return vocab
 
 
-def _write_tokenizer(folder: Path, lowercase: bool = True) -> None:
+def write_tokenizer(folder: Path, lowercase: bool = True) -> None:
     (folder / "vocab.txt").write_text("\n".join(tiny_vocab()) + "\n", encoding="utf-8")
     BertTokenizer(vocab=str(folder / "vocab.txt"), do_lower_case=lowercase).save_pretrained(folder)
 
@@ -80,7 +80,7 @@ def write_bert(folder: Path, head: str = "masked-lm", seed: int = 0, labels: tup
         torch.save(model.state_dict(), folder / "pytorch_model.bin")
         return folder
     model.save_pretrained(folder, safe_serialization=True)
-    _write_tokenizer(folder)
+    write_tokenizer(folder)
     return folder
 
 
@@ -105,5 +105,5 @@ def write_family(folder: Path, family: str, seed: int = 0) -> Path:
     else:
         raise ValueError(family)
     model.eval().save_pretrained(folder, safe_serialization=True)
-    _write_tokenizer(folder)
+    write_tokenizer(folder)
     return folder

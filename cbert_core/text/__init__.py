@@ -1,10 +1,10 @@
-"""Clinical text: segmentation, word pieces with offsets, and windows for long notes."""
+"""Clinical text: sections and sentences, words, word pieces with offsets, windows for long notes.
 
-from .segment import Section, Segmentation, Sentence, segment
-from .tokens import DEFAULT_MAX_CHARS, NoteTokens, check_note, sentence_start_tokens, tokenize_note
-from .windows import DEFAULT_OVERLAP, Window, owner_windows, plan_windows
+Modules: ``segment`` (sections and sentences), ``words`` (words as a reader counts them), ``tokens``
+(word pieces with character offsets), ``windows`` (overlapping windows and their owners),
+``tokenization`` (how a tokenizer splits a note: fertility, comparisons), ``examples`` (example
+notes and a labelled example collection written for the project).
 
-__all__ = [
-    "DEFAULT_MAX_CHARS", "DEFAULT_OVERLAP", "NoteTokens", "Section", "Segmentation", "Sentence", "Window",
-    "check_note", "owner_windows", "plan_windows", "segment", "sentence_start_tokens", "tokenize_note",
-]
+May import: ``cbert_core.errors``, ``cbert_core.progress``, ``cbert_core.records`` (and a tokenizer
+given to it). Not the model, not running.
+"""

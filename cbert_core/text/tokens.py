@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from ..errors import EmptyNoteError, NoteTooLongError
+from cbert_core.errors import EmptyNoteError, NoteTooLongError
 
 DEFAULT_MAX_CHARS = 100_000
 # A tokenizers-backed tokenizer may reconfigure its Rust backend per call, which is

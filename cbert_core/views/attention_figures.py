@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .labels import escape, head_name, wrap_title
+from cbert_core.views.labels import escape, head_name, wrap_title
 
 SEQUENTIAL = "Blues"
 CALM_LAYOUT = dict(template="plotly_white", margin=dict(l=10, r=10, t=40, b=10), font=dict(size=12))

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 import numpy as np
 import plotly.graph_objects as go
 
-from .attention_figures import TWO_LINE_TITLE_LAYOUT
-from .labels import head_name, wrap_title
+from cbert_core.views.attention_figures import TWO_LINE_TITLE_LAYOUT
+from cbert_core.views.labels import head_name, wrap_title
 
 KNOCKED_COLOUR = "#222222"
 

@@ -7,8 +7,8 @@ from typing import Literal
 import numpy as np
 import plotly.graph_objects as go
 
-from .attention_figures import CALM_LAYOUT
-from .labels import escape
+from cbert_core.views.attention_figures import CALM_LAYOUT
+from cbert_core.views.labels import escape
 
 CkaShown = Literal["cka", "above", "reference"]
 CKA_TITLES: dict[str, str] = {

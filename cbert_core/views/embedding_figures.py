@@ -6,8 +6,8 @@ import numpy as np
 import plotly.express as px
 import plotly.graph_objects as go
 
-from .attention_figures import CALM_LAYOUT
-from .labels import layer_name
+from cbert_core.views.attention_figures import CALM_LAYOUT
+from cbert_core.views.labels import layer_name
 
 PALETTE = px.colors.qualitative.Safe + px.colors.qualitative.Pastel
 

@@ -6,9 +6,9 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .attention_figures import CALM_LAYOUT, TWO_LINE_TITLE_LAYOUT
-from .embedding_figures import PALETTE
-from .labels import wrap_title
+from cbert_core.views.attention_figures import CALM_LAYOUT, TWO_LINE_TITLE_LAYOUT
+from cbert_core.views.embedding_figures import PALETTE
+from cbert_core.views.labels import wrap_title
 
 
 def embedding_parts_figure(part_names: tuple[str, ...], norm_shares: np.ndarray, labels: list[str],

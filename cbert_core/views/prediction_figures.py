@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from .attention_figures import CALM_LAYOUT
-from .labels import escape
+from cbert_core.views.attention_figures import CALM_LAYOUT
+from cbert_core.views.labels import escape
 
 BAR_COLOUR = "#1f6f8b"
 REFERENCE_COLOUR = "#8a6d3b"

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .labels import escape
+from cbert_core.views.labels import escape
 
 BOX = "font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 0.92rem; line-height: 2.0;" \
       " white-space: pre-wrap; word-break: break-word; padding: 0.6rem 0.8rem; border-radius: 6px;" \

@@ -1,0 +1,413 @@
+"""Run a note through the model once, with hooks, into an immutable :class:`Trace`.
+
+The Trace holds numpy arrays only (no torch objects, no model reference), so it
+pickles for caching and can be shared read-only between views. Positions are
+global: 0 is [CLS], 1..n are the note's word pieces, n + 1 is [SEP]. A note
+longer than the model's positions is run in overlapping windows; per-token
+values are stitched from the window where each token is most central, while
+pairwise values (attention, queries/keys) stay per window.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from cbert_core.errors import ResourceLimitError
+from cbert_core.model.hooks import HeadSet, Recording, capture, knockout
+from cbert_core.model.loading import HeadKind, LoadedModel, ModelInfo
+from cbert_core.model.precision import Precision, autocast, check_precision
+from cbert_core.progress import Progress
+from cbert_core.records import frozen_array
+from cbert_core.text.segment import Segmentation, segment
+from cbert_core.text.tokens import DEFAULT_MAX_CHARS, check_note, sentence_start_tokens, tokenize_note
+from cbert_core.text.windows import DEFAULT_OVERLAP, Window, owner_windows, plan_windows
+
+DEFAULT_TOP_K = 10
+DEFAULT_MAX_TRACE_BYTES = 2 * 2**30  # what one trace may hold in memory
+HEAD_SPLIT_SITES = frozenset({"query", "key", "value", "context"})  # kept per head: [layer, head, pos, head_dim]
+
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeadOutput:
+    """What the checkpoint's head computed, in a form small enough to keep."""
+
+    kind: HeadKind
+    labels: tuple[str, ...] = ()
+    top_ids: np.ndarray | None = None  # int32 [pos, k]: masked-LM's best tokens at every position
+    top_logprobs: np.ndarray | None = None  # float32 [pos, k]: their log-probabilities
+    token_logits: np.ndarray | None = None  # float32 [pos, labels]: token classification
+    sequence_logits: np.ndarray | None = None  # float32 [window, labels]: sequence classification
+    cls_vectors: np.ndarray | None = None  # float32 [window, hidden]: last-layer [CLS] per window
+
+    def __post_init__(self) -> None:
+        for value in (self.top_ids, self.top_logprobs, self.token_logits, self.sequence_logits, self.cls_vectors):
+            if value is not None:
+                frozen_array(value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Trace:
+    """One note run through one model: every array a view needs, read-only."""
+
+    model_key: str
+    model_name: str
+    text: str
+    lowercase: bool
+    precision: Precision
+    knocked_out: HeadSet
+    mask_id: int | None
+    tokens: tuple[str, ...]  # [pos]
+    input_ids: np.ndarray  # int64 [pos]
+    offsets: np.ndarray  # int32 [pos, 2]; (-1, -1) for [CLS]/[SEP]
+    word_ids: np.ndarray  # int32 [pos]; -1 for [CLS]/[SEP]
+    word_spans: np.ndarray  # int32 [word, 2]
+    special: np.ndarray  # bool [pos]
+    sentence_ids: np.ndarray  # int32 [pos]; -1 for specials and text outside sentences
+    section_ids: np.ndarray  # int32 [pos]; -1 for specials and text before any section
+    segmentation: Segmentation
+    windows: tuple[Window, ...]
+    owner: np.ndarray  # int32 [pos]: window that per-token values come from
+    attentions: tuple[np.ndarray, ...]  # per window: float16 [layer, head, q, k] (window positions)
+    hidden_states: np.ndarray  # float32 [layer + 1, pos, hidden]
+    head: HeadOutput
+    queries: tuple[np.ndarray, ...] | None = None  # per window: float32 [layer, head, q, head_dim]
+    keys: tuple[np.ndarray, ...] | None = None  # per window: float32 [layer, head, k, head_dim]
+    ffn_activations: np.ndarray | None = None  # float16 [layer, pos, d_ff]
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # other captured sites, stitched
+
+    def __post_init__(self) -> None:
+        positions = len(self.tokens)
+        for name in ("input_ids", "word_ids", "special", "sentence_ids", "section_ids", "owner"):
+            if getattr(self, name).shape != (positions,):
+                raise ValueError(f"Trace.{name} must have shape [{positions}]")
+        if self.offsets.shape != (positions, 2):
+            raise ValueError("Trace.offsets must be [pos, 2]")
+        if self.hidden_states.ndim != 3 or self.hidden_states.shape[1] != positions:
+            raise ValueError("Trace.hidden_states must be [layer + 1, pos, hidden]")
+        if len(self.attentions) != len(self.windows):
+            raise ValueError("one attention array per window")
+        for window, attention in zip(self.windows, self.attentions):
+            size = window.size + 2
+            if attention.ndim != 4 or attention.shape[2:] != (size, size):
+                raise ValueError(f"window {window.index} attention must be [layer, head, {size}, {size}]")
+        for value in (self.input_ids, self.offsets, self.word_ids, self.word_spans, self.special,
+                      self.sentence_ids, self.section_ids, self.owner, self.hidden_states,
+                      *self.attentions, *(self.queries or ()), *(self.keys or ()), *self.extras.values()):
+            frozen_array(value)
+        if self.ffn_activations is not None:
+            frozen_array(self.ffn_activations)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.hidden_states.shape[0] - 1)
+
+    @property
+    def num_heads(self) -> int:
+        return int(self.attentions[0].shape[1])
+
+    @property
+    def num_positions(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def mask_positions(self) -> np.ndarray:
+        """int64 [m]: positions holding the mask token."""
+        if self.mask_id is None:
+            return np.zeros(0, dtype=np.int64)
+        return np.flatnonzero(self.input_ids == self.mask_id)
+
+    def window_positions(self, window: int) -> np.ndarray:
+        """int64 [window size + 2]: global position of each of a window's positions."""
+        chosen = self.windows[window]
+        last = self.num_positions - 1
+        return np.concatenate([[0], np.arange(chosen.start + 1, chosen.stop + 1), [last]]).astype(np.int64)
+
+    def window_tokens(self, window: int) -> tuple[str, ...]:
+        return tuple(self.tokens[position] for position in self.window_positions(window))
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the trace's arrays, in bytes."""
+        arrays = [self.input_ids, self.offsets, self.word_ids, self.word_spans, self.special, self.sentence_ids,
+                  self.section_ids, self.owner, self.hidden_states, *self.attentions, *(self.queries or ()),
+                  *(self.keys or ()), *self.extras.values()]
+        head = self.head
+        arrays += [a for a in (head.top_ids, head.top_logprobs, head.token_logits, head.sequence_logits,
+                               head.cls_vectors, self.ffn_activations) if a is not None]
+        return int(sum(array.nbytes for array in arrays))
+
+
+def _window_input(ids: np.ndarray, window: Window, cls_id: int, sep_id: int) -> torch.Tensor:
+    body = ids[window.start:window.stop]
+    return torch.from_numpy(np.concatenate([[cls_id], body, [sep_id]]).astype(np.int64))[None, :]  # [1, t]
+
+
+def _per_token_ids(offsets: np.ndarray, spans: Iterable[tuple[int, int]]) -> np.ndarray:
+    """int32 [n]: index of the span holding each token's first character, or -1."""
+    result = np.full(len(offsets), -1, dtype=np.int32)
+    for index, (start, end) in enumerate(spans):
+        inside = (offsets[:, 0] >= start) & (offsets[:, 0] < end)
+        result[inside] = index
+    return result
+
+
+def trace(
+    loaded: LoadedModel,
+    text: str,
+    *,
+    lowercase: bool | None = None,
+    overlap: int = DEFAULT_OVERLAP,
+    max_chars: int = DEFAULT_MAX_CHARS,
+    capture_qk: bool = False,
+    capture_ffn: bool = False,
+    extra_sites: Iterable[str] = (),
+    precision: Precision = "fp32",
+    top_k: int = DEFAULT_TOP_K,
+    knocked_out: Iterable[tuple[int, int]] = (),
+    progress: Progress | None = None,
+    max_trace_bytes: int = DEFAULT_MAX_TRACE_BYTES,
+) -> Trace:
+    """Run ``text`` through ``loaded`` and capture what the views need.
+
+    Args:
+        loaded: the model (shared; only thread-filtered hooks touch it).
+        text: the note.
+        lowercase: casing override (None: the checkpoint's tokenizer default).
+        overlap: tokens shared by neighbouring windows of a long note.
+        max_chars: notes over this many characters are refused.
+        capture_qk: also keep per-window queries and keys [layer, head, pos, head_dim].
+        capture_ffn: also keep feed-forward activations [layer, pos, d_ff].
+        extra_sites: other capture sites (see :mod:`cbert_core.model.hooks`), stitched per token.
+        precision: "bf16" runs under bfloat16 autocast (fast with AVX512-BF16/AMX, see :mod:`cbert_core.model.precision`).
+        top_k: masked-LM candidates kept per position.
+        knocked_out: (layer, head) pairs zeroed for this run.
+        progress: called with (fraction, message) after each window.
+        max_trace_bytes: refuse notes whose trace would need more memory than this.
+
+    Raises:
+        EmptyNoteError, NoteTooLongError: the note cannot be analysed.
+        ResourceLimitError: the trace would exceed ``max_trace_bytes``.
+    """
+    check_note(text, max_chars)
+    check_precision(precision)
+    info = loaded.info
+    lowercase = loaded.resolve_lowercase(lowercase)
+    tokenizer = loaded.tokenizer(lowercase)
+    note = tokenize_note(tokenizer, text)
+    max_content = info.max_tokens - tokenizer.num_special_tokens_to_add(pair=False)
+    # Refuse an oversized note before the (slower) sentence segmentation.
+    _check_memory(info, plan_windows(len(note), max_content, overlap), len(note) + 2, capture_qk, capture_ffn,
+                  max_trace_bytes)
+    if len(note) <= max_content:
+        # One window needs no sentence boundaries: segment in a thread while the model runs
+        # (pysbd is pure Python; torch releases the GIL), which hides its cost.
+        segmenting = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="cbert-segment")
+        pending_segmentation = segmenting.submit(segment, text)
+        segmenting.shutdown(wait=False)
+        windows = plan_windows(len(note), max_content, overlap)
+    else:
+        pending_segmentation = None
+        segmentation = segment(text)
+        boundaries = sentence_start_tokens(note.offsets, [s.start for s in segmentation.sentences])
+        windows = plan_windows(len(note), max_content, overlap, boundaries)
+        _check_memory(info, windows, len(note) + 2, capture_qk, capture_ffn, max_trace_bytes)
+    owner_content = owner_windows(windows, len(note))
+
+    extra = frozenset(extra_sites) - {"hidden", "attention", "query", "key", "ffn_activation"}
+    sites = {"hidden", "attention", *extra}
+    if capture_qk:
+        sites |= {"query", "key"}
+    if capture_ffn:
+        sites.add("ffn_activation")
+
+    per_window: list[dict[str, np.ndarray]] = []
+    head_parts: list[dict[str, np.ndarray]] = []
+    n = len(note)
+    positions = n + 2
+    owner = np.concatenate([[0], owner_content, [len(windows) - 1]]).astype(np.int32)
+    local = _local_index(windows, owner)
+    layers, heads = len(loaded.anatomy.layers), loaded.anatomy.num_heads
+    # Several windows: each window's hidden states land in one reused scratch buffer and its owned
+    # positions are copied straight into the note-wide array (fresh memory is slow to touch).
+    streamed: np.ndarray | None = None
+    scratch: torch.Tensor | None = None
+    if len(windows) > 1:
+        streamed = np.empty((layers + 1, positions, info.hidden_size), dtype=np.float32)
+        widest = max(w.size for w in windows) + 2
+        scratch = torch.empty((layers + 1, 1, widest, info.hidden_size), dtype=torch.float32)
+    with torch.inference_mode(), autocast(precision), knockout(loaded.anatomy, knocked_out) as heads_out, \
+            capture(loaded.anatomy, sites) as recording:
+        for window in windows:
+            input_ids = _window_input(note.ids, window, int(tokenizer.cls_token_id), int(tokenizer.sep_token_id))
+            size = int(input_ids.shape[1])
+            recording.reserve("attention", (layers, 1, heads, size, size), torch.float16)
+            recording.reserve("hidden", (layers + 1, 1, size, info.hidden_size), torch.float32,
+                              out=None if scratch is None else scratch[:, :, :size])
+            outputs = loaded.model(input_ids=input_ids)  # one unpadded sequence: no mask to build or add
+            collected = _collect_window(recording, sites, loaded.anatomy.num_heads)
+            if streamed is not None:
+                _stitch_into(streamed, collected.pop("hidden"), window.index, owner, local, axis=1)
+            per_window.append(collected)
+            recording.clear()
+            head_parts.append(_head_part(info.head_kind, outputs, top_k))
+            if progress is not None:
+                progress((window.index + 1) / len(windows), f"Window {window.index + 1} of {len(windows)}")
+
+    if pending_segmentation is not None:
+        segmentation = pending_segmentation.result()
+
+    def stitch(name: str, axis: int, parts: list[dict[str, np.ndarray]] = per_window) -> np.ndarray:
+        """Per-token arrays [..., window pos, ...] per window -> [..., global pos, ...]."""
+        return _stitch_parts([part[name] for part in parts], owner, local, positions, axis)
+
+    offsets = np.concatenate([[[-1, -1]], note.offsets, [[-1, -1]]]).astype(np.int32)
+    word_ids = np.concatenate([[-1], note.word_ids, [-1]]).astype(np.int32)
+    sentence_spans = [(s.start, s.end) for s in segmentation.sentences]
+    section_spans = [(s.start, s.end) for s in segmentation.sections]
+    sentence_ids = np.concatenate([[-1], _per_token_ids(note.offsets, sentence_spans), [-1]]).astype(np.int32)
+    section_ids = np.concatenate([[-1], _per_token_ids(note.offsets, section_spans), [-1]]).astype(np.int32)
+    cls_token, sep_token = str(tokenizer.cls_token), str(tokenizer.sep_token)
+    special = np.zeros(positions, dtype=bool)
+    special[[0, -1]] = True
+
+    head = _stitch_head(info.head_kind, info.labels, head_parts,
+                        stitch_fn=lambda name, axis: stitch(name, axis, head_parts))
+    return Trace(
+        model_key=info.key,
+        model_name=info.name,
+        text=text,
+        lowercase=lowercase,
+        precision=precision,
+        knocked_out=heads_out,
+        mask_id=note.mask_id,
+        tokens=(cls_token, *note.tokens, sep_token),
+        input_ids=np.concatenate([[tokenizer.cls_token_id], note.ids, [tokenizer.sep_token_id]]).astype(np.int64),
+        offsets=offsets,
+        word_ids=word_ids,
+        word_spans=np.array(note.word_spans),
+        special=special,
+        sentence_ids=sentence_ids,
+        section_ids=section_ids,
+        segmentation=segmentation,
+        windows=windows,
+        owner=owner,
+        attentions=tuple(part["attention"] for part in per_window),
+        hidden_states=stitch("hidden", axis=1) if streamed is None else streamed,
+        head=head,
+        queries=tuple(part["query"] for part in per_window) if capture_qk else None,
+        keys=tuple(part["key"] for part in per_window) if capture_qk else None,
+        ffn_activations=stitch("ffn_activation", axis=1).astype(np.float16) if capture_ffn else None,
+        # [layer, head, pos, head_dim] for per-head sites, else [layer, pos, ...]
+        extras={name: stitch(name, axis=2 if name in HEAD_SPLIT_SITES else 1) for name in sorted(extra)},
+    )
+
+
+def estimated_bytes(info: ModelInfo, windows: tuple[Window, ...], positions: int, capture_qk: bool = False,
+                    capture_ffn: bool = False) -> int:
+    """Memory a trace will hold: attention per window (float16), hidden states, optional captures."""
+    layers, heads = info.num_layers, info.num_heads
+    attention = sum(layers * heads * (w.size + 2) ** 2 * 2 for w in windows)
+    hidden = (layers + 1) * positions * info.hidden_size * 4
+    qk = sum(2 * layers * (w.size + 2) * info.hidden_size * 4 for w in windows) if capture_qk else 0
+    ffn = layers * positions * info.intermediate_size * 2 if capture_ffn else 0
+    return attention + hidden + qk + ffn
+
+
+def _check_memory(info: ModelInfo, windows: tuple[Window, ...], positions: int, capture_qk: bool,
+                  capture_ffn: bool, limit: int) -> None:
+    needed = estimated_bytes(info, windows, positions, capture_qk, capture_ffn)
+    if needed > limit:
+        raise ResourceLimitError(
+            f"This note ({positions - 2:,} word pieces in {len(windows)} windows) would need about "
+            f"{needed / 2**30:.1f} GB to analyse; the limit is {limit / 2**30:.1f} GB. Analyse a shorter excerpt "
+            f"(for example one section)."
+        )
+
+
+def _local_index(windows: tuple[Window, ...], owner: np.ndarray) -> np.ndarray:
+    """int64 [pos]: each global position's index inside its owner window."""
+    positions = len(owner)
+    local = np.zeros(positions, dtype=np.int64)
+    content = np.arange(1, positions - 1)
+    starts = np.asarray([w.start for w in windows], dtype=np.int64)
+    local[1:-1] = content - starts[owner[1:-1]]  # global p = start + local (local 1 is the first content)
+    local[0] = 0
+    local[-1] = windows[-1].size + 1
+    return local
+
+
+def _stitch_parts(parts: list[np.ndarray], owner: np.ndarray, local: np.ndarray, positions: int,
+                  axis: int) -> np.ndarray:
+    if len(parts) == 1 and parts[0].shape[axis] == positions:
+        return parts[0]  # one window holds every position in order: nothing to gather
+    shape = list(parts[0].shape)
+    shape[axis] = positions
+    out = np.empty(shape, dtype=parts[0].dtype)
+    for index, part in enumerate(parts):
+        _stitch_into(out, part, index, owner, local, axis)
+    return out
+
+
+def _stitch_into(out: np.ndarray, part: np.ndarray, index: int, owner: np.ndarray, local: np.ndarray,
+                 axis: int) -> None:
+    """Copy the positions window ``index`` owns from its ``part`` into the note-wide ``out``."""
+    chosen = np.flatnonzero(owner == index)
+    if chosen.size == 0:
+        return
+    out_index: list[object] = [slice(None)] * out.ndim
+    in_index: list[object] = [slice(None)] * out.ndim
+    sources = local[chosen]
+    contiguous = chosen[-1] - chosen[0] + 1 == chosen.size and sources[-1] - sources[0] + 1 == chosen.size
+    if contiguous:  # the usual case: a window owns one run of positions; slices copy without gathering
+        out_index[axis] = slice(int(chosen[0]), int(chosen[-1]) + 1)
+        in_index[axis] = slice(int(sources[0]), int(sources[-1]) + 1)
+    else:
+        out_index[axis] = chosen
+        in_index[axis] = sources
+    out[tuple(out_index)] = part[tuple(in_index)]
+
+
+def _collect_window(recording: Recording, sites: set[str], num_heads: int) -> dict[str, np.ndarray]:
+    """Turn one window's recorded hook outputs into per-layer stacks without the batch axis."""
+    collected: dict[str, np.ndarray] = {}
+    for site in sites:
+        stacked = recording.take_stacked(site)[:, 0]  # [layer(+1), ...] without the batch axis
+        if site in HEAD_SPLIT_SITES:
+            layers, tokens, width = stacked.shape
+            stacked = stacked.reshape(layers, tokens, num_heads, width // num_heads).transpose(0, 2, 1, 3)
+            stacked = np.ascontiguousarray(stacked)  # [layer, head, pos, head_dim]
+        collected[site] = stacked
+    return collected
+
+
+def _head_part(kind: HeadKind, outputs: object, top_k: int) -> dict[str, np.ndarray]:
+    """The head's output for one window, reduced to what the Trace keeps."""
+    if kind == "masked-lm":
+        logits = outputs.logits[0].float()  # [t, vocab]
+        values, indices = torch.topk(logits, k=min(top_k, logits.shape[-1]), dim=-1)  # [t, k]
+        logprobs = values - torch.logsumexp(logits, dim=-1, keepdim=True)  # no [t, vocab] copy
+        return {"top_ids": indices.numpy().astype(np.int32)[None], "top_logprobs": logprobs.numpy()[None]}
+    if kind == "token-classification":
+        return {"token_logits": outputs.logits[0].float().numpy()[None]}
+    if kind == "sequence-classification":
+        return {"sequence_logits": outputs.logits[0].float().numpy()}
+    hidden = outputs.last_hidden_state[0, 0].float().numpy()  # [hidden]
+    return {"cls_vectors": hidden}
+
+
+def _stitch_head(kind: HeadKind, labels: tuple[str, ...], parts: list[dict[str, np.ndarray]],
+                 stitch_fn: Callable[[str, int], np.ndarray]) -> HeadOutput:
+    if kind == "masked-lm":
+        return HeadOutput(kind=kind, top_ids=stitch_fn("top_ids", 1)[0], top_logprobs=stitch_fn("top_logprobs", 1)[0])
+    if kind == "token-classification":
+        return HeadOutput(kind=kind, labels=labels, token_logits=stitch_fn("token_logits", 1)[0])
+    if kind == "sequence-classification":
+        return HeadOutput(kind=kind, labels=labels,
+                          sequence_logits=np.stack([part["sequence_logits"] for part in parts]).astype(np.float32))
+    return HeadOutput(kind=kind, cls_vectors=np.stack([part["cls_vectors"] for part in parts]).astype(np.float32))

@@ -1,0 +1,34 @@
+"""Server health figures for the status line: memory, cached items, hooks left on models."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cbert_core.model.hooks import hook_count
+from cbert_core.model.loading import LoadedModel
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerStatus:
+    rss_bytes: int  # resident memory of this process
+    models: int
+    traces: int
+    trace_bytes: int
+    hooks: int  # explorer hooks still registered on any loaded model (0 between runs)
+
+
+def resident_bytes() -> int:
+    """Resident set size of this process (Linux /proc; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def server_status(models: Iterable[LoadedModel], traces: int, trace_bytes: int) -> ServerStatus:
+    loaded = list(models)
+    return ServerStatus(rss_bytes=resident_bytes(), models=len(loaded), traces=traces, trace_bytes=trace_bytes,
+                        hooks=sum(hook_count(model.model) for model in loaded))
