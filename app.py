@@ -1,7 +1,8 @@
 """Clinical BERT explorer: the entry script (streamlit run app.py).
 
-Sets up the page, draws the shared sidebar (model, casing, note) and runs the
-page the user picked. Pages are thin views in pages/; the logic is in cbert_core.
+Order matters for the first impression: the page set-up, the navigation and the note box come
+first (nothing heavy imported yet), then torch and the model load, with the sidebar's progress,
+then the page the user picked runs. Pages are thin views in pages/; the logic is in cbert_core.
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import streamlit as st  # noqa: E402
 
-import ui  # noqa: E402
+from ui.icon import tab_icon  # noqa: E402
+from ui.note_inputs import note_inputs  # noqa: E402
 
-# The tab icon is drawn here rather than named (":material/..." or an emoji), which the
-# browser would fetch from a CDN: nothing may leave the machine.
-st.set_page_config(page_title="Clinical BERT explorer", page_icon=ui.tab_icon(), layout="wide",
+# .streamlit/config.toml hides the sidebar navigation: with a pages/ folder, Streamlit would otherwise show
+# that folder's file listing on the first run after a start, until this script's own navigation arrives.
+st.set_option("client.showSidebarNavigation", True)
+# The tab icon is drawn here rather than named (":material/..." or an emoji), which the browser would
+# fetch from a CDN: nothing may leave the machine.
+st.set_page_config(page_title="Clinical BERT explorer", page_icon=tab_icon(), layout="wide",
                    initial_sidebar_state="expanded")
 
 PAGES = [
@@ -37,6 +42,13 @@ PAGES = [
 ]
 
 navigation = st.navigation(PAGES)
-ui.keep_page_choices()
-ui.sidebar()
+model_box = st.sidebar.container()  # filled once the model is loaded, drawn above the note box
+note = note_inputs()
+
+# Now the heavy part: torch, transformers and the model (the note box is already on screen).
+from ui.context import begin_run  # noqa: E402
+from ui.sidebar import model_sidebar  # noqa: E402
+
+begin_run()
+model_sidebar(model_box, note)
 navigation.run()

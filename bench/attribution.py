@@ -96,8 +96,7 @@ def _ours(loaded: Any, positions: int, options: dict[str, Any]) -> dict[str, Any
     text, word, _ = masked_note(loaded.tokenizer(), positions - 2)
     target = masked_token_target(loaded, word)
     started = time.perf_counter()
-    result = attribute(loaded, text, target, steps=options.get("steps", 50), rule=options.get("rule", "gauss-legendre"),
-                       precision=options.get("precision", "fp32"), tolerance=options.get("tolerance"))
+    result = attribute(loaded, plan_note(loaded, text, RunOptions(precision=options.get("precision", "fp32"))), target, steps=options.get("steps", 50), rule=options.get("rule", "gauss-legendre"), tolerance=options.get("tolerance"))
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "delta": result.delta, "gap": result.score - result.baseline_score,
             "batch": result.batch_size, "tokens": len(result.tokens), "steps": result.steps}
@@ -129,8 +128,7 @@ def _captum(loaded: Any, positions: int, options: dict[str, Any]) -> dict[str, A
 
     explainer = LayerIntegratedGradients(forward, model.base_model.embeddings.word_embeddings)
     started = time.perf_counter()
-    _, delta = explainer.attribute(ids, baseline, n_steps=50, internal_batch_size=options.get("internal_batch_size"),
-                                   return_convergence_delta=True)
+    _, delta = explainer.attribute(ids, baseline, n_steps=50, internal_batch_size=options.get("internal_batch_size"), return_convergence_delta=True)
     seconds = time.perf_counter() - started
     with torch.inference_mode():
         gap = float(forward(ids) - forward(baseline))
@@ -156,8 +154,7 @@ def _pll(loaded: Any, positions: int, options: dict[str, Any]) -> dict[str, Any]
             raise _Enough
 
     try:
-        result = pseudo_log_likelihood(loaded, text, stride=options.get("stride", 0), batch_size=8, progress=progress,
-                                       precision=options.get("precision", "fp32"), tolerance=options.get("tolerance"))
+        result = pseudo_log_likelihood(loaded, plan_note(loaded, text, RunOptions(precision=options.get("precision", "fp32"))), stride=options.get("stride", 0), batch_size=8, progress=progress, tolerance=options.get("tolerance"))
         rows = result.forward_rows
     except _Enough:
         rows = None
@@ -260,3 +257,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+from cbert_core.run.plan import RunOptions, plan_note

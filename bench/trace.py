@@ -23,6 +23,7 @@ from transformers import AutoModelForMaskedLM
 
 from cbert_core.model.loading import load_model, resolve_default_model
 from cbert_core.model.precision import bf16_is_fast
+from cbert_core.run.plan import RunOptions, plan_note
 from cbert_core.run.trace import trace
 from common import best_time, note_with_tokens, paired_times, shaped_checkpoint
 
@@ -51,8 +52,8 @@ def main() -> None:
     for size in (128, 512, 5000):
         content = size - 2 if size <= 512 else size
         text = note_with_tokens(tokenizer, content)
-        result = trace(loaded, text)
-        traced, base = paired_times(lambda: trace(loaded, text), lambda: plain_forward(plain, result),
+        result = trace(loaded, plan_note(loaded, text))
+        traced, base = paired_times(lambda: trace(loaded, plan_note(loaded, text)), lambda: plain_forward(plain, result),
                                     repeats=7 if size <= 512 else 3)
         times[size] = traced
         rows.append((size, len(result.tokens), len(result.windows), traced, base, traced / base,
@@ -69,9 +70,9 @@ def main() -> None:
           f"{rows[2][2]} windows")
 
     text = note_with_tokens(tokenizer, 510)
-    fp32 = trace(loaded, text)
-    bf16 = trace(loaded, text, precision="bf16")
-    t_fp32, t_bf16 = paired_times(lambda: trace(loaded, text), lambda: trace(loaded, text, precision="bf16"),
+    fp32 = trace(loaded, plan_note(loaded, text))
+    bf16 = trace(loaded, plan_note(loaded, text, RunOptions(precision="bf16")))
+    t_fp32, t_bf16 = paired_times(lambda: trace(loaded, plan_note(loaded, text)), lambda: trace(loaded, plan_note(loaded, text, RunOptions(precision="bf16"))),
                                   repeats=2)
     difference = max(float(np.abs(a.astype(np.float32) - b.astype(np.float32)).max())
                      for a, b in zip(fp32.attentions, bf16.attentions))
@@ -80,9 +81,8 @@ def main() -> None:
           f"(this CPU {'has' if bf16_is_fast() else 'lacks'} native bf16 (AVX512-BF16 or AMX), without which "
           f"bf16 is slower than fp32)")
 
-    with_qk = best_time(lambda: trace(loaded, text, capture_qk=True))
-    with_all = best_time(lambda: trace(loaded, text, capture_qk=True, capture_ffn=True,
-                                       extra_sites={"embeddings.word", "embeddings.position",
+    with_qk = best_time(lambda: trace(loaded, plan_note(loaded, text), capture_qk=True))
+    with_all = best_time(lambda: trace(loaded, plan_note(loaded, text), capture_qk=True, capture_ffn=True, extra_sites={"embeddings.word", "embeddings.position",
                                                     "embeddings.token_type", "attention_update", "ffn_update"}))
     print(f"optional captures at 512 tokens: +queries/keys {with_qk / t_fp32:.2f}x, "
           f"+everything for 'Inside the model' {with_all / t_fp32:.2f}x the default trace")

@@ -23,6 +23,7 @@ from common import ROOT, note_with_tokens, shaped_checkpoint
 sys.path.insert(0, str(ROOT / "tests"))
 from browser_support import browser, drawn_after, open_page, running_app, set_note, settle, watch  # noqa: E402
 from cbert_core.model.loading import load_model  # noqa: E402
+from cbert_core.run.plan import plan_note
 from cbert_core.run.trace import trace  # noqa: E402
 
 SIZES = (64, 256, 512)
@@ -62,7 +63,7 @@ def main() -> None:
         for round_, size in enumerate(SIZES):
             text = note_with_tokens(tokenizer, size - 2)
             set_note(tab, text)
-            reference = trace(loaded, text)
+            reference = trace(loaded, plan_note(loaded, text))
             traffic.reset()
             first = open_page(tab, "Attention", plots=2)
             heads_bytes = traffic.websocket_bytes  # plotly.js itself arrives once over HTTP and is cached

@@ -7,13 +7,24 @@ import pandas as pd
 import streamlit as st
 import streamlit.components.v1 as components
 
-import ui
-from cbert_core.analyses.attention import HeadStatistics, hide_specials, to_words, window_groups
+from cbert_core.analyses.attention import (
+    HeadStatistics,
+    focus_position,
+    head_statistics,
+    hide_specials,
+    rollout,
+    statistics_table,
+    to_words,
+    window_groups,
+)
 from cbert_core.run.note_parts import FOCUS_RADIUS, rows_around
 from cbert_core.views import export
 from cbert_core.views.attention_figures import attention_heatmap, head_grid, neuron_view, rollout_figure, word_list
 from cbert_core.views.bertviz_offline import MAX_HEAD_VIEW_TOKENS, MAX_MODEL_VIEW_TOKENS, bertviz_html, frame_size
 from cbert_core.views.labels import head_name, position_labels
+from ui.caches import computed
+from ui.context import page
+from ui.widgets import download, note_choice
 
 VIEWS = ["Heads", "bertviz head view", "bertviz model view", "Rollout", "Neuron view"]
 SHOWN_METRICS = ("structure", *HeadStatistics.METRICS)
@@ -23,8 +34,8 @@ WORD_LEVEL_FROM = 2 * FOCUS_RADIUS + 1  # windows longer than this open at word 
 st.title("Attention")
 st.caption("Each head decides, for every token, how much to look at every other token. Rows of a head's "
            "matrix sum to 1. Pick a layer and a head, or click one in the grid.")
-now = ui.current()
-result, info = now.trace, now.loaded.info
+now = page()
+result, info = now.trace, now.info
 layers, heads = result.num_layers, result.num_heads
 
 controls = st.columns([1, 1, 1, 2])
@@ -33,17 +44,17 @@ if len(result.windows) > 1:
     window_names = tuple(f"window {w + 1} (pieces {span.start + 1}–{span.stop})"
                          for w, span in enumerate(result.windows))
     window = controls[3].selectbox("Window", range(len(result.windows)), format_func=window_names.__getitem__,
-                                   key=ui.note_choice_key("att_window", now.trace_key, 0,
-                                                          options=range(len(result.windows))))
-stats = ui.head_statistics(now.trace_key, window, result)
+                                   key=note_choice("att_window", now.trace.key, 0, options=range(len(result.windows))),
+                                   persist_state="session")
+stats = computed(head_statistics, result, window=window, label="Summarizing every attention head", progress=False)
 best_layer, best_head = stats.most_structured()
 st.session_state.setdefault("att_layer", best_layer + 1)  # first visit: a head whose map shows a pattern
 st.session_state.setdefault("att_head", best_head + 1)
 if "pending_head" in st.session_state:  # a click in the grid on the previous run
     st.session_state["att_layer"], st.session_state["att_head"] = st.session_state.pop("pending_head")
-layer = controls[0].number_input("Layer", 1, layers, key="att_layer") - 1
-head = controls[1].number_input("Head", 1, heads, key="att_head") - 1
-view = controls[2].selectbox("View", VIEWS, key="att_view")
+layer = controls[0].number_input("Layer", 1, layers, key="att_layer", persist_state="session") - 1
+head = controls[1].number_input("Head", 1, heads, key="att_head", persist_state="session") - 1
+view = controls[2].selectbox("View", VIEWS, key="att_view", persist_state="session")
 
 positions = result.window_positions(window)
 tokens = [result.tokens[p] for p in positions]
@@ -54,16 +65,13 @@ focused = False  # True: the views draw the neighbourhood of focus_row
 focus_row = 0
 if long_window and view not in {"bertviz head view", "bertviz model view"}:
     focus_columns = st.columns([3, 1], vertical_alignment="bottom")
-    whole = focus_columns[1].toggle("Whole window", key="att_whole",
+    whole = focus_columns[1].toggle("Whole window", key="att_whole", persist_state="session",
                                     help=f"Draw all {len(positions)} positions (labels thin out; zoom in to read them).")
     if not whole:
-        masks = [int(np.flatnonzero(positions == p)[0]) for p in result.mask_positions if p in positions]
-        received = weights[layer, head].astype(np.float32).sum(0)  # [k]: attention each piece receives
-        received[[0, -1]] = 0
         focus_row = focus_columns[0].selectbox(
-            "Focus on", range(len(positions)), format_func=labels.__getitem__,
-            key=ui.note_choice_key("att_focus", (now.trace_key, window), masks[0] if masks else int(np.argmax(received)),
-                                   options=range(len(positions))),
+            "Focus on", range(len(positions)), format_func=labels.__getitem__, persist_state="session",
+            key=note_choice("att_focus", (now.trace.key, window), focus_position(result, window, layer, head),
+                            options=range(len(positions))),
             help=f"This window has {len(positions)} positions; the views show {FOCUS_RADIUS} either side of this "
                  "piece (type to search). The default is the [MASK], or the piece this head attends to most.")
         focused = True
@@ -73,7 +81,8 @@ if long_window and view not in {"bertviz head view", "bertviz model view"}:
 if view == "Heads":
     grid_column, map_column = st.columns([2, 3])
     with grid_column:
-        metric = st.selectbox("Statistic", SHOWN_METRICS, key="att_metric", format_func=METRIC_NAMES.__getitem__)
+        metric = st.selectbox("Statistic", SHOWN_METRICS, key="att_metric", format_func=METRIC_NAMES.__getitem__,
+                              persist_state="session")
         event = st.plotly_chart(head_grid(stats.metric(metric), metric, (layer, head)), on_select="rerun",
                                 selection_mode="points", key="grid_heads", width="stretch")
         points = event.selection.points if event and event.selection else []
@@ -91,8 +100,9 @@ if view == "Heads":
     with map_column:
         options = st.columns(2)
         words = options[0].toggle("Word level", help="Sum over a word's pieces as keys, average over them as queries.",
-                                  key=ui.note_choice_key("att_words", (now.trace_key, window), long_window))
-        hide = options[1].toggle("Hide [CLS]/[SEP]", key="att_hide",
+                                  key=note_choice("att_words", (now.trace.key, window), long_window),
+                                  persist_state="session")
+        hide = options[1].toggle("Hide [CLS]/[SEP]", key="att_hide", persist_state="session",
                                  help="Drop the special tokens and renormalize each row to sum to 1.")
         matrix = weights[layer, head].astype(np.float32)
         row_labels = labels
@@ -118,12 +128,11 @@ if view == "Heads":
                        "weights to the others are not drawn, so rows here may add up to less than 1.")
         downloads = st.columns(2)
         with downloads[0]:
-            ui.download("This heatmap (HTML)", lambda: export.figure_to_html_bytes(figure),
+            download("This heatmap (HTML)", lambda: export.figure_to_html_bytes(figure),
                         f"attention_{head_name(layer, head).replace(' ', '_')}.html", "text/html", "dl_att_html")
         with downloads[1]:
-            ui.download("Head statistics (CSV)", lambda: export.table_to_csv_bytes(pd.DataFrame(
-                [{"layer": row + 1, "head": col + 1, **{m: float(stats.metric(m)[row, col]) for m in SHOWN_METRICS}}
-                 for row in range(layers) for col in range(heads)])), "head_statistics.csv", "text/csv", "dl_att_stats")
+            download("Head statistics (CSV)", lambda: export.table_to_csv_bytes(pd.DataFrame(statistics_table(stats))),
+                     "head_statistics.csv", "text/csv", "dl_att_stats")
         st.caption("PNG: use the camera icon in the chart's toolbar (drawn in your browser).")
 
 elif view in {"bertviz head view", "bertviz model view"}:
@@ -150,11 +159,11 @@ elif view in {"bertviz head view", "bertviz model view"}:
     components.html(page, height=frame_height, scrolling=True)
 
 elif view == "Rollout":
-    flows = ui.rollout(now.trace_key, window, result)  # [layer, q, k]
-    masks = [int(np.flatnonzero(positions == p)[0]) for p in result.mask_positions if p in positions]
+    flows = computed(rollout, result, window=window, label="Rolling attention out", progress=False)  # [layer, q, k]
+    masks = np.flatnonzero(np.isin(positions, result.mask_positions))
     query = st.selectbox("Whose information flow", range(len(positions)), format_func=labels.__getitem__,
-                         key=ui.note_choice_key("q_rollout", (now.trace_key, window), masks[0] if masks else 0,
-                                                options=range(len(positions))))
+                         key=note_choice("q_rollout", (now.trace.key, window), int(masks[0]) if masks.size else 0,
+                                         options=range(len(positions))), persist_state="session")
     st.caption("Attention rollout multiplies the head-averaged attention (with the residual connection mixed in) "
                "through the layers: an estimate of how much each input token reaches the chosen token by then. "
                "The colour scale leaves out the token itself and [CLS]/[SEP], which would outshine the rest.")
@@ -165,10 +174,10 @@ elif view == "Rollout":
                                    f"Rollout to {labels[query]}", zmax=top), key="att_rollout", width="stretch")
 
 else:  # Neuron view
-    with_qk = ui.current(capture_qk=True).trace
+    with_qk = now.traced_with_queries()
     query = st.selectbox("Query token", range(len(positions)), format_func=labels.__getitem__,
-                         key=ui.note_choice_key("q_neuron", (now.trace_key, window), focus_row or min(1, len(positions) - 1),
-                                                options=range(len(positions))))
+                         key=note_choice("q_neuron", (now.trace.key, window), focus_row or min(1, len(positions) - 1),
+                                         options=range(len(positions))), persist_state="session")
     shown = rows_around(len(positions), query) if focused else np.arange(len(positions))
     q = with_qk.queries[window][layer, head, query]  # [head_dim]
     k = with_qk.keys[window][layer, head]  # [n, head_dim]

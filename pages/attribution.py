@@ -6,17 +6,22 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-import ui
-from cbert_core.analyses import counterfactual as cf
 from cbert_core.analyses import faithfulness as faith
-from cbert_core.analyses import knockout_scan, predict
+from cbert_core.analyses import knockout_scan
 from cbert_core.analyses.attribution import Attribution, attribute, planned_passes
+from cbert_core.analyses.counterfactual import counterfactual
+from cbert_core.analyses.predict import fill_mask
 from cbert_core.analyses.targets import class_target, masked_token_target, similarity_target, token_class_target
 from cbert_core.model.precision import bf16_is_fast
+from cbert_core.run.plan import NotePlan
 from cbert_core.serving.speed import Passes
 from cbert_core.views.attribution_figures import head_scan_figure
 from cbert_core.views.labels import escape, head_name
 from cbert_core.views.text_html import scores_html
+from ui import state
+from ui.caches import computed, estimate, is_computed
+from ui.context import page
+from ui.widgets import ask_once, knockout_picker, note_choice, note_part_picker, user_errors
 
 METHOD_NAMES = {"integrated-gradients": "Integrated Gradients", "gradient-x-input": "Gradient × Input",
                 "saliency": "Saliency (gradient norm)", "occlusion": "Leave one word out"}
@@ -27,14 +32,14 @@ EXPLAINED = "attr_explained_request"  # the explanation the user asked for; knoc
 st.title("Attribution")
 st.caption("Which words pushed the prediction up (red) or down (blue)? Several methods answer differently; the "
            "faithfulness scores below say which explanation holds up on this note.")
-now = ui.current()
-loaded, info, settings, result = now.loaded, now.loaded.info, now.settings, now.trace
-knocked = ui.knockout_picker(info)
-common = dict(lowercase=settings.lowercase, max_chars=settings.max_chars, overlap=settings.overlap)
+now = page()
+loaded, info, settings, result = now.loaded, now.info, now.settings, now.trace
+knocked = knockout_picker(info)
+precision = settings.options.precision
 
 # ---------------------------------------------------------------- the target
 window: int | None = None
-with ui.user_errors():
+with user_errors():
     if info.head_kind == "masked-lm":
         masks = result.mask_positions
         if len(masks) == 0:
@@ -44,111 +49,115 @@ with ui.user_errors():
         columns = st.columns(2)
         mask_names = tuple(f"[MASK] {i + 1}" for i in range(len(masks)))
         mask_index = columns[0].selectbox("Which [MASK]", range(len(masks)), format_func=mask_names.__getitem__,
-                                          key=ui.note_choice_key("q_mask", now.trace_key, 0, options=range(len(masks))))
-        filled = ui.analysis("fill_mask", now, ((),), lambda report: predict.fill_mask(loaded, settings.note,
-                                                                                        **common), "Filling in")
+                                          key=note_choice("q_mask", result.key, 0, options=range(len(masks))),
+                                          persist_state="session")
+        filled = computed(fill_mask, loaded, now.plan, label="Filling in", progress=False)
         candidates = list(filled.top_tokens[mask_index])
         word = columns[1].selectbox("Explain the probability of", candidates,
-                                    key=ui.note_choice_key("q_target", (now.trace_key, mask_index), candidates[0],
-                                                           options=candidates))
-        target = masked_token_target(loaded, word, mask_index=mask_index, lowercase=settings.lowercase)
+                                    key=note_choice("q_target", (result.key, mask_index), candidates[0],
+                                                    options=candidates), persist_state="session")
+        target = masked_token_target(loaded, word, mask_index=mask_index, lowercase=now.plan.lowercase)
         window = int(result.owner[int(masks[mask_index])])
     elif info.head_kind == "token-classification":
         spans = result.word_spans
         columns = st.columns(2)
         span_words = tuple(settings.note[a:b] for a, b in spans.tolist())
         word_index = columns[0].selectbox("Word", range(len(spans)), format_func=span_words.__getitem__,
-                                          key=ui.note_choice_key("q_tokword", now.trace_key, 0,
-                                                                 options=range(len(spans))))
-        label = columns[1].selectbox("Label", list(info.labels), key="attr_token_label")
+                                          key=note_choice("q_tokword", result.key, 0, options=range(len(spans))),
+                                          persist_state="session")
+        label = columns[1].selectbox("Label", list(info.labels), key="attr_token_label", persist_state="session")
         target = token_class_target(loaded, int(spans[word_index][0]), label)
         first_piece = int(np.flatnonzero(result.word_ids == word_index)[0])
         window = int(result.owner[first_piece])
     else:
         if info.head_kind == "sequence-classification":
-            label = st.selectbox("Explain the class", list(info.labels), key="attr_class")
+            label = st.selectbox("Explain the class", list(info.labels), key="attr_class", persist_state="session")
             target = class_target(loaded, label)
         else:
             descriptions = [line.strip() for line in st.session_state.get(
-                "pred_descriptions", "pneumonia present\nno evidence of pneumonia").splitlines() if line.strip()]
+                state.DESCRIPTIONS, state.DEFAULT_DESCRIPTIONS).splitlines() if line.strip()]
             description = st.selectbox("Explain the embedding similarity to", descriptions, key="attr_description",
-                                       help="Edit the descriptions on the Predictions page.")
-            target = similarity_target(loaded, description, lowercase=settings.lowercase)
+                                       help="Edit the descriptions on the Predictions page.", persist_state="session")
+            target = similarity_target(loaded, description, lowercase=now.plan.lowercase)
         if len(result.windows) > 1:
-            part = ui.note_part_picker(now, "q_attr_part", "Part of the note to explain")
+            part = note_part_picker(result, info, "q_attr_part", "Part of the note to explain")
             window = part.window
             st.caption(f"This note is longer than the {info.max_tokens} positions the model reads at once, and "
                        f"a {'class' if target.kind == 'class' else 'similarity'} depends on everything the model "
                        f"reads: the explanation is of window {window + 1}'s own "
                        f"{'prediction' if target.kind == 'class' else 'similarity'}, as the model computes it "
                        "from that window.")
-target_key = (target.kind, target.label, target.token_id, target.mask_index, target.char_index, target.class_index,
-              window)
 explained_span = result.windows[window if window is not None else 0]
 positions = explained_span.size + 2
 window_words = len(np.unique(result.word_ids[explained_span.start + 1:explained_span.stop + 1]))
 
 with st.expander("Methods and settings", expanded=False):
-    ui.defaults(attr_methods=list(METHOD_NAMES), attr_steps=50, attr_memory=1.5)
-    methods = st.multiselect("Methods", list(METHOD_NAMES), key="attr_methods",
+    state.defaults(attr_methods=list(METHOD_NAMES), attr_steps=50, attr_memory=1.5)
+    methods = st.multiselect("Methods", list(METHOD_NAMES), key="attr_methods", persist_state="session",
                              format_func=METHOD_NAMES.get)
     columns = st.columns(3)
     baseline = columns[0].radio("Baseline (\"no information\")", ["pad", "mask"], key="attr_baseline",
-                                format_func=BASELINE_NAMES.__getitem__)
-    steps = columns[1].number_input("Integrated Gradients steps", 10, 300, step=10, key="attr_steps")
+                                format_func=BASELINE_NAMES.__getitem__, persist_state="session")
+    steps = columns[1].number_input("Integrated Gradients steps", 10, 300, step=10, key="attr_steps",
+                                    persist_state="session")
     memory = columns[2].number_input("Memory bound (GB)", 0.05, 8.0, step=0.25, key="attr_memory",
+                                     persist_state="session",
                                      help="A method that would need more refuses with a message instead of "
                                           "exhausting the server's memory. Batches are sized to fit it.")
     early = st.toggle("Stop Integrated Gradients early when it has converged", key="attr_early",
+                      persist_state="session",
                       help="Integrates with 16 Gauss-Legendre points first and keeps that result when its "
                            "convergence delta is under 1 % of the score difference (often about 3x faster); "
                            "otherwise runs the full number of steps.")
 tolerance = 0.01 if early else None
 memory_bytes = int(float(memory) * 2**30)
-versions = [("intact model", frozenset())] + ([("heads knocked out", knocked)] if knocked else [])
+versions = [("intact model", now.plan)] + ([("heads knocked out", now.with_heads_out(knocked))] if knocked else [])
 
 
-def method_params(method: str, heads: frozenset) -> tuple:
-    early_stop = tolerance if method == "integrated-gradients" else None
-    return (target_key, method, baseline, int(steps), early_stop, memory_bytes, tuple(sorted(heads)))
+def method_arguments(method: str) -> dict:
+    """The arguments of one method's attribution (they make its cache key: the steps and the early stop
+    only for Integrated Gradients, the only method they change)."""
+    arguments = dict(method=method, baseline=baseline, memory_limit=memory_bytes, window=window)
+    if method == "integrated-gradients":
+        arguments.update(steps=int(steps), tolerance=tolerance)
+    return arguments
 
 
 def method_passes(method: str) -> Passes:
     return planned_passes(method, positions, window_words, steps=int(steps), tolerance=tolerance)
 
 
-def run_method(method: str, heads: frozenset) -> Attribution:
-    return ui.analysis("attribution", now, method_params(method, heads), lambda report: attribute(
-        loaded, settings.note, target, method=method, steps=int(steps), tolerance=tolerance, baseline=baseline,
-        memory_limit=memory_bytes, knocked_out=heads, precision=settings.precision, window=window,
-        progress=report, **common), f"{METHOD_NAMES[method]}", passes=method_passes(method))
+def run_method(method: str, plan: NotePlan) -> Attribution:
+    return computed(attribute, loaded, plan, target, label=METHOD_NAMES[method], passes=method_passes(method),
+                    **method_arguments(method))
 
 
 # ---------------------------------------------------------------- attributions
 st.subheader("Explanations")
-request = (now.trace_key, target_key)
-missing = [(m, label, heads) for m in methods for label, heads in versions
-           if not ui.has_analysis("attribution", now, method_params(m, heads))]
+request = (result.key, target, window)
+missing = [(m, label, plan) for m in methods for label, plan in versions
+           if not is_computed(attribute, loaded, plan, target, **method_arguments(m))]
 if methods and not missing:  # shown at once (computed earlier on this server): the user sees them as asked for
     st.session_state[EXPLAINED] = request
 explained = st.session_state.get(EXPLAINED) == request
 if not methods:
     st.info("Choose at least one method under Methods and settings.", icon=":material/info:")
 elif missing and not explained:
-    work = sum((method_passes(m) for m, _label, _heads in missing), Passes())
-    asking = st.container()  # cleared once clicked, so the button does not linger above the results
-    asking.caption(f"Runs {len(missing)} explanation(s) of {positions:,} positions: {ui.estimate(now, work)}."
+    work = sum((method_passes(m) for m, _label, _plan in missing), Passes())
+    asking = st.container()
+    asking.caption(f"Runs {len(missing)} explanation(s) of {positions:,} positions: "
+                   f"{estimate(loaded, precision, work)}."
                    + (" This server's CPU has native bf16: the Precision switch under Advanced in the sidebar "
-                      "makes it about twice as fast." if settings.precision == "fp32" and bf16_is_fast() else ""))
+                      "makes it about twice as fast." if precision == "fp32" and bf16_is_fast() else ""))
     if asking.button("Explain", type="primary", key="go_explain"):
         st.session_state[EXPLAINED] = request
         st.rerun()
 results: dict[tuple[str, str], Attribution] = {}
 if methods and (explained or not missing):
-    with ui.user_errors():
+    with user_errors():
         for method in methods:
-            for label, heads in versions:
-                results[(method, label)] = run_method(method, heads)
+            for label, plan in versions:
+                results[(method, label)] = run_method(method, plan)
 
 if results and len(result.windows) > 1:
     st.caption(f"Coloured: the words of window {explained_span.index + 1} (pieces {explained_span.start + 1:,}–"
@@ -156,8 +165,9 @@ if results and len(result.windows) > 1:
 for method in methods if results else ():
     st.markdown(f"#### {METHOD_NAMES[method]}")
     columns = st.columns(len(versions))
-    for column, (label, heads) in zip(columns, versions):
+    for column, (label, plan) in zip(columns, versions):
         found = results[(method, label)]
+        heads = plan.options.knocked_out
         with column:
             if len(versions) > 1:
                 out_names = ", ".join(head_name(a, b) for a, b in sorted(heads)) if heads else ""
@@ -188,13 +198,12 @@ if results:
                "Averaged over removing 10 %, 20 %, ... 100 % of the words (AOPC, as the ferret library defines "
                "them).")
     rows = []
-    with ui.user_errors():
+    with user_errors():
         for method in methods:
-            for label, heads in versions:
+            for label, _plan in versions:
                 found = results[(method, label)]
-                scored = ui.analysis("faithfulness", now, method_params(method, heads),
-                                     lambda report, found=found: faith.faithfulness(loaded, found, progress=report),
-                                     f"Faithfulness of {METHOD_NAMES[method]}", passes=faith.planned_passes(positions))
+                scored = computed(faith.faithfulness, loaded, found, label=f"Faithfulness of {METHOD_NAMES[method]}",
+                                  passes=faith.planned_passes(positions))
                 rows.append({"method": METHOD_NAMES[method], "model": label,
                              "comprehensiveness ↑": scored.comprehensiveness, "sufficiency ↓": scored.sufficiency})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
@@ -205,12 +214,12 @@ st.caption("Each head is knocked out in turn and the change in the prediction re
            "drops without the head (it supports the prediction); blue: it rises. Click a head to knock it out in "
            "the explanations above (click a crossed-out head to bring it back).")
 scan_passes = knockout_scan.planned_passes(info.num_layers, info.num_heads, positions)
-if ui.has_analysis("heads", now, (target_key,)) or st.button(
-        "Scan every head", key="go_scan", help=f"Runs the model once per head: {ui.estimate(now, scan_passes)}."):
-    with ui.user_errors():
-        scan = ui.analysis("heads", now, (target_key,), lambda report: knockout_scan.head_importance(
-            loaded, settings.note, target, window=window, progress=report, **common), "Knocking out each head",
-            passes=scan_passes)
+scanned = is_computed(knockout_scan.head_importance, loaded, now.plan, target, window=window)
+if ask_once("Scan every head", key="go_scan", ready=scanned,
+            help=f"Runs the model once per head: {estimate(loaded, precision, scan_passes)}."):
+    with user_errors():
+        scan = computed(knockout_scan.head_importance, loaded, now.plan, target, window=window,
+                        label="Knocking out each head", passes=scan_passes)
     title = f"Change in {target.score_name} of '{escape(target.label)}' without each head"
     event = st.plotly_chart(head_scan_figure(scan.scores, title, knocked), on_select="rerun",
                             selection_mode="points", key="scan_heads", width="stretch")
@@ -223,12 +232,12 @@ if ui.has_analysis("heads", now, (target_key,)) or st.button(
         index = int(point["point_index"])
         if int(point.get("curve_number", 0)) == 0:
             clicked = head_name(index // info.num_heads, index % info.num_heads)
-            if clicked not in st.session_state.get("ko_heads", []):
-                st.session_state["ko_pending"] = clicked
+            if clicked not in st.session_state.get(state.KO_HEADS, []):
+                st.session_state[state.KO_PENDING] = clicked
                 st.rerun()
         else:  # the cross over a knocked-out head: bring it back
             layer, head = sorted(knocked)[index]
-            st.session_state["ko_release"] = head_name(layer, head)
+            st.session_state[state.KO_RELEASE] = head_name(layer, head)
             st.rerun()
 
 # ---------------------------------------------------------------- counterfactual
@@ -240,22 +249,24 @@ words = [settings.note[a:b] for a, b in spans.tolist()]
 word_names = tuple(f"{word} (word {i + 1})" for i, word in enumerate(words))
 first_word = next((i for i, w in enumerate(words) if w.lower() == "denies"), 0)
 chosen = columns[0].selectbox("Word to replace", range(len(words)), format_func=word_names.__getitem__,
-                              key=ui.note_choice_key("q_cf", now.trace_key, first_word, options=range(len(words))))
-ui.defaults(attr_cf_with="reports")
-replacement = columns[1].text_input("Replace with", key="attr_cf_with")
+                              key=note_choice("q_cf", result.key, first_word, options=range(len(words))),
+                              persist_state="session")
+state.defaults(attr_cf_with="reports")
+replacement = columns[1].text_input("Replace with", key="attr_cf_with", persist_state="session")
 cf_choice = columns[2].selectbox("Also explain with", ["predictions only", *methods], key="attr_cf_method",
+                                 persist_state="session",
                                  format_func=COUNTERFACTUAL_CHOICES.__getitem__)
 cf_method = None if cf_choice == "predictions only" else cf_choice
 start, end = (int(v) for v in spans[chosen])
-cf_params = (target_key, start, end, replacement, cf_method)
+cf_arguments = dict(method=cf_method, window=window)
 cf_passes = Passes(forward=((positions, 2),)) + (method_passes(cf_method) + method_passes(cf_method)
                                                  if cf_method else Passes())
-if replacement.strip() and (ui.has_analysis("counterfactual", now, cf_params) or st.button(
-        "Compare", key="go_cf", help=f"Runs both versions: {ui.estimate(now, cf_passes)}.")):
-    with ui.user_errors():
-        edit = ui.analysis("counterfactual", now, cf_params, lambda report: cf.counterfactual(
-            loaded, settings.note, start, end, replacement, target, method=cf_method, window=window,
-            progress=report, lowercase=settings.lowercase), "Comparing both versions", passes=cf_passes)
+cf_ready = is_computed(counterfactual, loaded, now.plan, start, end, replacement, target, **cf_arguments)
+if replacement.strip() and ask_once("Compare", key="go_cf", ready=cf_ready,
+                                    help=f"Runs both versions: {estimate(loaded, precision, cf_passes)}."):
+    with user_errors():
+        edit = computed(counterfactual, loaded, now.plan, start, end, replacement, target, **cf_arguments,
+                        label="Comparing both versions", passes=cf_passes)
     st.markdown(f"Edit: **{escape(settings.note[start:end])}** → **{escape(replacement)}** "
                 f"(word {chosen + 1}).")
     left, right = st.columns(2)

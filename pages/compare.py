@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-import ui
 from cbert_core.analyses.compare import casing_for_second_model, compare_traces
 from cbert_core.views.attention_figures import attention_heatmap
 from cbert_core.views.compare_figures import cka_heatmap
 from cbert_core.views.labels import escape, head_name, position_labels
+from ui import state
+from ui.caches import computed, get_model, get_plan, get_trace, trace_estimate
+from ui.context import page, with_options
+from ui.widgets import user_errors
 
 SECOND_MAP = {"above": "CKA above the reference", "reference": "The reference itself"}
 
@@ -20,31 +21,32 @@ st.title("Compare")
 st.caption("The same note through two models: how each splits it, where a chosen head looks, what each predicts, "
            "and which of their layers hold similar information (linear CKA: 1 = the same up to rotation and "
            "scale, 0 = unrelated).")
-now = ui.current()
+now = page()
 settings = now.settings
-suggestion = st.session_state.get("ft_saved_folder") or ("bundled" if now.loaded.info.spec.kind != "bundled" else "")
-ui.defaults(cmp_model=suggestion, cmp_second_map="above", cmp_own_scale=False)
+suggestion = st.session_state.get(state.FT_SAVED_FOLDER) or ("bundled" if now.info.spec.kind != "bundled" else "")
+state.defaults(cmp_model=suggestion, cmp_second_map="above", cmp_own_scale=False)
 second = st.text_input("Second model: 'bundled', a local folder (e.g. a model you fine-tuned) or a hub id",
-                       key="cmp_model", placeholder="/path/to/model").strip()
+                       key="cmp_model", placeholder="/path/to/model", persist_state="session").strip()
 if not second:
     st.info("Name a second model to compare with the one in force.", icon=":material/info:")
     st.stop()
-with ui.user_errors():
-    other = ui.get_model(second)
+with user_errors():
+    other = get_model(second)
     # The second model reads the note with its own casing unless the sidebar's switch means the same for it.
-    other_settings = dataclasses.replace(settings, lowercase=casing_for_second_model(
-        now.loaded.info, other.info, settings.lowercase))
+    other_settings = with_options(settings, lowercase=casing_for_second_model(
+        now.info, other.info, settings.options.lowercase))
+    other_plan = get_plan(other, other_settings.note, other_settings.options)
     # Not run yet for this note (a long note takes a while on a large model): say what it costs while it runs.
-    cost = ui.trace_estimate(other, other_settings)
-    other_trace, other_key = ui.get_trace(other, other_settings, label=f"Running the note through {other.info.name}"
-                                          + (f", {cost}" if cost else ""))
+    cost = trace_estimate(other, other_plan)
+    other_trace = get_trace(other, other_plan, label=f"Running the note through {other.info.name}"
+                            + (f", {cost}" if cost else ""))
 models = [(now.loaded, now.trace), (other, other_trace)]
-if other.info.key == now.loaded.info.key:
+if other.info.key == now.info.key:
     st.warning("Both sides are the same model; pick another one to see differences.", icon=":material/warning:")
 
-with ui.user_errors():
-    comparison = ui.cached(("compare", now.trace_key, other_key), lambda report: compare_traces(
-        now.trace, other_trace, loaded_a=now.loaded, loaded_b=other, progress=report), "Comparing representations")
+with user_errors():
+    comparison = computed(compare_traces, now.trace, other_trace, loaded_a=now.loaded, loaded_b=other,
+                          label="Comparing representations")
 
 names = [model.info.name for model, _trace in models]
 st.subheader("Word pieces")
@@ -60,7 +62,7 @@ if token_diff.differing:
 
 st.subheader("Layer-to-layer similarity (linear CKA)")
 shown = st.radio("Beside the CKA map, show", list(SECOND_MAP), format_func=SECOND_MAP.__getitem__,
-                 key="cmp_second_map", horizontal=True)
+                 key="cmp_second_map", horizontal=True, persist_state="session")
 left, right = st.columns(2)
 left.plotly_chart(cka_heatmap(comparison.cka, comparison.reference, names[0], names[1], "cka"), key="cmp_cka",
                   width="stretch")
@@ -75,15 +77,17 @@ st.caption(f"Computed on {len(comparison.word_spans):,} of the {comparison.share
            f"into the same characters{sample}; each word is the mean of its pieces.")
 
 st.subheader("Attention of one head in each")
-own_scale = st.toggle("Scale each map on its own", key="cmp_own_scale")
+own_scale = st.toggle("Scale each map on its own", key="cmp_own_scale", persist_state="session")
 columns = st.columns(2)
 maps = []
 for side, (column, (model, result)) in enumerate(zip(columns, models)):
     with column:
         st.markdown(f"**{escape(model.info.name)}**")
         inner = st.columns(2)
-        layer = inner[0].number_input("Layer", 1, model.info.num_layers, key=f"cmp_layer_{side}") - 1
-        head = inner[1].number_input("Head", 1, model.info.num_heads, key=f"cmp_head_{side}") - 1
+        layer = inner[0].number_input("Layer", 1, model.info.num_layers, key=f"cmp_layer_{side}",
+                                      persist_state="session") - 1
+        head = inner[1].number_input("Head", 1, model.info.num_heads, key=f"cmp_head_{side}",
+                                      persist_state="session") - 1
         positions = result.window_positions(0)
         maps.append((result.attentions[0][layer, head].astype(np.float32),
                      position_labels([result.tokens[p] for p in positions], positions), head_name(layer, head)))

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
-import ui
 from cbert_core.corpus.collection import (
     candidate_label_columns,
     candidate_text_columns,
@@ -28,24 +24,29 @@ from cbert_core.training.finetune import (
     planned_passes,
     save_checkpoint,
 )
-from cbert_core.views.attention_figures import CALM_LAYOUT
 from cbert_core.views.labels import escape
+from cbert_core.views.training_figures import confusion_figure, loss_figure
+from ui import state
+from ui.caches import computed, estimate_text, speed_book
+from ui.context import page
+from ui.sidebar import use_model
+from ui.widgets import kept_upload, note_choice, user_errors
 
 st.title("Fine-tune")
 st.caption("Teach the model in force a note-level task from labelled examples (for example negated vs "
            "affirmed findings). The model shared with other users is never changed: training works on a copy, "
            "and the result is saved as a new checkpoint folder only when you say so.")
-now = ui.current()
-loaded, info, settings = now.loaded, now.loaded.info, now.settings
+now = page()
+loaded, info, settings = now.loaded, now.info, now.settings
 
 source = st.radio("Training data", ["Example set (30 labelled sentences)", "Upload a labelled CSV or JSONL"],
-                  horizontal=True, key="ft_source")
-with ui.user_errors():
+                  horizontal=True, key="ft_source", persist_state="session")
+with user_errors():
     if source.startswith("Example"):
         texts, labels = zip(*EXAMPLE_COLLECTION)
         collection = collection_from_texts(list(texts), labels=list(labels))
     else:
-        upload = ui.kept_upload("Labelled notes", types=["csv", "tsv", "txt", "jsonl", "json"], key="ft_upload")
+        upload = kept_upload("Labelled notes", types=["csv", "tsv", "txt", "jsonl", "json"], key="ft_upload")
         if upload is None:
             st.stop()
         table = read_table(upload.data, name=upload.name)
@@ -58,43 +59,44 @@ with ui.user_errors():
             raise CbertError("Fine-tuning needs a label column with a few distinct values; none was found.")
         columns = st.columns(2)
         # The column choices belong to the file: kept while it stays in use, reset for another file.
-        text_column = columns[0].selectbox("Text column", text_columns, key=ui.note_choice_key(
-            "ft_text_column", upload.digest, text_columns[0]))
-        label_column = columns[1].selectbox("Label column", label_columns, key=ui.note_choice_key(
-            "ft_label_column", upload.digest, label_columns[0]))
+        text_column = columns[0].selectbox("Text column", text_columns, persist_state="session", key=note_choice(
+            "ft_text_column", upload.digest, text_columns[0], options=text_columns))
+        label_column = columns[1].selectbox("Label column", label_columns, persist_state="session", key=note_choice(
+            "ft_label_column", upload.digest, label_columns[0], options=label_columns))
         collection = collection_from_table(table, text_column=text_column, label_column=label_column)
 counts = pd.Series(collection.labels).value_counts()
 st.caption(f"{len(collection.texts):,} labelled notes: " + ", ".join(f"{escape(str(k))} {v}" for k, v in counts.items()))
 
 with st.expander("Training settings", expanded=False):
     columns = st.columns(4)
-    ui.defaults(ft_epochs=5, ft_unfreeze=min(2, info.num_layers), ft_batch=16, ft_validation=0.2, ft_lr_head=1e-3,
+    state.defaults(ft_epochs=5, ft_unfreeze=min(2, info.num_layers), ft_batch=16, ft_validation=0.2, ft_lr_head=1e-3,
                 ft_lr_enc=5e-5, ft_max_length=min(128, info.max_tokens - 2))
-    epochs = columns[0].number_input("Epochs", 1, 50, key="ft_epochs")
-    unfreeze = columns[1].number_input("Unfreeze the top N layers", 0, info.num_layers, key="ft_unfreeze")
-    batch_size = columns[2].number_input("Batch size", 1, 128, key="ft_batch")
-    validation = columns[3].slider("Validation share", 0.1, 0.5, key="ft_validation")
+    keep = dict(persist_state="session")
+    epochs = columns[0].number_input("Epochs", 1, 50, key="ft_epochs", **keep)
+    unfreeze = columns[1].number_input("Unfreeze the top N layers", 0, info.num_layers, key="ft_unfreeze", **keep)
+    batch_size = columns[2].number_input("Batch size", 1, 128, key="ft_batch", **keep)
+    validation = columns[3].slider("Validation share", 0.1, 0.5, key="ft_validation", **keep)
     columns = st.columns(3)
-    lr_head = columns[0].number_input("Head learning rate", 1e-5, 1e-1, format="%.5f", key="ft_lr_head")
-    lr_encoder = columns[1].number_input("Encoder learning rate", 1e-6, 1e-2, format="%.6f", key="ft_lr_enc")
+    lr_head = columns[0].number_input("Head learning rate", 1e-5, 1e-1, format="%.5f", key="ft_lr_head", **keep)
+    lr_encoder = columns[1].number_input("Encoder learning rate", 1e-6, 1e-2, format="%.6f", key="ft_lr_enc",
+                                         **keep)
     max_length = columns[2].number_input("Longest example (word pieces)", 16, info.max_tokens - 2,
-                                         key="ft_max_length")
+                                         key="ft_max_length", **keep)
 config = FineTuneConfig(epochs=int(epochs), unfreeze_layers=int(unfreeze), batch_size=int(batch_size),
                         validation_fraction=float(validation), lr_head=float(lr_head), lr_encoder=float(lr_encoder),
-                        max_length=int(max_length), lowercase=settings.lowercase)
+                        max_length=int(max_length), lowercase=now.plan.lowercase)
 
-digest = hashlib.sha256(repr((collection.texts, collection.labels)).encode("utf-8", "surrogatepass")).hexdigest()
-try:  # the same split and examples as the run (tokenizes every note once per collection and settings)
-    plan = ui.cached(("ft_plan", info.key, digest, config), lambda report: planned_passes(loaded, collection, config),
-                     "Counting the training examples' word pieces")
+try:  # the same split and examples as the run (tokenizes every note: once per collection and settings)
+    work = computed(planned_passes, loaded, collection, config, label="Counting the training examples' word pieces",
+                    progress=False)
 except CbertError:  # the training data cannot be used: Train says why
-    plan = None
-if plan is not None:
+    work = None
+if work is not None:
     trained_layers = f"the top {config.unfreeze_layers} layer(s) and the head" if config.unfreeze_layers else "the head"
-    found = ui.speed_book().estimate_training(info.key, info.hidden_size, plan)
-    st.caption(f"Trains {trained_layers} on {sum(n for _t, n in plan.examples):,} notes for {config.epochs} "
-               f"epoch(s), then checks {sum(n for _t, n in plan.validation):,} held-out notes: "
-               f"{ui.estimate_text(found)}.")
+    found = speed_book().estimate_training(info.key, info.hidden_size, work)
+    st.caption(f"Trains {trained_layers} on {sum(n for _t, n in work.examples):,} notes for {config.epochs} "
+               f"epoch(s), then checks {sum(n for _t, n in work.validation):,} held-out notes: "
+               f"{estimate_text(found)}.")
 if st.button("Train", type="primary", key="go_train"):
     bar = st.progress(0.0, text="Starting")
     curve = st.empty()
@@ -110,16 +112,16 @@ if st.button("Train", type="primary", key="go_train"):
             last_draw[0] = time.perf_counter()
 
     st.caption("Change any input or press Stop (top right) to cancel training.")
-    with ui.user_errors():
+    with user_errors():
         trained = fine_tune(loaded, collection, config=config, on_step=on_step,
                             progress=lambda fraction, message: bar.progress(min(fraction, 1.0), text=message))
     bar.empty()
     curve.empty()
-    if plan is not None and not trained.result.cancelled:  # a whole run: the speed of training this model
-        ui.speed_book().record_training(info.key, plan, trained.result.seconds, trained.result.setup_seconds)
-    st.session_state["ft_model"] = trained  # this session's own copy; never shared
+    if work is not None and not trained.result.cancelled:  # a whole run: the speed of training this model
+        speed_book().record_training(info.key, work, trained.result.seconds, trained.result.setup_seconds)
+    st.session_state[state.FT_MODEL] = trained  # this session's own copy; never shared
 
-trained = st.session_state.get("ft_model")
+trained = st.session_state.get(state.FT_MODEL)
 if trained is None:
     st.stop()
 outcome = trained.result
@@ -145,32 +147,22 @@ if interval is not None:
                    f"a firmer figure.", icon=":material/warning:")
 left, right = st.columns(2)
 with left:
-    loss = go.Figure(go.Scatter(y=outcome.losses, mode="lines", line=dict(color="#1f6f8b")))
-    loss.update_layout(title="Training loss per step", height=320, xaxis_title="step", yaxis_title="loss",
-                       **CALM_LAYOUT)
-    st.plotly_chart(loss, key="ft_loss", width="stretch")
+    st.plotly_chart(loss_figure(outcome.losses), key="ft_loss", width="stretch")
 with right:
     if outcome.confusion is not None:
-        names = [escape(label) for label in outcome.labels]
-        matrix = go.Figure(go.Heatmap(z=outcome.confusion, x=names, y=names, colorscale="Blues",
-                                      text=np.asarray(outcome.confusion).astype(str), texttemplate="%{text}",
-                                      hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>"))
-        matrix.update_layout(title="Confusion matrix (validation)", height=320, **CALM_LAYOUT)
-        matrix.update_yaxes(title="true", autorange="reversed")
-        matrix.update_xaxes(title="predicted")
-        st.plotly_chart(matrix, key="ft_confusion", width="stretch")
+        st.plotly_chart(confusion_figure(outcome.confusion, outcome.labels), key="ft_confusion", width="stretch")
 
 st.subheader("Save as a checkpoint")
 st.caption("Writes a standard Hugging Face folder (config with the label names, safetensors weights, tokenizer). "
            "The model picker loads it, so every page works on the fine-tuned model.")
 default_folder = str(Path.home() / "cbert-finetuned" / time.strftime("%Y%m%d-%H%M%S"))
-ui.defaults(ft_folder=default_folder)
-folder = st.text_input("Folder", key="ft_folder")
+state.defaults(ft_folder=default_folder)
+folder = st.text_input("Folder", key="ft_folder", persist_state="session")
 if st.button("Save", key="go_save"):
-    with ui.user_errors():
+    with user_errors():
         saved = save_checkpoint(trained, folder)
-    st.session_state["ft_saved_folder"] = str(saved)
-if st.session_state.get("ft_saved_folder"):
-    st.success(f"Saved to {st.session_state['ft_saved_folder']}", icon=":material/check_circle:")
+    st.session_state[state.FT_SAVED_FOLDER] = str(saved)
+if st.session_state.get(state.FT_SAVED_FOLDER):
+    st.success(f"Saved to {st.session_state[state.FT_SAVED_FOLDER]}", icon=":material/check_circle:")
     if st.button("Use the fine-tuned model on every page", key="go_use_model"):
-        ui.use_model(st.session_state["ft_saved_folder"])
+        use_model(st.session_state[state.FT_SAVED_FOLDER])

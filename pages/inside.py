@@ -6,9 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-import ui
 from cbert_core.analyses.inside import attention_step, embedding_walk, encoder_stack, logit_lens, verify_layer
-from cbert_core.inside_captions import CAPTIONS
 from cbert_core.run.note_parts import FOCUS_RADIUS, focus_positions
 from cbert_core.views.attention_figures import neuron_view
 from cbert_core.views.inside_figures import (
@@ -19,15 +17,19 @@ from cbert_core.views.inside_figures import (
     logit_lens_figure,
 )
 from cbert_core.views.labels import escape, head_name, position_labels
+from ui.caches import get_inside
+from ui.captions import CAPTIONS
+from ui.context import page
+from ui.widgets import note_choice, note_part_picker, user_errors
 
 st.title("Inside the model")
 st.caption("The note's journey through the model with the real numbers: first the embedding layer, then each "
            "encoder layer (attention, then a feed-forward step), then the output layer.")
-now = ui.current()
-loaded, info = now.loaded, now.loaded.info
-part = ui.note_part_picker(now, "q_inside_part")
-with ui.user_errors():
-    inside = ui.get_inside(loaded, now.settings, part.window)
+now = page()
+loaded, info = now.loaded, now.info
+part = note_part_picker(now.trace, info, "q_inside_part")
+with user_errors():
+    inside = get_inside(loaded, now.plan, part.window)
 labels = position_labels(inside.tokens, inside.note_positions)
 masks = [int(p) for p in inside.mask_positions]
 if part.kind != "window":
@@ -35,8 +37,8 @@ if part.kind != "window":
 else:
     first_choice = masks[0] if masks else min(1, inside.num_positions - 1)
 query = st.selectbox("Word piece to follow", range(inside.num_positions), format_func=labels.__getitem__,
-                     key=ui.note_choice_key("q_inside", (now.trace_key, part.window, part.first, part.last), first_choice,
-                                            options=range(inside.num_positions)),
+                     key=note_choice("q_inside", (now.trace.key, part.window, part.first, part.last), first_choice,
+                                     options=range(inside.num_positions)), persist_state="session",
                      help="The piece whose attention step, head shares and output are shown below.")
 shown = focus_positions(inside.note_positions, part, query, FOCUS_RADIUS)  # local rows the views draw
 if inside.window_count > 1:
@@ -64,8 +66,8 @@ st.plotly_chart(embedding_parts_figure(walk.part_names, walk.norm_shares[shown],
 st.header("2 · Attention, step by step")
 st.caption(CAPTIONS["attention_step"])
 columns = st.columns(2)
-layer = columns[0].number_input("Layer", 1, inside.num_layers, key="inside_layer") - 1
-head = columns[1].number_input("Head", 1, inside.num_heads, key="inside_head") - 1
+layer = columns[0].number_input("Layer", 1, inside.num_layers, key="inside_layer", persist_state="session") - 1
+head = columns[1].number_input("Head", 1, inside.num_heads, key="inside_head", persist_state="session") - 1
 step = attention_step(inside, layer, head, query)
 st.plotly_chart(neuron_view(step.query, step.keys, labels, labels[query], step.scale, step.weights, shown=shown),
                 key="inside_qk", width="stretch")
@@ -110,7 +112,7 @@ if output.kind == "masked-lm":
                  hide_index=True, width="content")
     st.subheader("Logit lens")
     st.caption(CAPTIONS["logit_lens"])
-    with ui.user_errors():
+    with user_errors():
         lens = logit_lens(loaded, inside, query)
     st.plotly_chart(logit_lens_figure(lens.layer_names, lens.final_probs, lens.input_token_probs,
                                       escape(lens.final_token), escape(lens.token)), key="inside_lens",

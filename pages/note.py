@@ -6,15 +6,16 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-import ui
 from cbert_core.text.words import count_words
 from cbert_core.views import export
 from cbert_core.views.text_html import segments_html
+from ui.context import page
+from ui.widgets import download
 
 st.title("Note")
 st.caption("How the note is split into sections and sentences, and how much of it the model reads at once.")
-now = ui.current()
-result, info = now.trace, now.loaded.info
+now = page()
+result, info = now.trace, now.info
 segmentation = result.segmentation
 content = len(result.tokens) - 2
 unknown = sum(1 for token in result.tokens if token == info.unk_token)
@@ -76,13 +77,13 @@ st.subheader("Export")
 st.caption("Downloads go straight to your browser; nothing is saved on the server.")
 columns = st.columns(3)
 with columns[0]:
-    ui.download("Trace without attention (JSON)", lambda: export.to_json_bytes(result, exclude=("attentions",)),
+    download("Trace without attention (JSON)", lambda: export.to_json_bytes(result, exclude=("attentions",)),
                 "trace.json", "application/json", "dl_trace_json")
 with columns[1]:
-    ui.download("Full trace (NPZ)", lambda: export.to_npz_bytes(result), "trace.npz", "application/octet-stream",
+    download("Full trace (NPZ)", lambda: export.to_npz_bytes(result), "trace.npz", "application/octet-stream",
                 "dl_trace_npz")
 with columns[2]:
-    ui.download("Sentences (CSV)", lambda: export.table_to_csv_bytes(pd.DataFrame(
+    download("Sentences (CSV)", lambda: export.table_to_csv_bytes(pd.DataFrame(
         [{"sentence": i + 1, "section": segmentation.sections[s.section].title, "start": s.start, "end": s.end,
           "text": result.text[s.start:s.end]} for i, s in enumerate(segmentation.sentences)])),
         "sentences.csv", "text/csv", "dl_sentences")

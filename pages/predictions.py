@@ -6,36 +6,38 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-import ui
 from cbert_core.analyses import similarity
 from cbert_core.analyses.labelling import classify, token_labels
 from cbert_core.analyses.predict import fill_mask, mask_word, planned_passes, pseudo_log_likelihood
+from cbert_core.run.plan import NotePlan
 from cbert_core.views.labels import escape
 from cbert_core.views.prediction_figures import cosine_bars, format_probability, probability_bars
 from cbert_core.views.text_html import scores_html
+from ui import state
+from ui.caches import computed, estimate, is_computed
+from ui.context import page
+from ui.widgets import ask_once, knockout_picker, note_choice, user_errors
 
-DEFAULT_DESCRIPTIONS = "pneumonia present\nno evidence of pneumonia"
 SURPRISE_MEAN, SURPRISE_SUM = "per piece (mean)", "per word (sum)"
 FAST_STRIDE = 8  # the surprise map's fast mode masks every 8th piece together
 SHARE_HELP = ("softmax(cosine / temperature) over the descriptions: the shares always sum to 100%, even when the "
               "text is far from every description. Read the cosine.")
 
 st.title("Predictions")
-now = ui.current()
-loaded, info, settings, result = now.loaded, now.loaded.info, now.settings, now.trace
-knocked = ui.knockout_picker(info)
-versions = [("intact model", frozenset())] + ([("heads knocked out", knocked)] if knocked else [])
-common = dict(lowercase=settings.lowercase, max_chars=settings.max_chars)
+now = page()
+loaded, info, settings, result = now.loaded, now.info, now.settings, now.trace
+knocked = knockout_picker(info)
+versions = [("intact model", now.plan)] + ([("heads knocked out", now.with_heads_out(knocked))] if knocked else [])
 
 
 def side_by_side(draw: callable) -> None:
-    """Run ``draw(label, heads)`` for the intact model and, if chosen, the knocked-out one."""
+    """Run ``draw(label, plan)`` for the intact model and, if chosen, the knocked-out one."""
     columns = st.columns(len(versions))
-    for column, (label, heads) in zip(columns, versions):
+    for column, (label, plan) in zip(columns, versions):
         with column:
             if len(versions) > 1:
                 st.markdown(f"**{label}**")
-            draw(label, heads)
+            draw(label, plan)
 
 
 if info.head_kind == "masked-lm":
@@ -48,10 +50,9 @@ if info.head_kind == "masked-lm":
         st.info("The note has no [MASK]. Type [MASK] where you want the model's suggestion, or mask a word below.",
                 icon=":material/info:")
     else:
-        def draw_fill(label: str, heads: frozenset) -> None:
-            with ui.user_errors():
-                filled = ui.analysis("fill_mask", now, (tuple(sorted(heads)),), lambda report: fill_mask(
-                    loaded, settings.note, knocked_out=heads, **common), "Filling in the masks")
+        def draw_fill(label: str, plan: NotePlan) -> None:
+            with user_errors():
+                filled = computed(fill_mask, loaded, plan, label="Filling in the masks", progress=False)
             for index in range(len(filled.positions)):
                 start, end = filled.char_spans[index]
                 before = settings.note[max(0, start - 40):start].replace("\n", " ")
@@ -66,14 +67,13 @@ if info.head_kind == "masked-lm":
     word_names = tuple(f"{word}  (word {i + 1})" for i, word in enumerate(words))
     first_word = min(len(words) - 1, next((i for i, w in enumerate(words) if w.lower() in
                                            {"denies", "copd", "pneumonia"}), 0))
-    choice = st.selectbox("Word", range(len(words)), format_func=word_names.__getitem__,
-                          key=ui.note_choice_key("q_word", now.trace_key, first_word))
+    choice = st.selectbox("Word", range(len(words)), format_func=word_names.__getitem__, persist_state="session",
+                          key=note_choice("q_word", result.key, first_word, options=range(len(words))))
     start, end = (int(v) for v in spans[choice])
 
-    def draw_masked(label: str, heads: frozenset) -> None:
-        with ui.user_errors():
-            hidden = ui.analysis("mask_word", now, (start, end, tuple(sorted(heads))), lambda report: mask_word(
-                loaded, settings.note, start, end, knocked_out=heads, **common), "Filling in the hidden word")
+    def draw_masked(label: str, plan: NotePlan) -> None:
+        with user_errors():
+            hidden = computed(mask_word, loaded, plan, start, end, label="Filling in the hidden word", progress=False)
         rows = [index for index in range(len(hidden.positions)) if hidden.original_ids[index] >= 0]
         for index in rows:
             st.plotly_chart(probability_bars(list(hidden.top_tokens[index]), hidden.top_probs[index],
@@ -85,29 +85,26 @@ if info.head_kind == "masked-lm":
     st.subheader("Surprise map")
     st.caption("Each word piece is hidden in turn and the model scores the original: unusual abbreviations, "
                "typos and unexpected findings stand out in red (low pseudo-log-likelihood).")
-    # The surprise map reads the note in the trace's windows (same casing and overlap): its passes are counted there.
-    scorable = result.input_ids[1:-1] != result.mask_id  # [n]: typed masks are not scored
-    pll_passes = {stride: planned_passes(result.windows, result.owner[1:-1], scorable, stride=stride)
-                  for stride in (0, FAST_STRIDE)}
-    pll_costs = {stride: f"{passes.rows:,} masked copies, {ui.estimate(now, passes)}"
+    pll_passes = {stride: planned_passes(now.plan, stride=stride) for stride in (0, FAST_STRIDE)}
+    pll_costs = {stride: f"{passes.rows:,} masked copies, {estimate(loaded, settings.options.precision, passes)}"
                  for stride, passes in pll_passes.items()}
-    exact = st.toggle("Exact (one piece hidden at a time; slower)", key="pred_pll_exact",
+    exact = st.toggle("Exact (one piece hidden at a time; slower)", key="pred_pll_exact", persist_state="session",
                       help=f"Fast mode hides every {FAST_STRIDE}th piece together: each piece still sees "
                            f"{FAST_STRIDE - 1}/{FAST_STRIDE} of its context. On this note, fast: "
                            f"{pll_costs[FAST_STRIDE]}; exact: {pll_costs[0]}.")
-    ui.defaults(pred_pll_per=SURPRISE_MEAN)
+    state.defaults(pred_pll_per=SURPRISE_MEAN)
     per = st.radio("Score each word", (SURPRISE_MEAN, SURPRISE_SUM), key="pred_pll_per", horizontal=True,
+                   persist_state="session",
                    help="A word of several pieces (a long drug name) adds up several log-probabilities, so its "
                         "sum is low however expected it is; the mean per piece compares words of any length.")
     stride = 0 if exact else FAST_STRIDE
-    computed = ui.has_analysis("pll", now, (stride, ()))
-    if not computed:
+    ready = is_computed(pseudo_log_likelihood, loaded, now.plan, stride=stride)
+    if not ready:
         st.caption(f"{'Exact' if exact else 'Fast'} mode runs {pll_costs[stride]}.")
-    if computed or st.button("Compute the surprise map", key="go_pll"):
-        with ui.user_errors():
-            pll = ui.analysis("pll", now, (stride, ()), lambda report: pseudo_log_likelihood(
-                loaded, settings.note, stride=stride, precision=settings.precision, overlap=settings.overlap,
-                progress=report, **common), "Scoring every word piece", passes=pll_passes[stride])
+    if ask_once("Compute the surprise map", key="go_pll", ready=ready):
+        with user_errors():
+            pll = computed(pseudo_log_likelihood, loaded, now.plan, stride=stride, label="Scoring every word piece",
+                           passes=pll_passes[stride])
         by_mean = per == SURPRISE_MEAN
         scores = pll.word_mean_logprobs if by_mean else pll.word_logprobs
         column = "mean log-probability per piece" if by_mean else "log-probability (sum over pieces)"
@@ -130,10 +127,9 @@ elif info.head_kind == "sequence-classification":
     st.caption("This checkpoint classifies the whole note. A note longer than one window is classified per "
                "window and the probabilities are averaged.")
 
-    def draw_classes(label: str, heads: frozenset) -> None:
-        with ui.user_errors():
-            classes = ui.analysis("classify", now, (tuple(sorted(heads)),), lambda report: classify(
-                loaded, settings.note, knocked_out=heads, progress=report, **common), "Classifying")
+    def draw_classes(label: str, plan: NotePlan) -> None:
+        with user_errors():
+            classes = computed(classify, loaded, plan, label="Classifying")
         st.plotly_chart(probability_bars(list(classes.labels), classes.probs, "Label probabilities"),
                         key=f"pred_classes_{label}", width="stretch")
     side_by_side(draw_classes)
@@ -141,10 +137,9 @@ elif info.head_kind == "sequence-classification":
 elif info.head_kind == "token-classification":
     st.caption("This checkpoint labels each word (for example problems, treatments, tests).")
 
-    def draw_entities(label: str, heads: frozenset) -> None:
-        with ui.user_errors():
-            tagged = ui.analysis("entities", now, (tuple(sorted(heads)),), lambda report: token_labels(
-                loaded, settings.note, knocked_out=heads, **common), "Labelling words")
+    def draw_entities(label: str, plan: NotePlan) -> None:
+        with user_errors():
+            tagged = computed(token_labels, loaded, plan, label="Labelling words")
         spans = np.array([[e.start, e.end] for e in tagged.entities], dtype=np.int32).reshape(-1, 2)
         st.html(scores_html(settings.note, spans, np.array([e.score for e in tagged.entities], np.float32),
                             title=[f"{e.label} ({e.score:.0%})" for e in tagged.entities]))
@@ -156,12 +151,12 @@ else:
     st.caption(f"{info.name} has no prediction head: it turns text into vectors. Here it ranks label "
                "descriptions you write by **embedding similarity** (cosine similarity of mean-pooled vectors). "
                "This is a zero-shot ranking aid, not a trained classifier and not a probability of disease.")
-    ui.defaults(pred_descriptions=DEFAULT_DESCRIPTIONS, pred_temperature=0.05)
+    state.defaults(**{state.DESCRIPTIONS: state.DEFAULT_DESCRIPTIONS}, pred_temperature=0.05)
     descriptions = [line.strip() for line in st.text_area(
-        "Label descriptions (one per line)", key="pred_descriptions",
+        "Label descriptions (one per line)", key=state.DESCRIPTIONS, persist_state="session",
         height=100).splitlines() if line.strip()]
     temperature = st.slider("Temperature of the shares (lower = sharper)", 0.01, 1.0, key="pred_temperature",
-                            help=SHARE_HELP)
+                            help=SHARE_HELP, persist_state="session")
     references = similarity.REFERENCE_DESCRIPTIONS
     st.caption(f"Dashed line (\"none of these\"): the note's highest cosine to {len(references)} everyday phrases "
                f"unrelated to medicine ({', '.join(f'“{r}”' for r in references[:3])}, …), computed the same way "
@@ -188,12 +183,10 @@ else:
         return (f"“{name}” stands out: cosine {top:.3f}, {ahead}{top - result.note_reference:.3f} above unrelated "
                 f"text (margin {result.note_margin:.3f}). A similarity to your wording, not a diagnosis.")
 
-    def draw_similarity(label: str, heads: frozenset) -> None:
-        with ui.user_errors():
-            similar = ui.analysis("similarity", now, (tuple(descriptions), temperature, tuple(sorted(heads))),
-                                  lambda report: similarity.embedding_similarity(
-                                      loaded, settings.note, descriptions, temperature=temperature,
-                                      knocked_out=heads, progress=report, **common), "Comparing embeddings")
+    def draw_similarity(label: str, plan: NotePlan) -> None:
+        with user_errors():
+            similar = computed(similarity.embedding_similarity, loaded, plan, descriptions=tuple(descriptions),
+                               temperature=temperature, label="Comparing embeddings")
         st.plotly_chart(cosine_bars(similar.descriptions, similar.note_similarity, similar.note_probs,
                                     temperature=similar.temperature, reference=similar.note_reference,
                                     margin=similar.note_margin, title="Whole note: cosine similarity"),

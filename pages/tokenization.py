@@ -5,26 +5,27 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-import ui
 from cbert_core.errors import CbertError
 from cbert_core.model.loading import BIO_CLINICALBERT
 from cbert_core.text.tokenization import compare, fertility
-from cbert_core.text.tokens import tokenize_note
 from cbert_core.views.text_html import pieces_html
+from ui.caches import get_tokenizer
+from ui.context import page
+from ui.state import defaults
 
 MAX_TABLE_ROWS = 5000
 
 st.title("Tokenization")
 st.caption("How the model cuts the note into word pieces. Pieces of one word share a colour; a blue bar marks "
            "where a word was cut. Red pieces are unknown to the vocabulary ([UNK]).")
-now = ui.current()
-result, loaded, info = now.trace, now.loaded, now.loaded.info
+now = page()
+result, loaded, info = now.trace, now.loaded, now.info
 text = result.text
 content = slice(1, -1)
 tokens = result.tokens[content]
 offsets = result.offsets[content]
 word_ids = result.word_ids[content]
-pieces = tokenize_note(loaded.tokenizer(result.lowercase), text)
+pieces = now.plan.tokens
 stats = fertility(text, pieces, info.unk_token)
 
 columns = st.columns(4)
@@ -85,15 +86,15 @@ else:
 
 st.subheader("Through a second model's tokenizer")
 suggestion = "bundled" if info.spec.kind != "bundled" else ""
-ui.defaults(tok_second=suggestion)
+defaults(tok_second=suggestion)
 second = st.text_input("Second model: 'bundled', a local folder or a hub id (a hub id needs the network "
-                       "unless it is cached)", key="tok_second",
+                       "unless it is cached)", key="tok_second", persist_state="session",
                        placeholder=f"e.g. {BIO_CLINICALBERT} or /path/to/model").strip()
 if not second:
     st.caption("Name a second model to compare how it splits this note.")
 else:
     try:
-        other_tokenizer = ui.get_tokenizer(second)
+        other_tokenizer = get_tokenizer(second)
     except CbertError as problem:
         st.warning(str(problem), icon=":material/warning:")
     else:

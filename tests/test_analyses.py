@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cbert_core.analyses import attention, projection
+from cbert_core.run.plan import plan_note
 from cbert_core.run.trace import trace
 from cbert_core.text.tokenization import compare, fertility
 from cbert_core.text.tokens import tokenize_note
@@ -17,7 +18,7 @@ from notes import CLINICAL_NOTE
 
 @pytest.fixture(scope="module")
 def note_trace(bundled):
-    return trace(bundled, CLINICAL_NOTE)
+    return trace(bundled, plan_note(bundled, CLINICAL_NOTE))
 
 
 def test_head_statistics_match_direct_computation(note_trace) -> None:
@@ -116,7 +117,7 @@ def test_cosine_and_note_embeddings(note_trace) -> None:
 
 
 def test_piece_kinds(bundled) -> None:
-    kinds = projection.piece_kinds(trace(bundled, "COPD [MASK] exacerbation, stable."))
+    kinds = projection.piece_kinds(trace(bundled, plan_note(bundled, "COPD [MASK] exacerbation, stable.")))
     assert kinds[0].startswith("special") and "[MASK]" in kinds and "continuation piece (##)" in kinds
 
 

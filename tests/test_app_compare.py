@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import cbert_core.analyses.compare
-import ui
 from test_app_pages import charts, start
-from ui import MODEL_OTHER
+from ui import caches
+from ui.sidebar import MODEL_OTHER
 
 COMPARE = "pages/compare.py"
 
@@ -29,7 +29,7 @@ def values(array: object) -> np.ndarray:
 def counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
     """Calls of the comparison and of every trace the app makes (by model key), recorded as they happen."""
     calls: dict[str, list] = {"compare": [], "trace": []}
-    compare_traces, trace = cbert_core.analyses.compare.compare_traces, ui.trace
+    compare_traces, trace = cbert_core.analyses.compare.compare_traces, caches.trace
 
     def counting_compare(trace_a, trace_b, **options):
         calls["compare"].append((trace_a, trace_b))
@@ -40,7 +40,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
         return trace(loaded, *args, **options)
 
     monkeypatch.setattr(cbert_core.analyses.compare, "compare_traces", counting_compare)
-    monkeypatch.setattr(ui, "trace", counting_trace)
+    monkeypatch.setattr(caches, "trace", counting_trace)
     return calls
 
 

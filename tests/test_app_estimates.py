@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-import ui
 from test_app_pages import start
-from ui import MODEL_OTHER
+from ui import caches
+from ui.sidebar import MODEL_OTHER
 
 WORDS = "patient denies chest pain and cough with no fever on aspirin"  # 11 pieces for the tiny model
 
@@ -20,7 +20,7 @@ WORDS = "patient denies chest pain and cough with no fever on aspirin"  # 11 pie
 @pytest.fixture()
 def book():
     """The app's speed book, emptied for this test (and after it)."""
-    shared = ui.speed_book()
+    shared = caches.speed_book()
 
     def empty() -> None:
         with shared.lock:
@@ -93,13 +93,13 @@ def test_training_estimate_rests_on_the_timed_training_run(bundled, book) -> Non
 def test_second_model_trace_shows_its_estimate_while_it_runs(tiny, tiny_dir: Path, book,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     labels: list[str] = []
-    reporter = ui.progress_reporter
+    reporter = caches.progress_bar
 
     def recording(label: str):
         labels.append(label)
         return reporter(label)
 
-    monkeypatch.setattr(ui, "progress_reporter", recording)
+    monkeypatch.setattr(caches, "progress_bar", recording)
     app = start("pages/compare.py", note_text="Cough and fever ; patient denies chest pain .", cmp_model=str(tiny_dir))
     running = [label for label in labels if label.startswith(f"Running the note through {tiny.info.name}")]
     assert running == [f"Running the note through {tiny.info.name}, time not known yet (it is measured on the "

@@ -11,9 +11,10 @@ from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from cbert_core.model.loading import load_model
+from cbert_core.run.plan import plan_note
 from cbert_core.run.trace import trace
 from cbert_core.text.examples import DEFAULT_EXAMPLE, EXAMPLE_NOTES
-from ui import MODEL_OTHER
+from ui.sidebar import MODEL_OTHER
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -44,7 +45,7 @@ def charts(at: AppTest) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def reference():
-    return trace(load_model("bundled"), NOTE)
+    return trace(load_model("bundled"), plan_note(load_model("bundled"), NOTE))
 
 
 def start(page: str | None = None, **state: object) -> AppTest:

@@ -9,7 +9,7 @@ import pytest
 
 from cbert_core.analyses.intervals import wilson_interval
 from test_app_pages import charts, start
-from ui import MODEL_OTHER
+from ui.sidebar import MODEL_OTHER
 
 PNEUMONIA_NOTE = "Patient denies chest pain. No evidence of pneumonia on the chest x-ray. COPD [MASK] noted."
 

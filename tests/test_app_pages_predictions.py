@@ -11,9 +11,10 @@ import pytest
 from cbert_core.analyses import similarity
 from cbert_core.analyses.predict import pseudo_log_likelihood
 from cbert_core.model.loading import BUNDLED, load_model
+from cbert_core.run.plan import plan_note
 from cbert_core.text.examples import DEFAULT_EXAMPLE, EXAMPLE_NOTES
 from test_app_pages import charts, start
-from ui import MODEL_OTHER
+from ui.sidebar import MODEL_OTHER
 
 NOTE = EXAMPLE_NOTES[DEFAULT_EXAMPLE]
 DESCRIPTIONS = ["pneumonia present", "no evidence of pneumonia"]
@@ -31,7 +32,7 @@ def share_tables(app) -> list:
 
 
 def test_zero_shot_shows_cosines_on_a_fixed_axis_with_the_reference_and_every_share_beside_its_cosine() -> None:
-    expected = similarity.embedding_similarity(load_model(BUNDLED), NOTE, DESCRIPTIONS)
+    expected = similarity.embedding_similarity(load_model(BUNDLED), plan_note(load_model(BUNDLED), NOTE), DESCRIPTIONS)
     app = start("pages/predictions.py", note_text=NOTE)
     figure = charts(app)["pred_similar_intact model"]
     bars = figure["data"][0]
@@ -67,7 +68,7 @@ def test_zero_shot_says_when_no_description_stands_out() -> None:
 
 def test_surprise_map_colours_by_mean_per_piece_unless_asked_for_the_sum(tiny_dir: Path) -> None:
     note = "patient has copd exacerbation and no chest pain ."  # a note no other test scores
-    expected = pseudo_log_likelihood(load_model(str(tiny_dir)), note, stride=8)
+    expected = pseudo_log_likelihood(load_model(str(tiny_dir)), plan_note(load_model(str(tiny_dir)), note), stride=8)
     app = start("pages/predictions.py", note_text=note, model_choice=MODEL_OTHER, model_custom=str(tiny_dir))
     app.button(key="go_pll").click().run()
     assert not app.exception

@@ -11,12 +11,14 @@ from cbert_core.analyses.compare import (
     casing_for_second_model,
     cka_matrix,
     compare_models,
+    compare_traces,
     linear_cka,
     random_weight_copy,
     window_hidden_states,
     word_states,
 )
 from cbert_core.errors import TargetError
+from cbert_core.run.plan import plan_note
 from cbert_core.run.trace import trace
 from cbert_core.views.compare_figures import cka_heatmap
 from notes import CLINICAL_NOTE
@@ -49,7 +51,7 @@ def test_linear_cka_invariances_and_range() -> None:
 
 
 def test_model_against_itself_has_ones_on_the_diagonal(tiny) -> None:
-    comparison = compare_models(tiny, tiny, CLINICAL_NOTE)
+    comparison = compare_models(tiny, plan_note(tiny, CLINICAL_NOTE), tiny, plan_note(tiny, CLINICAL_NOTE))
     layers = tiny.info.num_layers + 1
     assert comparison.cka.shape == (layers, layers)
     np.testing.assert_allclose(np.diag(comparison.cka), 1.0, atol=1e-5)
@@ -60,23 +62,24 @@ def test_model_against_itself_has_ones_on_the_diagonal(tiny) -> None:
 
 
 def test_two_tokenizers_are_aligned_by_characters(tiny, bundled) -> None:
-    trace_a, trace_b = trace(tiny, CLINICAL_NOTE), trace(bundled, CLINICAL_NOTE)
+    trace_a, trace_b = trace(tiny, plan_note(tiny, CLINICAL_NOTE)), trace(bundled, plan_note(bundled, CLINICAL_NOTE))
     spans, states_a, states_b = aligned_word_states(trace_a, trace_b)
     assert states_a.shape == (3, len(spans), 32) and states_b.shape == (7, len(spans), 384)
     assert 10 < len(spans) <= min(len(trace_a.word_spans), len(trace_b.word_spans))
     word = int(np.flatnonzero(trace_a.word_spans[:, 0] == spans[0, 0])[0])
     pieces = np.flatnonzero(trace_a.word_ids == word)
     np.testing.assert_allclose(states_a[:, 0], trace_a.hidden_states[:, pieces].mean(axis=1), atol=1e-5)
-    comparison = compare_models(tiny, bundled, CLINICAL_NOTE, trace_a=trace_a, trace_b=trace_b, max_words=12)
+    comparison = compare_traces(trace_a, trace_b, loaded_a=tiny, loaded_b=bundled, max_words=12)
     assert comparison.cka.shape == (3, 7) and comparison.sampled and len(comparison.word_spans) == 12
     assert comparison.tokenization.differing  # the tiny vocabulary splits clinical words differently
     assert ((comparison.cka >= 0) & (comparison.cka <= 1)).all()
     with pytest.raises(TargetError, match="same note"):
-        compare_models(tiny, tiny, "Patient denies chest pain.", trace_a=trace_a)
+        compare_traces(trace_a, trace(tiny, plan_note(tiny, "Patient denies chest pain.")), loaded_a=tiny,
+                       loaded_b=tiny)
 
 
 def test_the_reference_is_a_random_weight_copy_of_b_on_the_same_words(tiny) -> None:
-    comparison = compare_models(tiny, tiny, CLINICAL_NOTE, max_words=12)
+    comparison = compare_models(tiny, plan_note(tiny, CLINICAL_NOTE), tiny, plan_note(tiny, CLINICAL_NOTE), max_words=12)
     assert comparison.sampled and len(comparison.word_spans) == 12
     assert comparison.reference.shape == comparison.cka.shape
     np.testing.assert_allclose(np.diag(comparison.cka), 1.0, atol=1e-5)
@@ -84,8 +87,8 @@ def test_the_reference_is_a_random_weight_copy_of_b_on_the_same_words(tiny) -> N
     np.testing.assert_allclose(comparison.above_reference, comparison.cka - comparison.reference)
     # Recompute the reference independently: trace the copy like any model, pool the words the comparison used.
     copy_b = random_weight_copy(tiny, comparison.reference_seed)
-    spans_a, states_a = word_states(trace(tiny, CLINICAL_NOTE))
-    spans_r, states_r = word_states(trace(copy_b, CLINICAL_NOTE))
+    spans_a, states_a = word_states(trace(tiny, plan_note(tiny, CLINICAL_NOTE)))
+    spans_r, states_r = word_states(trace(copy_b, plan_note(copy_b, CLINICAL_NOTE)))
     rows_a = [spans_a.tolist().index(span) for span in comparison.word_spans.tolist()]
     rows_r = [spans_r.tolist().index(span) for span in comparison.word_spans.tolist()]
     expected = cka_matrix(states_a[:, rows_a], states_r[:, rows_r])
@@ -106,7 +109,7 @@ def test_the_random_weight_copy_is_seeded_untrained_and_leaves_torch_random_stat
 
 def test_window_hidden_states_reproduce_the_trace_over_several_windows(tiny) -> None:
     note = " ".join([CLINICAL_NOTE] * 3)  # the tiny model has 64 positions: several windows
-    result = trace(tiny, note)
+    result = trace(tiny, plan_note(tiny, note))
     assert len(result.windows) > 2
     positions = np.flatnonzero(~result.special)[::3]
     states = window_hidden_states(tiny.model.base_model, result, positions)
@@ -115,8 +118,8 @@ def test_window_hidden_states_reproduce_the_trace_over_several_windows(tiny) -> 
 
 def test_a_long_note_is_sampled_from_a_few_windows_so_the_reference_runs_only_those(tiny, bundled) -> None:
     note = " ".join([CLINICAL_NOTE] * 4)
-    trace_a, trace_b = trace(bundled, note), trace(tiny, note)
-    comparison = compare_models(bundled, tiny, note, trace_a=trace_a, trace_b=trace_b, max_words=30)
+    trace_a, trace_b = trace(bundled, plan_note(bundled, note)), trace(tiny, plan_note(tiny, note))
+    comparison = compare_traces(trace_a, trace_b, loaded_a=bundled, loaded_b=tiny, max_words=30)
     assert comparison.sampled and len(comparison.word_spans) == 30 < comparison.shared_words
     assert comparison.windows_b == len(trace_b.windows)
     assert 1 <= comparison.reference_windows < comparison.windows_b

@@ -20,6 +20,7 @@ from cbert_core.corpus.collection import (
 from cbert_core.corpus.embeddings import note_embeddings, project_notes
 from cbert_core.corpus.token_search import build_token_index, search_tokens, search_trace_token
 from cbert_core.errors import DataFileError, ResourceLimitError, TargetError
+from cbert_core.run.plan import plan_note, plan_notes
 from cbert_core.run.trace import trace
 
 NOTES = [
@@ -107,38 +108,40 @@ def test_jsonl_and_tsv_are_read() -> None:
 def test_note_embeddings_match_a_trace_and_do_not_depend_on_batching(tiny) -> None:
     collection = collection_from_texts(NOTES + [LONG_NOTE])
     seen = []
-    mean = note_embeddings(tiny, collection, batch_size=2, progress=lambda f, m: seen.append(f))
+    plans = plan_notes(tiny, collection.texts)
+    mean = note_embeddings(tiny, plans, batch_size=2, progress=lambda f, m: seen.append(f))
     assert mean.shape == (6, tiny.info.num_layers + 1, tiny.info.hidden_size) and mean.dtype == np.float32
     assert seen[-1] == pytest.approx(1.0)
     for index in (0, 3):
-        result = trace(tiny, NOTES[index])
+        result = trace(tiny, plan_note(tiny, NOTES[index]))
         np.testing.assert_allclose(mean[index], result.hidden_states[:, 1:-1].mean(axis=1), atol=1e-5)
-        cls = note_embeddings(tiny, [NOTES[index]], pooling="cls")
+        cls = note_embeddings(tiny, [plans[index]], pooling="cls")
         np.testing.assert_allclose(cls[0], result.hidden_states[:, 0], atol=1e-5)
-    one_by_one = note_embeddings(tiny, collection, batch_size=1)
+    one_by_one = note_embeddings(tiny, plans, batch_size=1)
     np.testing.assert_allclose(one_by_one, mean, atol=1e-5)
-    first = note_embeddings(tiny, [LONG_NOTE], long_notes="first")
+    first = note_embeddings(tiny, plans[-1:], long_notes="first")
     assert not np.allclose(first[0], mean[5], atol=1e-4)  # the long note has more than one window
-    half = note_embeddings(tiny, NOTES, dtype=np.float16)
+    half = note_embeddings(tiny, plans[:5], dtype=np.float16)
     assert half.dtype == np.float16
     with pytest.raises(ResourceLimitError, match="limit"):
-        note_embeddings(tiny, NOTES, max_bytes=1000)
+        note_embeddings(tiny, plans, max_bytes=1000)
 
     def stale(fraction: float, message: str) -> None:
         raise RuntimeError("the user changed the collection")
 
     with pytest.raises(RuntimeError, match="changed the collection"):
-        note_embeddings(tiny, NOTES, progress=stale)
+        note_embeddings(tiny, plans, progress=stale)
     projection = project_notes(mean, -1)
     assert projection.coords.shape == (6, 2) and projection.layer == tiny.info.num_layers
 
 
 def test_token_search_finds_the_token_in_context(tiny, bundled) -> None:
     collection = collection_from_texts(NOTES + [LONG_NOTE], ids=[f"n{i}" for i in range(6)])
-    index = build_token_index(tiny, collection, layer=2)
-    pieces = sum(len(trace(tiny, text).tokens) - 2 for text in collection.texts)
+    plans = plan_notes(tiny, collection.texts)
+    index = build_token_index(tiny, plans, layer=2, note_ids=collection.ids)
+    pieces = sum(len(trace(tiny, plan_note(tiny, text)).tokens) - 2 for text in collection.texts)
     assert index.size == pieces and index.nbytes >= pieces * tiny.info.hidden_size * 4
-    query_trace = trace(tiny, NOTES[1])
+    query_trace = trace(tiny, plan_note(tiny, NOTES[1]))
     position = query_trace.tokens.index("fever")
     hits = search_trace_token(index, query_trace, position, k=3, include_self=True)
     best = hits[0]
@@ -151,8 +154,8 @@ def test_token_search_finds_the_token_in_context(tiny, bundled) -> None:
     direct = search_tokens(index, query_trace.hidden_states[2, position], k=1)
     assert (direct[0].note, direct[0].position) == (1, position)
     with pytest.raises(TargetError, match="built with"):
-        search_trace_token(index, trace(bundled, NOTES[1]), 1)
+        search_trace_token(index, trace(bundled, plan_note(bundled, NOTES[1])), 1)
     with pytest.raises(TargetError, match="word piece"):
         search_trace_token(index, query_trace, 0)
     with pytest.raises(ResourceLimitError, match="limit"):
-        build_token_index(tiny, collection, layer=-1, max_bytes=1000)
+        build_token_index(tiny, plans, layer=-1, max_bytes=1000)

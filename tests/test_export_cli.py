@@ -16,6 +16,7 @@ import torch
 
 from cbert_core.corpus.cli import EXIT_INPUT, EXIT_MODEL, EXIT_OTHER, EXIT_OUTPUT, main
 from cbert_core.errors import ExportError
+from cbert_core.run.plan import plan_note
 from cbert_core.run.trace import trace
 from cbert_core.views import export
 from tiny_models import write_bert
@@ -45,7 +46,7 @@ def notes_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_trace_to_json_and_npz_round_trip(tiny) -> None:
-    result = trace(tiny, "Patient denies chest pain [MASK] fever.")
+    result = trace(tiny, plan_note(tiny, "Patient denies chest pain [MASK] fever."))
     document = json.loads(export.to_json_bytes(result, exclude=("attentions",)))
     assert document["format"] == "cbert-export" and document["kind"] == "Trace"
     hidden = document["data"]["hidden_states"]

@@ -10,7 +10,7 @@ import pytest
 
 from test_app_pages import start
 from tiny_models import write_bert, write_family
-from ui import MODEL_OTHER
+from ui.sidebar import MODEL_OTHER
 
 
 def bad_model_folders(root: Path) -> dict[str, tuple[str, str]]:

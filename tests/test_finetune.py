@@ -13,6 +13,7 @@ from cbert_core.analyses.intervals import wilson_interval
 from cbert_core.corpus.collection import Collection, collection_from_texts
 from cbert_core.errors import DataFileError, ExportError
 from cbert_core.model.loading import load_model
+from cbert_core.run.plan import plan_note
 from cbert_core.run.trace import trace
 from cbert_core.training.finetune import FineTuneConfig, fine_tune
 from tiny_models import write_family
@@ -74,7 +75,7 @@ def test_saved_checkpoint_loads_as_a_classifier_and_traces(trained, tmp_path) ->
     loaded = load_model(str(folder))
     assert loaded.info.head_kind == "sequence-classification"
     assert loaded.info.labels == ("COUGH", "FEVER")
-    result = trace(loaded, "patient reports fever daily.")
+    result = trace(loaded, plan_note(loaded, "patient reports fever daily."))
     assert result.head.labels == ("COUGH", "FEVER")
     ids = torch.from_numpy(result.input_ids)[None]
     with torch.inference_mode():
@@ -122,7 +123,7 @@ def test_other_families_train_save_and_load(family, tmp_path) -> None:
     np.testing.assert_allclose(cached.result.losses, direct.losses, rtol=1e-4)
     reloaded = load_model(str(cached.save(tmp_path / f"{family}-classifier")))
     assert reloaded.info.head_kind == "sequence-classification" and reloaded.info.labels == ("COUGH", "FEVER")
-    assert trace(reloaded, "patient reports fever.").head.sequence_logits.shape == (1, 2)
+    assert trace(reloaded, plan_note(reloaded, "patient reports fever.")).head.sequence_logits.shape == (1, 2)
 
 
 def test_unusable_labels_are_refused(tiny) -> None:

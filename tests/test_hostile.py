@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from cbert_core.errors import CbertError, EmptyNoteError, NoteTooLongError, ResourceLimitError
-from cbert_core.run.trace import trace
+from cbert_core.run.plan import RunOptions, plan_note
+from cbert_core.run.trace import trace, trace_budget
 from cbert_core.views.labels import position_labels
 from cbert_core.views.text_html import pieces_html, segments_html
 
@@ -65,11 +66,11 @@ def test_hostile_note(bundled, name: str) -> None:
     text, error, options = CASES[name]
     if error is not None:
         with pytest.raises(error) as raised:
-            trace(bundled, text, **options)
+            trace(bundled, plan_note(bundled, text, RunOptions(**options), budget=trace_budget(bundled)))
         message = str(raised.value)
         assert len(message) > 30 and "Traceback" not in message  # a sentence a clinician can act on
         return
-    result = trace(bundled, text, **options)
+    result = trace(bundled, plan_note(bundled, text, RunOptions(**options), budget=trace_budget(bundled)))
     content = result.offsets[1:-1]
     assert len(content) > 0
     assert ((content[:, 0] >= 0) & (content[:, 1] <= len(text)) & (content[:, 0] < content[:, 1])).all()
@@ -92,6 +93,6 @@ def test_the_server_keeps_serving_after_hostile_input(bundled) -> None:
         if error is None:
             continue
         with pytest.raises(CbertError):
-            trace(bundled, text, **options)
-    result = trace(bundled, "Patient denies chest pain.")
+            trace(bundled, plan_note(bundled, text, RunOptions(**options), budget=trace_budget(bundled)))
+    result = trace(bundled, plan_note(bundled, "Patient denies chest pain."))
     assert result.tokens[1:3] == ("patient", "denies")

@@ -14,12 +14,13 @@ import torch
 
 from cbert_core.analyses.inside import attention_step, embedding_walk, encoder_stack, logit_lens, verify_layer
 from cbert_core.errors import CbertError, EmptyNoteError, ResourceLimitError, TargetError
-from cbert_core.inside_captions import CAPTIONS, OUTPUT_CAPTIONS
 from cbert_core.model.hooks import hook_count
 from cbert_core.model.loading import HeadKind, LoadedModel, load_model
 from cbert_core.run.inside_capture import InsideTrace, inside_trace
+from cbert_core.run.plan import plan_note
 from cbert_core.run.trace import trace
 from tiny_models import write_bert, write_family
+from ui.captions import CAPTIONS, OUTPUT_CAPTIONS
 
 MASKED_NOTE = "Patient denies chest [MASK] . No fever."
 NOTE = "Patient denies chest pain. No evidence of pneumonia."
@@ -28,12 +29,12 @@ TOLERANCE = dict(rtol=1e-4, atol=1e-5)
 
 @pytest.fixture(scope="module")
 def tiny_inside(tiny: LoadedModel) -> InsideTrace:
-    return inside_trace(tiny, MASKED_NOTE)
+    return inside_trace(tiny, plan_note(tiny, MASKED_NOTE))
 
 
 @pytest.fixture(scope="module")
 def bundled_inside(bundled: LoadedModel) -> InsideTrace:
-    return inside_trace(bundled, NOTE)
+    return inside_trace(bundled, plan_note(bundled, NOTE))
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +116,7 @@ def test_attention_and_layer_outputs_rederived_from_weights(name: str, request: 
 
 
 def test_attention_step_matches_the_model(tiny: LoadedModel, tiny_inside: InsideTrace) -> None:
-    reference = trace(tiny, MASKED_NOTE)  # the ordinary trace, float16 attention
+    reference = trace(tiny, plan_note(tiny, MASKED_NOTE))  # the ordinary trace, float16 attention
     assert reference.tokens == tiny_inside.tokens
     query = int(tiny_inside.mask_positions[0])
     for layer in range(tiny_inside.num_layers):
@@ -189,7 +190,7 @@ def test_encoder_stack_updates_rebuild_the_stream(name: str, request: pytest.Fix
 def test_logit_lens_last_layer_equals_masked_lm_output(tiny: LoadedModel, tiny_inside: InsideTrace,
                                                        families: dict[str, LoadedModel]) -> None:
     for loaded in (tiny, *families.values()):
-        inside = tiny_inside if loaded is tiny else inside_trace(loaded, MASKED_NOTE)
+        inside = tiny_inside if loaded is tiny else inside_trace(loaded, plan_note(loaded, MASKED_NOTE))
         position = int(inside.mask_positions[0])
         lens = logit_lens(loaded, inside, position, top_k=5)
         probs = torch.softmax(plain_forward(loaded, inside).logits[0, position].float(), dim=-1)
@@ -207,14 +208,14 @@ def test_logit_lens_last_layer_equals_masked_lm_output(tiny: LoadedModel, tiny_i
 
 def test_families_walk_distilbert_without_segments_and_electra_projection(
         families: dict[str, LoadedModel]) -> None:
-    distilbert = inside_trace(families["distilbert"], NOTE)
+    distilbert = inside_trace(families["distilbert"], plan_note(families["distilbert"], NOTE))
     assert distilbert.embedding_part_names == ("word", "position")
     np.testing.assert_allclose(distilbert.embedding_parts.sum(0), distilbert.embedding_sum, atol=1e-6)
     np.testing.assert_allclose(distilbert.embedding_output, distilbert.hidden_states[0], atol=1e-7)
     assert embedding_walk(distilbert).norm_shares.shape == (distilbert.num_positions, 2)
 
     electra_model = families["electra"]
-    electra = inside_trace(electra_model, NOTE)
+    electra = inside_trace(electra_model, plan_note(electra_model, NOTE))
     assert electra.embedding_parts.shape == (3, electra.num_positions, 16)
     assert electra.hidden_states.shape == (3, electra.num_positions, 32) and electra.embedding_projected
     emb = electra_model.anatomy.embeddings
@@ -227,7 +228,7 @@ def test_families_walk_distilbert_without_segments_and_electra_projection(
     assert walk.projected and walk.output.shape[-1] == 16 and walk.layer_input_norms.shape == (electra.num_positions,)
 
     for loaded, inside in ((families["distilbert"], distilbert), (electra_model, electra),
-                           (families["roberta"], inside_trace(families["roberta"], NOTE))):
+                           (families["roberta"], inside_trace(families["roberta"], plan_note(families["roberta"], NOTE)))):
         for layer in range(inside.num_layers):
             derived = forward_layer(loaded, layer, inside.hidden_states[layer].astype(np.float64))
             np.testing.assert_allclose(inside.hidden_states[layer + 1], derived["output"], rtol=1e-4, atol=1e-4)
@@ -253,7 +254,7 @@ def test_output_layer_for_each_head_kind(tiny_inside: InsideTrace, bundled: Load
 
     for kind in ("sequence-classification", "token-classification"):
         loaded = load_model(str(write_bert(tmp_path / kind, head=kind)))
-        inside = inside_trace(loaded, NOTE)
+        inside = inside_trace(loaded, plan_note(loaded, NOTE))
         logits = plain_forward(loaded, inside).logits[0].numpy()
         output = inside.output
         assert output.kind == kind and output.labels == ("NEG", "POS")
@@ -272,12 +273,12 @@ def test_typed_errors_for_long_notes_other_models_and_empty_text(tiny: LoadedMod
                                                                  bundled_inside: InsideTrace) -> None:
     long_note = " ".join(["patient denies chest pain ."] * 20)  # > 64 word pieces, tiny's window
     with pytest.raises(ResourceLimitError, match="Choose a part of the note") as refused:
-        inside_trace(tiny, long_note)
+        inside_trace(tiny, plan_note(tiny, long_note))
     assert isinstance(refused.value, CbertError)
     with pytest.raises(ResourceLimitError):
-        inside_trace(bundled, NOTE, max_positions=5)
+        inside_trace(bundled, plan_note(bundled, NOTE), max_positions=5)
     with pytest.raises(EmptyNoteError):
-        inside_trace(tiny, "   ")
+        inside_trace(tiny, plan_note(tiny, "   "))
     with pytest.raises(TargetError, match="fill-mask"):
         logit_lens(bundled, bundled_inside, 1)
     with pytest.raises(TargetError):
@@ -289,10 +290,10 @@ def test_typed_errors_for_long_notes_other_models_and_empty_text(tiny: LoadedMod
 
 def test_a_long_note_is_walked_one_window_at_a_time_as_the_trace_reads_it(tiny: LoadedModel) -> None:
     long_note = " ".join(f"Patient {index} denies chest pain. No fever today." for index in range(12))
-    result = trace(tiny, long_note)
+    result = trace(tiny, plan_note(tiny, long_note))
     assert len(result.windows) > 1
     for window in range(len(result.windows)):
-        inside = inside_trace(tiny, long_note, window=window)
+        inside = inside_trace(tiny, plan_note(tiny, long_note), window=window)
         positions = result.window_positions(window)
         assert (inside.window, inside.window_count) == (window, len(result.windows))
         assert inside.note_positions.tolist() == positions.tolist()
@@ -306,12 +307,12 @@ def test_a_long_note_is_walked_one_window_at_a_time_as_the_trace_reads_it(tiny: 
         weights /= weights.sum(-1, keepdims=True)
         np.testing.assert_allclose(weights, result.attentions[window].astype(np.float32), atol=2e-3)
     with pytest.raises(TargetError, match="does not exist"):
-        inside_trace(tiny, long_note, window=len(result.windows))
+        inside_trace(tiny, plan_note(tiny, long_note), window=len(result.windows))
 
 
 def test_no_hook_left_after_walk_or_failed_forward(tiny: LoadedModel) -> None:
     assert hook_count(tiny.model) == 0
-    inside_trace(tiny, NOTE)
+    inside_trace(tiny, plan_note(tiny, NOTE))
     assert hook_count(tiny.model) == 0
 
     class Exploding:
@@ -324,7 +325,7 @@ def test_no_hook_left_after_walk_or_failed_forward(tiny: LoadedModel) -> None:
 
     broken = dataclasses.replace(tiny, model=Exploding())
     with pytest.raises(RuntimeError, match="interrupted"):
-        inside_trace(broken, NOTE)
+        inside_trace(broken, plan_note(broken, NOTE))
     assert hook_count(tiny.model) == 0
 
 
@@ -346,7 +347,7 @@ def test_records_are_plain_read_only_and_default_trace_is_unchanged(tiny: Loaded
     copy = pickle.loads(pickle.dumps(tiny_inside))
     np.testing.assert_array_equal(copy.hidden_states, tiny_inside.hidden_states)
     assert 0 < tiny_inside.nbytes < 1_000_000
-    assert trace(tiny, NOTE).extras == {}  # the page's sites are not captured by default
+    assert trace(tiny, plan_note(tiny, NOTE)).extras == {}  # the page's sites are not captured by default
     package = Path(sys.modules["cbert_core.analyses.inside"].__file__).parent
     for source in package.glob("inside*.py"):
         assert "streamlit" not in source.read_text(encoding="utf-8")

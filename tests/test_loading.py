@@ -24,6 +24,7 @@ from cbert_core.errors import (
 from cbert_core.model import hub
 from cbert_core.model.hooks import hook_count
 from cbert_core.model.loading import BUNDLED, ModelSpec, load_model, parse_spec, resolve_default_model
+from cbert_core.run.plan import RunOptions, plan_note
 from cbert_core.run.trace import trace
 from tiny_models import write_bert, write_family
 
@@ -106,7 +107,7 @@ def test_hub_layout_folder_loads_as_bert(tmp_path: Path) -> None:
     assert loaded.info.weights_file == "pytorch_model.bin"
     assert loaded.model.config._attn_implementation == "cbert_eager"  # eager-style: returns its weights
     assert not loaded.model.training
-    result = trace(loaded, "Patient denies chest pain.")
+    result = trace(loaded, plan_note(loaded, "Patient denies chest pain."))
     assert result.attentions[0].shape[:2] == (2, 4)
 
 
@@ -119,8 +120,8 @@ def test_real_size_hub_layout_from_shared_tool(shared_dir: Path, tmp_path: Path)
     assert (info.family, info.head_kind, info.hidden_size, info.num_heads, info.vocab_size) == (
         "bert", "masked-lm", 768, 12, 28996)
     assert info.vocab_cased and info.tokenizer_lowercases and info.casing_mismatch
-    assert trace(loaded, "COPD exacerbation.", lowercase=True).tokens[1:3] == ("cop", "##d")
-    assert trace(loaded, "COPD exacerbation.", lowercase=False).tokens[1:3] == ("CO", "##PD")
+    assert trace(loaded, plan_note(loaded, "COPD exacerbation.", RunOptions(lowercase=True))).tokens[1:3] == ("cop", "##d")
+    assert trace(loaded, plan_note(loaded, "COPD exacerbation.", RunOptions(lowercase=False))).tokens[1:3] == ("CO", "##PD")
 
 
 def test_bundled_model_is_a_bare_uncased_encoder(bundled) -> None:
@@ -133,8 +134,8 @@ def test_bundled_model_is_a_bare_uncased_encoder(bundled) -> None:
 
 def test_casing_is_reported_and_switchable(tiny) -> None:
     assert tiny.info.vocab_cased and tiny.info.tokenizer_lowercases and tiny.info.casing_switchable
-    lowered = trace(tiny, "COPD Patient", lowercase=True).tokens[1:-1]
-    kept = trace(tiny, "COPD Patient", lowercase=False).tokens[1:-1]
+    lowered = trace(tiny, plan_note(tiny, "COPD Patient", RunOptions(lowercase=True))).tokens[1:-1]
+    kept = trace(tiny, plan_note(tiny, "COPD Patient", RunOptions(lowercase=False))).tokens[1:-1]
     assert lowered == ("cop", "##d", "patient")
     assert kept == ("CO", "##PD", "Patient")
 
@@ -153,7 +154,7 @@ def test_head_kind_and_labels(tmp_path: Path, head: str, labels: tuple[str, ...]
 def test_other_bert_families_trace(tmp_path: Path, family: str) -> None:
     loaded = load_model(str(write_family(tmp_path / family, family)))
     assert loaded.info.family == family
-    result = trace(loaded, "Patient denies chest pain. " * 30, capture_qk=True)
+    result = trace(loaded, plan_note(loaded, "Patient denies chest pain. " * 30), capture_qk=True)
     assert len(result.windows) >= 2  # 64 positions: forces windows
     for attention in result.attentions:
         assert abs(attention.astype("float32").sum(-1) - 1).max() < 2e-3

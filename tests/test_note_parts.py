@@ -6,6 +6,7 @@ import numpy as np
 
 from cbert_core.model.loading import LoadedModel
 from cbert_core.run.note_parts import default_part, note_parts
+from cbert_core.run.plan import plan_note
 from cbert_core.run.trace import trace
 
 HISTORY = " ".join(f"The patient reports cough number {index} at night." for index in range(6))
@@ -14,7 +15,7 @@ LONG_NOTE = (f"HISTORY OF PRESENT ILLNESS: {HISTORY}\nMEDICATIONS: Aspirin daily
 
 
 def test_every_window_section_and_sentence_is_a_part_inside_one_window(tiny: LoadedModel) -> None:
-    result = trace(tiny, LONG_NOTE)
+    result = trace(tiny, plan_note(tiny, LONG_NOTE))
     assert len(result.windows) > 2  # tiny reads 62 pieces at once
     parts = note_parts(result)
     kinds = [part.kind for part in parts]
@@ -34,7 +35,7 @@ def test_every_window_section_and_sentence_is_a_part_inside_one_window(tiny: Loa
 
 
 def test_the_default_part_is_the_mask_window_then_the_findings_window(tiny: LoadedModel) -> None:
-    result = trace(tiny, LONG_NOTE)
+    result = trace(tiny, plan_note(tiny, LONG_NOTE))
     parts = note_parts(result)
     chosen = parts[default_part(result, parts)]
     exam = next(i for i, s in enumerate(result.segmentation.sections) if s.title == "PHYSICAL EXAM")
@@ -42,11 +43,11 @@ def test_the_default_part_is_the_mask_window_then_the_findings_window(tiny: Load
     assert chosen.kind == "window" and chosen.window == int(result.owner[first_exam_piece]) > 0
 
     masked = LONG_NOTE.replace("Follow up in two weeks", "Follow up in two [MASK]")
-    result = trace(tiny, masked)
+    result = trace(tiny, plan_note(tiny, masked))
     parts = note_parts(result)
     chosen = parts[default_part(result, parts)]
     assert chosen.window == int(result.owner[int(result.mask_positions[0])]) == len(result.windows) - 1
 
-    short = trace(tiny, "Patient denies chest pain.")
+    short = trace(tiny, plan_note(tiny, "Patient denies chest pain."))
     parts = note_parts(short)
     assert parts[default_part(short, parts)].window == 0

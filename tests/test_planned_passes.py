@@ -16,9 +16,8 @@ from cbert_core.analyses import predict
 from cbert_core.corpus.collection import collection_from_texts
 from cbert_core.corpus.embeddings import planned_passes
 from cbert_core.run.encode import planned_passes as planned_batches
-from cbert_core.run.trace import trace
+from cbert_core.run.plan import RunOptions, plan_note, plan_notes
 from cbert_core.serving.speed import GRADIENT_COST, Passes
-from cbert_core.text.windows import Window
 from cbert_core.training.finetune import FineTuneConfig, fine_tune
 from cbert_core.training.finetune import planned_passes as planned_training
 
@@ -33,29 +32,26 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-def test_surprise_map_copies_per_window_counted_by_hand() -> None:
-    # Two windows of 10 pieces sharing 4; window 0 owns pieces 0-7 (one of them a typed [MASK]), window 1 owns 8-15.
-    windows = (Window(index=0, start=0, stop=10), Window(index=1, start=6, stop=16))
-    owner = np.array([0] * 8 + [1] * 8)
-    scorable = np.ones(16, dtype=bool)
-    scorable[3] = False
+def test_surprise_map_copies_per_window_counted_by_hand(tiny) -> None:
+    # 16 pieces (one a typed [MASK]) in windows of 10 sharing 4: window 0 holds pieces 0-9 and owns 0-7
+    # (one of them the mask), window 1 holds pieces 6-15 and owns 8-15.
+    words = (WORDS + WORDS)[:15]
+    plan = plan_note(tiny, " ".join(words[:3] + ["[MASK]"] + words[3:]), RunOptions(overlap=4), max_content=10)
+    assert [(w.start, w.stop) for w in plan.windows] == [(0, 10), (6, 16)]
+    assert plan.owner.tolist() == [0] * 8 + [1] * 8
     positions = 10 + 2  # [CLS] + 10 pieces + [SEP]
-    assert predict.planned_passes(windows, owner, scorable, stride=0) == Passes(forward=((positions, 7),
-                                                                                         (positions, 8)))
-    assert predict.planned_passes(windows, owner, scorable, stride=4) == Passes(forward=((positions, 4),
-                                                                                         (positions, 4)))
+    assert predict.planned_passes(plan, stride=0) == Passes(forward=((positions, 7), (positions, 8)))
+    assert predict.planned_passes(plan, stride=4) == Passes(forward=((positions, 4), (positions, 4)))
     # A stride at least the window's own pieces is exact: 7 and 8 copies.
-    assert predict.planned_passes(windows, owner, scorable, stride=8).rows == 7 + 8
+    assert predict.planned_passes(plan, stride=8).rows == 7 + 8
 
 
-def test_surprise_map_runs_what_it_planned_from_the_trace(tiny) -> None:
+def test_surprise_map_runs_what_it_planned(tiny) -> None:
     note = " ".join(WORDS[:5] + ["[MASK]"] + WORDS[5:])  # 11 scorable pieces and one typed mask
-    traced = trace(tiny, note)
-    scorable = traced.input_ids[1:-1] != traced.mask_id
+    plan = plan_note(tiny, note)
     for stride, copies in ((0, 11), (8, 8), (4, 4)):
-        plan = predict.planned_passes(traced.windows, traced.owner[1:-1], scorable, stride=stride)
-        assert plan == Passes(forward=((12 + 2, copies),))
-        assert predict.pseudo_log_likelihood(tiny, note, stride=stride).forward_rows == copies
+        assert predict.planned_passes(plan, stride=stride) == Passes(forward=((12 + 2, copies),))
+        assert predict.pseudo_log_likelihood(tiny, plan, stride=stride).forward_rows == copies
 
 
 def test_collection_windows_are_batched_and_padded_as_the_embedding_runs_them(tiny) -> None:
@@ -63,9 +59,10 @@ def test_collection_windows_are_batched_and_padded_as_the_embedding_runs_them(ti
     texts = [" ".join(WORDS[:4]), " ".join(WORDS[:2]), long_note]
     # Windows of the long note: [0, 62), [31, 93), [62, 100) -> 64, 64 and 40 positions.
     lengths = [4 + 2, 2 + 2, 64, 64, 40]
-    assert planned_passes(tiny, texts) == Passes(forward=((64, 5),))  # one batch of 16, padded to 64
-    assert planned_passes(tiny, texts, batch_size=2) == Passes(forward=((64, 2), (40, 2), (4, 1)))
-    assert planned_passes(tiny, texts, long_notes="first") == Passes(forward=((64, 3),))
+    plans = plan_notes(tiny, texts)
+    assert planned_passes(plans) == Passes(forward=((64, 5),))  # one batch of 16, padded to 64
+    assert planned_passes(plans, batch_size=2) == Passes(forward=((64, 2), (40, 2), (4, 1)))
+    assert planned_passes(plans, long_notes="first") == Passes(forward=((64, 3),))
     assert planned_batches(lengths, batch_size=16, batch_tokens=130) == Passes(forward=((64, 2), (40, 3)))
 
 

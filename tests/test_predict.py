@@ -17,6 +17,7 @@ from cbert_core.errors import CbertError, EmptyNoteError, ResourceLimitError, Ta
 from cbert_core.model.hooks import hook_count, knockout, whole_layers
 from cbert_core.model.loading import LoadedModel, load_model
 from cbert_core.run.forward import explicit_attention, forward_ids, vocabulary_id
+from cbert_core.run.plan import RunOptions, plan_note
 from tiny_models import tiny_vocab, write_bert, write_family
 
 NOTE = "Patient denies chest pain . No fever ."
@@ -77,7 +78,7 @@ def test_lean_forward_equals_transformers_for_every_family_and_head(tiny, bundle
 
 def test_fill_mask_equals_the_plain_model(tiny) -> None:
     text = "Patient denies chest [MASK] . No [MASK] ."
-    result = fill_mask(tiny, text, top_k=5, candidates=["pain", "fever"])
+    result = fill_mask(tiny, plan_note(tiny, text), top_k=5, candidates=["pain", "fever"])
     probs = torch.softmax(plain_logits(tiny, input_ids(tiny, text)), -1)
     assert result.positions.tolist() == [4, 7]
     for row, position in enumerate(result.positions):
@@ -93,7 +94,7 @@ def test_fill_mask_equals_the_plain_model(tiny) -> None:
 def test_mask_word_masks_every_piece_and_scores_the_originals(tiny) -> None:
     text = "Patient has COPD exacerbation ."
     start = text.index("COPD")
-    result = mask_word(tiny, text, start + 1, start + 2)  # a character inside the word selects all of it
+    result = mask_word(tiny, plan_note(tiny, text), start + 1, start + 2)  # a character inside the word selects all of it
     assert result.masked_span == (start, start + 4)
     assert len(result.positions) >= 2  # "cop" + "##d" (lower-cased)
     assert "".join(t.removeprefix("##") for t in result.original_tokens) == "copd"
@@ -104,18 +105,18 @@ def test_mask_word_masks_every_piece_and_scores_the_originals(tiny) -> None:
     np.testing.assert_allclose(result.original_probs, expected, atol=1e-7)
     assert np.isclose(result.original_logprob, np.log(expected).sum(), atol=1e-4)
     with pytest.raises(TargetError, match="no word"):
-        mask_word(tiny, text, 3, 3)
+        mask_word(tiny, plan_note(tiny, text), 3, 3)
 
 
 def test_pseudo_likelihood_equals_fill_mask_probability(tiny) -> None:
     words = NOTE.split(" ")
-    result = pseudo_log_likelihood(tiny, NOTE, batch_size=3)
+    result = pseudo_log_likelihood(tiny, plan_note(tiny, NOTE), batch_size=3)
     assert np.isnan(result.token_logprobs[[0, -1]]).all()
     assert len(result.tokens) == len(words) + 2  # every word of NOTE is one piece in the tiny vocabulary
     for index, word in enumerate(words):
         masked = " ".join("[MASK]" if i == index else w for i, w in enumerate(words))
         piece = result.tokens[index + 1]  # the piece scored (lower-cased by the tokenizer)
-        probability = fill_mask(tiny, masked, candidates=[piece]).candidate_probs[0, 0]
+        probability = fill_mask(tiny, plan_note(tiny, masked), candidates=[piece]).candidate_probs[0, 0]
         assert np.isclose(np.exp(result.token_logprobs[index + 1]), probability, rtol=1e-4)
     np.testing.assert_allclose(result.word_logprobs, result.token_logprobs[1:-1], rtol=1e-6)
     assert result.total == pytest.approx(float(np.sum(result.token_logprobs[1:-1])), rel=1e-6)
@@ -123,12 +124,12 @@ def test_pseudo_likelihood_equals_fill_mask_probability(tiny) -> None:
 
 def test_pseudo_likelihood_batches_strides_and_word_sums(tiny) -> None:
     text = "Patient has COPD exacerbation , no fever ."
-    exact = pseudo_log_likelihood(tiny, text, batch_size=1)
-    batched = pseudo_log_likelihood(tiny, text, batch_size=16)
+    exact = pseudo_log_likelihood(tiny, plan_note(tiny, text), batch_size=1)
+    batched = pseudo_log_likelihood(tiny, plan_note(tiny, text), batch_size=16)
     np.testing.assert_allclose(batched.token_logprobs, exact.token_logprobs, atol=1e-5)
-    wide = pseudo_log_likelihood(tiny, text, stride=100)  # a stride wider than the note is exact
+    wide = pseudo_log_likelihood(tiny, plan_note(tiny, text), stride=100)  # a stride wider than the note is exact
     np.testing.assert_allclose(wide.token_logprobs, exact.token_logprobs, atol=1e-5)
-    strided = pseudo_log_likelihood(tiny, text, stride=3)
+    strided = pseudo_log_likelihood(tiny, plan_note(tiny, text), stride=3)
     assert strided.forward_rows == 3 and np.isfinite(strided.token_logprobs[1:-1]).all()
     copd = np.flatnonzero(exact.word_ids == exact.word_ids[3])
     assert copd.size >= 2
@@ -147,20 +148,20 @@ def test_explicit_attention_equals_the_flash_kernel() -> None:
 
 def test_pseudo_likelihood_in_bf16_is_close_to_fp32(tiny) -> None:
     text = "Patient has COPD exacerbation , no fever ."
-    exact = pseudo_log_likelihood(tiny, text)
-    fast = pseudo_log_likelihood(tiny, text, precision="bf16")
+    exact = pseudo_log_likelihood(tiny, plan_note(tiny, text))
+    fast = pseudo_log_likelihood(tiny, plan_note(tiny, text, RunOptions(precision="bf16")))
     assert (exact.precision, fast.precision) == ("fp32", "bf16")
     scored = np.isfinite(exact.token_logprobs)
     assert np.array_equal(scored, np.isfinite(fast.token_logprobs))
     assert not np.array_equal(exact.token_logprobs[scored], fast.token_logprobs[scored])  # autocast was on
     np.testing.assert_allclose(fast.token_logprobs[scored], exact.token_logprobs[scored], atol=0.05)
     with pytest.raises(ValueError, match="precision"):
-        pseudo_log_likelihood(tiny, text, precision="half")
+        pseudo_log_likelihood(tiny, plan_note(tiny, text, RunOptions(precision="half")))
 
 
 def test_pseudo_likelihood_windows_a_long_note(short_mlm) -> None:
     text = " ".join(f"Patient denies chest pain number {i} ." for i in range(8))
-    result = pseudo_log_likelihood(short_mlm, text, overlap=6)
+    result = pseudo_log_likelihood(short_mlm, plan_note(short_mlm, text, RunOptions(overlap=6)))
     assert len(result.windows) > 2
     assert np.isfinite(result.token_logprobs[1:-1]).all()
     mask_id = short_mlm.tokenizer().mask_token_id
@@ -178,9 +179,9 @@ def test_pseudo_likelihood_windows_a_long_note(short_mlm) -> None:
 
 def test_knockout_none_changes_nothing_and_a_whole_layer_does(tiny) -> None:
     text = "Patient denies chest [MASK] ."
-    intact = fill_mask(tiny, text)
-    none = fill_mask(tiny, text, knocked_out=[])
-    layer = fill_mask(tiny, text, knocked_out=whole_layers([1], tiny.anatomy.num_heads))
+    intact = fill_mask(tiny, plan_note(tiny, text))
+    none = fill_mask(tiny, plan_note(tiny, text, RunOptions(knocked_out=[])))
+    layer = fill_mask(tiny, plan_note(tiny, text, RunOptions(knocked_out=whole_layers([1], tiny.anatomy.num_heads))))
     np.testing.assert_array_equal(none.top_probs, intact.top_probs)
     assert layer.knocked_out == whole_layers([1], 4)
     assert not np.allclose(layer.top_probs, intact.top_probs, atol=1e-7)
@@ -191,7 +192,7 @@ def test_knockout_none_changes_nothing_and_a_whole_layer_does(tiny) -> None:
 
 def test_token_labels_match_the_head_and_merge_into_entities(tagger) -> None:
     text = "Patient has COPD exacerbation and chest pain ."
-    result = token_labels(tagger, text)
+    result = token_labels(tagger, plan_note(tagger, text))
     reference = torch.softmax(plain_logits(tagger, input_ids(tagger, text)), -1).numpy()
     np.testing.assert_allclose(result.probs, reference, atol=1e-6)
     assert result.labels == ("O", "B-PROBLEM", "I-PROBLEM")
@@ -215,10 +216,10 @@ def test_merge_entities_rules() -> None:
 
 
 def test_classify_averages_windows(classifier) -> None:
-    short = classify(classifier, "Patient denies chest pain .")
+    short = classify(classifier, plan_note(classifier, "Patient denies chest pain ."))
     reference = torch.softmax(plain_logits(classifier, input_ids(classifier, "Patient denies chest pain .")), -1)
     np.testing.assert_allclose(short.probs, reference.numpy(), atol=1e-6)
-    long = classify(classifier, " ".join(f"Patient denies chest pain number {i} ." for i in range(6)))
+    long = classify(classifier, plan_note(classifier, " ".join(f"Patient denies chest pain number {i} ." for i in range(6))))
     assert len(long.windows) > 1 and long.window_probs.shape == (len(long.windows), 2)
     np.testing.assert_allclose(long.probs, long.window_probs.mean(0), atol=1e-6)
     np.testing.assert_allclose(long.window_probs.sum(-1), 1, atol=1e-6)
@@ -227,7 +228,7 @@ def test_classify_averages_windows(classifier) -> None:
 def test_embedding_similarity_is_mean_pooled_cosine(bundled) -> None:
     text = "The patient has pneumonia on the chest x-ray. The left ankle is broken."
     descriptions = ["pneumonia present", "fractured ankle"]
-    result = embedding_similarity(bundled, text, descriptions, temperature=0.05)
+    result = embedding_similarity(bundled, plan_note(bundled, text), descriptions, temperature=0.05)
     with torch.inference_mode():
         def pooled(sentence: str) -> torch.Tensor:
             return plain_logits(bundled, input_ids(bundled, sentence)).mean(0)
@@ -243,62 +244,62 @@ def test_embedding_similarity_is_mean_pooled_cosine(bundled) -> None:
 
 def test_typed_errors(tiny, bundled, tagger, classifier) -> None:
     with pytest.raises(TargetError, match=r"no \[MASK\]"):
-        fill_mask(tiny, "Patient denies chest pain.")
+        fill_mask(tiny, plan_note(tiny, "Patient denies chest pain."))
     with pytest.raises(WrongHeadError, match="embedding similarity"):
-        fill_mask(bundled, "Patient denies chest [MASK].")
+        fill_mask(bundled, plan_note(bundled, "Patient denies chest [MASK]."))
     with pytest.raises(WrongHeadError):
-        pseudo_log_likelihood(classifier, "Patient denies chest pain.")
+        pseudo_log_likelihood(classifier, plan_note(classifier, "Patient denies chest pain."))
     with pytest.raises(WrongHeadError):
-        token_labels(tiny, "Patient.")
+        token_labels(tiny, plan_note(tiny, "Patient."))
     with pytest.raises(WrongHeadError):
-        classify(tagger, "Patient.")
+        classify(tagger, plan_note(tagger, "Patient."))
     with pytest.raises(TargetError, match="pieces"):
-        fill_mask(tiny, "Patient denies chest [MASK].", candidates=["pneumothorax"])
+        fill_mask(tiny, plan_note(tiny, "Patient denies chest [MASK]."), candidates=["pneumothorax"])
     with pytest.raises(TargetError):
         vocabulary_id(tiny, "   ")
     with pytest.raises(TargetError):
-        embedding_similarity(bundled, "Patient.", [])
+        embedding_similarity(bundled, plan_note(bundled, "Patient."), [])
     with pytest.raises(EmptyNoteError):
-        fill_mask(tiny, "  ")
+        fill_mask(tiny, plan_note(tiny, "  "))
     with pytest.raises(ResourceLimitError, match="memory"):
-        pseudo_log_likelihood(tiny, NOTE, batch_size=64, memory_limit=1000)
+        pseudo_log_likelihood(tiny, plan_note(tiny, NOTE), batch_size=64, memory_limit=1000)
     assert issubclass(WrongHeadError, CbertError)
 
 
 def test_no_hook_left_after_any_function_or_a_cancelled_run(tiny, bundled) -> None:
     heads = [(0, 1), (1, 2)]
-    fill_mask(tiny, "Patient [MASK] .", knocked_out=heads)
-    mask_word(tiny, NOTE, 0, 3, knocked_out=heads)
-    pseudo_log_likelihood(tiny, NOTE, knocked_out=heads)
-    embedding_similarity(bundled, "Patient has pneumonia.", ["pneumonia"], knocked_out=[(0, 0)])
+    fill_mask(tiny, plan_note(tiny, "Patient [MASK] .", RunOptions(knocked_out=heads)))
+    mask_word(tiny, plan_note(tiny, NOTE, RunOptions(knocked_out=heads)), 0, 3)
+    pseudo_log_likelihood(tiny, plan_note(tiny, NOTE, RunOptions(knocked_out=heads)))
+    embedding_similarity(bundled, plan_note(bundled, "Patient has pneumonia.", RunOptions(knocked_out=[(0, 0)])), ["pneumonia"])
     assert hook_count(tiny.model) == 0 and hook_count(bundled.model) == 0
 
     def cancel(fraction: float, message: str) -> None:
         raise RuntimeError("the note changed")
 
     with pytest.raises(RuntimeError, match="note changed"):
-        pseudo_log_likelihood(tiny, NOTE, knocked_out=heads, batch_size=2, progress=cancel)
+        pseudo_log_likelihood(tiny, plan_note(tiny, NOTE, RunOptions(knocked_out=heads)), batch_size=2, progress=cancel)
     with pytest.raises(RuntimeError, match="note changed"):
-        embedding_similarity(bundled, "Patient has pneumonia.", ["pneumonia"], knocked_out=[(0, 0)], progress=cancel)
+        embedding_similarity(bundled, plan_note(bundled, "Patient has pneumonia.", RunOptions(knocked_out=[(0, 0)])), ["pneumonia"], progress=cancel)
     assert hook_count(tiny.model) == 0 and hook_count(bundled.model) == 0
 
 
 def test_results_are_frozen_readonly_and_pickle(tiny) -> None:
-    result = pseudo_log_likelihood(tiny, NOTE)
+    result = pseudo_log_likelihood(tiny, plan_note(tiny, NOTE))
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.text = "x"  # type: ignore[misc]
     with pytest.raises(ValueError):
         result.token_logprobs[1] = 0.0
     clone = pickle.loads(pickle.dumps(result))
     np.testing.assert_array_equal(clone.token_logprobs, result.token_logprobs)
-    assert not any(isinstance(v, torch.Tensor | torch.nn.Module) for v in vars(fill_mask(tiny, "a [MASK]")).values())
+    assert not any(isinstance(v, torch.Tensor | torch.nn.Module) for v in vars(fill_mask(tiny, plan_note(tiny, "a [MASK]"))).values())
 
 
 def test_embedding_similarity_carries_the_unrelated_text_reference(bundled) -> None:
     from cbert_core.analyses.similarity import REFERENCE_DESCRIPTIONS
 
     text = "The patient has pneumonia on the chest x-ray. The left ankle is broken."
-    result = embedding_similarity(bundled, text, ["pneumonia present", "fractured ankle"])
+    result = embedding_similarity(bundled, plan_note(bundled, text), ["pneumonia present", "fractured ankle"])
     assert result.reference_descriptions == REFERENCE_DESCRIPTIONS
     with torch.inference_mode():
         def pooled(sentence: str) -> torch.Tensor:
@@ -314,7 +315,7 @@ def test_embedding_similarity_carries_the_unrelated_text_reference(bundled) -> N
     assert len(result.sentence_verdicts) == 2
     with pytest.raises(ValueError):
         result.sentence_reference[0] = 1.0
-    knocked = embedding_similarity(bundled, text, ["pneumonia present"], knocked_out=whole_layers([0, 1], 12))
+    knocked = embedding_similarity(bundled, plan_note(bundled, text, RunOptions(knocked_out=whole_layers([0, 1], 12))), ["pneumonia present"])
     assert not np.allclose(knocked.note_reference_similarity, result.note_reference_similarity, atol=1e-4)
 
 
@@ -338,18 +339,18 @@ def test_no_description_stands_out_when_two_are_within_the_margin(bundled) -> No
     from cbert_core.analyses.similarity import REFERENCE_DESCRIPTIONS, STANDS_OUT, TOO_CLOSE, UNRELATED
 
     text = "Chest x-ray shows a right lower lobe pneumonia."
-    same = embedding_similarity(bundled, text, ["pneumonia present", "pneumonia present"])
+    same = embedding_similarity(bundled, plan_note(bundled, text), ["pneumonia present", "pneumonia present"])
     assert same.note_similarity[0] == same.note_similarity[1] and same.note_probs[0] == pytest.approx(0.5)
     assert same.note_verdict == TOO_CLOSE and not same.stands_out  # a 50 % share says nothing
-    as_unrelated = embedding_similarity(bundled, text, [REFERENCE_DESCRIPTIONS[0]])
+    as_unrelated = embedding_similarity(bundled, plan_note(bundled, text), [REFERENCE_DESCRIPTIONS[0]])
     assert as_unrelated.note_verdict == UNRELATED  # a description no closer than unrelated text
-    clear = embedding_similarity(bundled, "The left ankle is broken.", ["fractured ankle", "pneumonia present"])
+    clear = embedding_similarity(bundled, plan_note(bundled, "The left ankle is broken."), ["fractured ankle", "pneumonia present"])
     assert clear.note_verdict == STANDS_OUT and clear.stands_out
 
 
 def test_pseudo_likelihood_mean_per_piece_for_each_word(tiny) -> None:
     text = "Patient has COPD exacerbation , no fever ."
-    result = pseudo_log_likelihood(tiny, text)
+    result = pseudo_log_likelihood(tiny, plan_note(tiny, text))
     content = result.token_logprobs[1:-1]
     words = result.word_ids[1:-1]
     for word in range(len(result.word_spans)):
@@ -362,6 +363,6 @@ def test_pseudo_likelihood_mean_per_piece_for_each_word(tiny) -> None:
     assert result.word_mean_logprobs[copd] > result.word_logprobs[copd]
     with pytest.raises(ValueError):
         result.word_mean_logprobs[0] = 0.0
-    typed = pseudo_log_likelihood(tiny, "Patient has COPD [MASK] .")
+    typed = pseudo_log_likelihood(tiny, plan_note(tiny, "Patient has COPD [MASK] ."))
     masked_word = int(typed.word_ids[np.flatnonzero(np.array(typed.tokens) == "[MASK]")[0]])
     assert np.isnan(typed.word_mean_logprobs[masked_word]) and np.isnan(typed.word_logprobs[masked_word])

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-import ui
 from cbert_core.run.inside_capture import InsideTrace
 from cbert_core.run.trace import Trace
 from test_app_pages import start
-from ui import MODEL_OTHER
+from ui import caches
+from ui.sidebar import MODEL_OTHER
 
 NOTES = tuple(f"HISTORY: Patient Qv{index} denies chest pain number {index}. COPD [MASK] exacerbation {index}."
               for index in range(4))
@@ -41,8 +41,7 @@ PAGES = [
 
 def _live_notes() -> set[str]:
     """Texts of the traces still alive anywhere in the process once the shared caches are emptied."""
-    for cache in (ui._trace_cache(), ui._inside_cache(), ui._analysis_cache()):
-        cache.clear()
+    caches.clear_all()
     gc.collect()
     return {obj.text for obj in gc.get_objects() if type(obj) in (Trace, InsideTrace)}
 
@@ -60,7 +59,7 @@ def test_a_session_holds_no_note_once_the_shared_caches_let_go(page: str, state:
         at.session_state["note_text"] = note
         at.run()
         assert not at.exception, at.exception
-        analysed = {value.text for value in ui._trace_cache().values()}
+        analysed = {value.text for value in caches.trace_cache().values()}
         assert note in analysed, "the page did not analyse the new note"
     alive = _live_notes() & set(NOTES)
     assert not alive, f"{len(alive)} of the session's {len(NOTES)} notes still held once the caches let go ({page})"
@@ -68,7 +67,7 @@ def test_a_session_holds_no_note_once_the_shared_caches_let_go(page: str, state:
 
 def _first_mask(note: str) -> int:
     """Position of the [MASK] in ``note``'s cached "Inside the model" capture."""
-    return next(int(value.mask_positions[0]) for value in ui._inside_cache().values() if value.text == note)
+    return next(int(value.mask_positions[0]) for value in caches.inside_cache().values() if value.text == note)
 
 
 def test_a_choice_for_one_note_stays_with_it_and_the_next_note_starts_from_the_default() -> None:

@@ -15,6 +15,7 @@ from cbert_core.errors import EmptyNoteError, NoteTooLongError
 from cbert_core.model.hooks import capture, hook_count, knockout, whole_layers
 from cbert_core.model.loading import load_model
 from cbert_core.model.precision import cpu_flags, has_native_bf16
+from cbert_core.run.plan import RunOptions, plan_note
 from cbert_core.run.trace import trace
 from notes import CLINICAL_NOTE, HOSTILE_NOTES
 from tiny_models import write_bert
@@ -27,13 +28,13 @@ def plain_logits(loaded, result) -> torch.Tensor:
 
 def test_attention_rows_sum_to_one(tiny, bundled) -> None:
     for loaded in (tiny, bundled):
-        result = trace(loaded, "Patient denies chest pain. No evidence of pneumonia.")
+        result = trace(loaded, plan_note(loaded, "Patient denies chest pain. No evidence of pneumonia."))
         for attention in result.attentions:
             assert abs(attention.astype(np.float32).sum(-1) - 1).max() < 2e-3
 
 
 def test_trace_shapes_and_positions(bundled) -> None:
-    result = trace(bundled, CLINICAL_NOTE, capture_qk=True, capture_ffn=True)
+    result = trace(bundled, plan_note(bundled, CLINICAL_NOTE), capture_qk=True, capture_ffn=True)
     positions = len(result.tokens)
     assert result.tokens[0] == "[CLS]" and result.tokens[-1] == "[SEP]"
     assert result.hidden_states.shape == (7, positions, 384)
@@ -48,7 +49,7 @@ def test_trace_shapes_and_positions(bundled) -> None:
 
 
 def test_traced_outputs_equal_untraced(tiny) -> None:
-    result = trace(tiny, "Patient denies chest [MASK] . No fever.", top_k=5)
+    result = trace(tiny, plan_note(tiny, "Patient denies chest [MASK] . No fever."), top_k=5)
     logprobs = torch.log_softmax(plain_logits(tiny, result), dim=-1)
     values, indices = torch.topk(logprobs, 5, dim=-1)
     np.testing.assert_array_equal(result.head.top_ids, indices.numpy())
@@ -57,7 +58,7 @@ def test_traced_outputs_equal_untraced(tiny) -> None:
 
 def test_traced_hidden_and_attention_equal_transformers_outputs() -> None:
     bundled = load_model("bundled")  # own copy: output_attentions makes transformers add hooks for good
-    result = trace(bundled, "Patient denies chest pain.")
+    result = trace(bundled, plan_note(bundled, "Patient denies chest pain."))
     with torch.inference_mode():
         reference = bundled.model(input_ids=torch.from_numpy(result.input_ids)[None],
                                   output_attentions=True, output_hidden_states=True)
@@ -70,14 +71,14 @@ def test_traced_hidden_and_attention_equal_transformers_outputs() -> None:
 def test_no_hook_left_after_trace_or_exception(tiny) -> None:
     all_hooks_before = hook_count(tiny.model, ours_only=False)
     assert hook_count(tiny.model) == 0
-    trace(tiny, "Patient denies chest pain.", capture_qk=True, capture_ffn=True, knocked_out=[(0, 1)])
+    trace(tiny, plan_note(tiny, "Patient denies chest pain.", RunOptions(knocked_out=[(0, 1)])), capture_qk=True, capture_ffn=True)
     assert hook_count(tiny.model) == 0
 
     def explode(fraction: float, message: str) -> None:
         raise RuntimeError("user changed the note")
 
     with pytest.raises(RuntimeError, match="changed the note"):
-        trace(tiny, "Patient denies chest pain.", knocked_out=[(1, 2)], progress=explode)
+        trace(tiny, plan_note(tiny, "Patient denies chest pain.", RunOptions(knocked_out=[(1, 2)])), progress=explode)
     assert hook_count(tiny.model) == 0
     with pytest.raises(ZeroDivisionError):
         with capture(tiny.anatomy, {"hidden", "attention", "query"}), knockout(tiny.anatomy, [(0, 0)]):
@@ -89,18 +90,18 @@ def test_no_hook_left_after_trace_or_exception(tiny) -> None:
 
 def test_knockout_changes_output_and_restoring_is_exact(tiny) -> None:
     text = "Patient denies chest pain [MASK] fever."
-    intact = trace(tiny, text)
-    knocked = trace(tiny, text, knocked_out=[(1, 0), (1, 3)])
+    intact = trace(tiny, plan_note(tiny, text))
+    knocked = trace(tiny, plan_note(tiny, text, RunOptions(knocked_out=[(1, 0), (1, 3)])))
     assert knocked.knocked_out == frozenset({(1, 0), (1, 3)})
     assert not np.allclose(knocked.hidden_states[-1], intact.hidden_states[-1])
     np.testing.assert_array_equal(knocked.hidden_states[:2], intact.hidden_states[:2])  # layer 0 untouched
-    again = trace(tiny, text)
+    again = trace(tiny, plan_note(tiny, text))
     np.testing.assert_array_equal(again.hidden_states, intact.hidden_states)
     np.testing.assert_array_equal(again.head.top_logprobs, intact.head.top_logprobs)
 
 
 def test_knockout_of_no_heads_changes_nothing_and_a_whole_layer_does(tiny) -> None:
-    ids = torch.from_numpy(trace(tiny, "Patient denies chest pain.").input_ids)[None]
+    ids = torch.from_numpy(trace(tiny, plan_note(tiny, "Patient denies chest pain.")).input_ids)[None]
     with torch.inference_mode():
         base = tiny.model(input_ids=ids).logits
         with knockout(tiny.anatomy, []):
@@ -112,7 +113,7 @@ def test_knockout_of_no_heads_changes_nothing_and_a_whole_layer_does(tiny) -> No
 
 
 def test_knockout_zeroes_the_head_context(tiny) -> None:
-    ids = torch.from_numpy(trace(tiny, "Patient denies chest pain.").input_ids)[None]
+    ids = torch.from_numpy(trace(tiny, plan_note(tiny, "Patient denies chest pain.")).input_ids)[None]
     seen = {}
 
     def grab(_module, args):
@@ -132,14 +133,14 @@ def test_knockout_zeroes_the_head_context(tiny) -> None:
 
 def test_knockout_rejects_heads_outside_the_model(tiny) -> None:
     with pytest.raises(ValueError, match="outside"):
-        trace(tiny, "Patient.", knocked_out=[(5, 0)])
+        trace(tiny, plan_note(tiny, "Patient.", RunOptions(knocked_out=[(5, 0)])))
     assert hook_count(tiny.model) == 0
 
 
 def test_long_note_is_windowed_and_stitched(tmp_path: Path) -> None:
     loaded = load_model(str(write_bert(tmp_path / "short", max_positions=40)))
     text = " ".join(f"Patient denies chest pain number {i}." for i in range(40))
-    result = trace(loaded, text, overlap=8)
+    result = trace(loaded, plan_note(loaded, text, RunOptions(overlap=8)))
     assert len(result.windows) > 3
     assert result.windows[-1].stop == len(result.tokens) - 2
     # Each window's attention is over its own positions; stitched hidden states
@@ -155,7 +156,7 @@ def test_long_note_is_windowed_and_stitched(tmp_path: Path) -> None:
 
 def test_five_thousand_token_note_on_the_bundled_model(bundled) -> None:
     text = (CLINICAL_NOTE + "\n") * 36
-    result = trace(bundled, text)
+    result = trace(bundled, plan_note(bundled, text))
     assert len(result.tokens) - 2 >= 5000
     assert len(result.windows) >= 10
     assert all(window.size <= 510 for window in result.windows)
@@ -163,7 +164,7 @@ def test_five_thousand_token_note_on_the_bundled_model(bundled) -> None:
 
 
 def test_trace_is_frozen_readonly_and_pickles(tiny) -> None:
-    result = trace(tiny, "Patient denies chest pain.")
+    result = trace(tiny, plan_note(tiny, "Patient denies chest pain."))
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.text = "other"  # type: ignore[misc]
     with pytest.raises(ValueError):
@@ -176,11 +177,11 @@ def test_trace_is_frozen_readonly_and_pickles(tiny) -> None:
 def test_eight_threads_get_their_own_results(bundled) -> None:
     notes = [f"Patient {i} denies chest pain. No evidence of pneumonia number {i}." * (1 + i % 3)
              for i in range(8)]
-    reference = [trace(bundled, note, knocked_out=[(i % 6, i % 12)] if i % 2 else []) for i, note in
+    reference = [trace(bundled, plan_note(bundled, note, RunOptions(knocked_out=[(i % 6, i % 12)] if i % 2 else []))) for i, note in
                  enumerate(notes)]
 
     def run(index: int):
-        return trace(bundled, notes[index], knocked_out=[(index % 6, index % 12)] if index % 2 else [])
+        return trace(bundled, plan_note(bundled, notes[index], RunOptions(knocked_out=[(index % 6, index % 12)] if index % 2 else [])))
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         for _round in range(2):
@@ -195,13 +196,13 @@ def test_eight_threads_get_their_own_results(bundled) -> None:
 
 def test_bf16_attention_is_close_to_fp32(tiny) -> None:
     text = "Patient denies chest pain. No evidence of pneumonia."
-    fp32 = trace(tiny, text)
-    bf16 = trace(tiny, text, precision="bf16")
+    fp32 = trace(tiny, plan_note(tiny, text))
+    bf16 = trace(tiny, plan_note(tiny, text, RunOptions(precision="bf16")))
     assert bf16.precision == "bf16"
     difference = np.abs(fp32.attentions[0].astype(np.float32) - bf16.attentions[0].astype(np.float32)).max()
     assert 0 < difference < 0.05
     with pytest.raises(ValueError, match="fp32, bf16"):
-        trace(tiny, text, precision="fp16")
+        trace(tiny, plan_note(tiny, text, RunOptions(precision="fp16")))
 
 
 def test_native_bf16_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
@@ -219,18 +220,18 @@ def test_native_bf16_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
                                         ("\x00\x01\x02", EmptyNoteError)])
 def test_bad_notes_raise_typed_errors(tiny, text: str, error: type) -> None:
     with pytest.raises(error):
-        trace(tiny, text)
+        trace(tiny, plan_note(tiny, text))
 
 
 def test_note_over_the_limit(tiny) -> None:
     with pytest.raises(NoteTooLongError):
-        trace(tiny, "Patient. " * 20, max_chars=100)
+        trace(tiny, plan_note(tiny, "Patient. " * 20, RunOptions(max_chars=100)))
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE_NOTES))
 def test_hostile_notes_trace(bundled, name: str) -> None:
     text = HOSTILE_NOTES[name]
-    result = trace(bundled, text)
+    result = trace(bundled, plan_note(bundled, text))
     content = result.offsets[1:-1]
     assert (content[:, 0] >= 0).all() and (content[:, 1] <= len(text)).all()
     assert abs(result.attentions[0].astype(np.float32).sum(-1) - 1).max() < 2e-3
@@ -247,7 +248,7 @@ def test_explorer_attention_equals_transformers_eager(tiny_dir) -> None:
 
     loaded = load_model(str(tiny_dir))
     reference = AutoModelForMaskedLM.from_pretrained(tiny_dir, attn_implementation="eager").eval()
-    result = trace(loaded, "Patient denies chest pain [MASK] fever.")
+    result = trace(loaded, plan_note(loaded, "Patient denies chest pain [MASK] fever."))
     ids = torch.from_numpy(result.input_ids.copy())[None]
     padded = torch.cat([ids, torch.zeros(1, 3, dtype=torch.long)], dim=1)
     mask = torch.cat([torch.ones_like(ids), torch.zeros(1, 3, dtype=torch.long)], dim=1)

@@ -1,10 +1,11 @@
-"""AppTest: page choices survive page switches without writing back what Streamlit refuses,
+"""AppTest: page choices survive page switches next to widgets whose value cannot be set,
 and an uploaded collection stays in use (with its columns) after leaving its page.
 
 Streamlit raises StreamlitValueAssignmentNotAllowedError when a button, download button,
 file uploader, chart selection or data editor is drawn after its key was set through
-session state; ``ui.keep_page_choices`` used to write back every page-prefixed key, an
-uploaded file's included, which broke Corpus and Fine-tune for the rest of the session.
+session state; the app once wrote back every page-prefixed key to keep choices, an uploaded
+file's included, which broke Corpus and Fine-tune for the rest of the session. Choices are now
+kept by Streamlit itself (``persist_state="session"``), as the pages draw them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 
 from notes import labelled_rows
 from test_app_pages import start
-from ui import MODEL_OTHER
+from ui.sidebar import MODEL_OTHER
 
 
 def csv_bytes(rows: list[dict[str, str]]) -> bytes:
@@ -49,14 +50,11 @@ def _every_kind_of_widget() -> None:
     import plotly.graph_objects as go
     import streamlit as st
 
-    import ui
-
-    ui.keep_page_choices()
     if st.session_state.get("show_page", True):
-        st.selectbox("Choice", ["a", "b", "c"], key="att_choice")
-        st.toggle("Toggle", key="att_toggle")
-        st.multiselect("Several", [1, 2, 3], key="att_several")
-        st.text_input("Text", key="att_text")
+        st.selectbox("Choice", ["a", "b", "c"], key="att_choice", persist_state="session")
+        st.toggle("Toggle", key="att_toggle", persist_state="session")
+        st.multiselect("Several", [1, 2, 3], key="att_several", persist_state="session")
+        st.text_input("Text", key="att_text", persist_state="session")
         st.button("Go", key="att_go")
         st.download_button("Get", b"data", file_name="data.txt", key="att_download", on_click="ignore")
         st.file_uploader("File", key="att_file")

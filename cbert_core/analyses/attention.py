@@ -15,6 +15,7 @@ import string
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from cbert_core.run.trace import Trace
 
@@ -59,6 +60,26 @@ class HeadStatistics:
         return int(layer), int(head)
 
 
+def focus_position(result: Trace, window: int, layer: int, head: int) -> int:
+    """A window row worth looking around first: the note's first [MASK] in the window, else the piece
+    the head attends to most (summed over queries, [CLS] and [SEP] left out)."""
+    positions = result.window_positions(window)
+    masks = np.flatnonzero(np.isin(positions, result.mask_positions))
+    if masks.size:
+        return int(masks[0])
+    received = result.attentions[window][layer, head].astype(np.float32).sum(0)  # [k]
+    received[[0, -1]] = 0
+    return int(np.argmax(received))
+
+
+def statistics_table(stats: HeadStatistics) -> list[dict[str, float]]:
+    """One row per head (1-based layer and head numbers) with every statistic, for a CSV export."""
+    layers, heads = stats.entropy.shape
+    names = ("structure", *HeadStatistics.METRICS)
+    return [{"layer": layer + 1, "head": head + 1, **{name: float(stats.metric(name)[layer, head]) for name in names}}
+            for layer in range(layers) for head in range(heads)]
+
+
 def is_punctuation(token: str) -> bool:
     piece = token.removeprefix("##").lstrip("Ġ▁")
     return bool(piece) and all(ch in PUNCTUATION for ch in piece)
@@ -70,7 +91,7 @@ def head_statistics(result: Trace, window: int = 0) -> HeadStatistics:
     Runs in torch (vectorized, multi-threaded), layer by layer so the float32
     working copy stays small: about 0.3 s for 12 x 12 heads at 512 tokens.
     """
-    import torch
+
 
     attention = result.attentions[window]  # [layer, head, q, k] float16
     layers, heads, size, _ = attention.shape

@@ -34,7 +34,6 @@ former single module.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -51,13 +50,13 @@ from cbert_core.analyses.targets import (
 from cbert_core.errors import TargetError
 from cbert_core.model.hooks import HeadSet, knockout
 from cbert_core.model.loading import LoadedModel
-from cbert_core.model.precision import Precision, autocast, check_precision, float32
-from cbert_core.progress import Progress, report
+from cbert_core.model.precision import Precision, autocast, float32
+from cbert_core.progress import Progress, part, report
 from cbert_core.records import frozen_array
-from cbert_core.run.forward import Prepared, check_memory, fit_batch, prepare, word_vectors
+from cbert_core.run.forward import check_memory, fit_batch, word_vectors
+from cbert_core.run.plan import NotePlan
 from cbert_core.serving.speed import Passes
-from cbert_core.text.tokens import DEFAULT_MAX_CHARS
-from cbert_core.text.windows import DEFAULT_OVERLAP, Window
+from cbert_core.text.windows import Window
 
 Method = Literal["integrated-gradients", "gradient-x-input", "saliency", "occlusion"]
 METHODS: tuple[Method, ...] = ("integrated-gradients", "gradient-x-input", "saliency", "occlusion")
@@ -169,9 +168,9 @@ def planned_passes(method: Method, positions: int, words: int, *, steps: int = D
     return Passes(forward=ends + ((positions, words),))
 
 
-def baseline_ids(loaded: LoadedModel, prepared: Prepared, resolved: ResolvedTarget, baseline: BaselineKind) -> np.ndarray:
+def baseline_ids(loaded: LoadedModel, plan: NotePlan, resolved: ResolvedTarget, baseline: BaselineKind) -> np.ndarray:
     """int64 [t]: every non-fixed piece replaced by [PAD] (or [MASK])."""
-    replacement = prepared.pad_id if baseline == "pad" else prepared.mask_id
+    replacement = plan.pad_id if baseline == "pad" else plan.mask_id
     if replacement is None:
         raise TargetError(f"This model's tokenizer has no {'[PAD]' if baseline == 'pad' else '[MASK]'} token; "
                           f"choose the other baseline.")
@@ -206,17 +205,18 @@ def _gradient_sum(loaded: LoadedModel, target: Target, resolved: ResolvedTarget,
     return total, scores
 
 
-def attribute(loaded: LoadedModel, text: str, target: Target, *, method: Method = "integrated-gradients",
+def attribute(loaded: LoadedModel, plan: NotePlan, target: Target, *, method: Method = "integrated-gradients",
               steps: int = DEFAULT_STEPS, rule: Rule = "gauss-legendre", baseline: BaselineKind = "pad",
               tolerance: float | None = None, batch_size: int | None = None,
-              memory_limit: int = DEFAULT_ATTRIBUTION_MEMORY,
-              window: int | None = None, lowercase: bool | None = None,
-              knocked_out: Iterable[tuple[int, int]] = (), overlap: int = DEFAULT_OVERLAP,
-              max_chars: int = DEFAULT_MAX_CHARS, precision: Precision = "fp32",
+              memory_limit: int = DEFAULT_ATTRIBUTION_MEMORY, window: int | None = None,
               progress: Progress | None = None) -> Attribution:
-    """Explain ``target`` on ``text`` with one attribution method.
+    """Explain ``target`` on the planned note with one attribution method.
 
     Args:
+        plan: the note prepared for ``loaded`` (:func:`cbert_core.run.plan.plan_note`); its options
+            give the knocked-out heads and the precision ("bf16" runs the gradient passes under
+            bfloat16 autocast, 2-3x faster on CPUs with native bf16; the two end points stay
+            float32, so the score is exact and the convergence delta shows the cost of the bf16 path).
         method: integrated-gradients, gradient-x-input, saliency or occlusion.
         steps: IG gradient evaluations (50 as in captum).
         rule: IG quadrature rule.
@@ -229,10 +229,6 @@ def attribute(loaded: LoadedModel, text: str, target: Target, *, method: Method 
             ``memory_limit``, capped at a size that runs fast on CPU).
         memory_limit: bytes of activations a batch may use.
         window: which window of a long note (note-level targets only).
-        knocked_out: (layer, head) pairs zeroed for this run.
-        precision: "bf16" runs the gradient passes under bfloat16 autocast (2-3x faster on CPUs
-            with native bf16); the two end points stay float32, so the score is exact and the
-            convergence delta shows the cost of the bf16 path.
         progress: called with (fraction, message) after each batch.
 
     Raises:
@@ -240,10 +236,9 @@ def attribute(loaded: LoadedModel, text: str, target: Target, *, method: Method 
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}")
-    check_precision(precision)
+    precision, knocked_out = plan.options.precision, plan.options.knocked_out
     started = time.perf_counter()
-    prepared = prepare(loaded, text, lowercase=lowercase, overlap=overlap, max_chars=max_chars)
-    resolved = resolve_target(loaded, prepared, target, window)
+    resolved = resolve_target(loaded, plan, target, window)
     tokens = resolved.ids.size
     backward = method != "occlusion"
     wanted = batch_size if batch_size is not None else max(1, min(
@@ -252,7 +247,7 @@ def attribute(loaded: LoadedModel, text: str, target: Target, *, method: Method 
         check_memory(loaded, tokens, batch_size, memory_limit, backward=backward, what=f"Attribution ({method})")
     rows_per_batch = fit_batch(loaded, tokens, wanted, memory_limit, backward=backward,
                                what=f"Attribution ({method})")
-    base_ids = baseline_ids(loaded, prepared, resolved, baseline)
+    base_ids = baseline_ids(loaded, plan, resolved, baseline)
     position = torch.tensor([max(resolved.position, 0)], dtype=torch.long)
     baseline_score, delta, rule_used, evaluations = float("nan"), float("nan"), "", 1
     # inference_mode(False): gradients work even when the caller runs under inference mode.
@@ -270,11 +265,10 @@ def attribute(loaded: LoadedModel, text: str, target: Target, *, method: Method 
             evaluations, rule_used = 0, rule
             for points in schedule:
                 share = (evaluations / sum(schedule), (evaluations + points) / sum(schedule))
-                part = None if progress is None else (
-                    lambda fraction, message, a=share[0], b=share[1]: progress(a + (b - a) * fraction, message))
                 alphas, weights = quadrature(points, rule)
                 gradient, _ = _gradient_sum(loaded, target, resolved, reference, inputs - reference, alphas, weights,
-                                            rows_per_batch, part, f"Integrated gradients ({points} steps)")
+                                            rows_per_batch, part(progress, *share),
+                                            f"Integrated gradients ({points} steps)")
                 pieces = ((inputs - reference) * gradient).sum(-1)  # [t]
                 delta = float(pieces.sum()) - (score - baseline_score)
                 evaluations += points
@@ -287,21 +281,21 @@ def attribute(loaded: LoadedModel, text: str, target: Target, *, method: Method 
             pieces = (gradient * inputs).sum(-1) if method == "gradient-x-input" else gradient.norm(dim=-1)
             forward_rows += 1
         else:
-            pieces, evaluations = _occlusion(loaded, prepared, target, resolved, base_ids, score, rows_per_batch,
+            pieces, evaluations = _occlusion(loaded, plan, target, resolved, base_ids, score, rows_per_batch,
                                              progress)
             forward_rows += evaluations
     piece_scores = pieces.detach().double().numpy().astype(np.float32) if isinstance(pieces, torch.Tensor) \
         else pieces.astype(np.float32)
-    return _record(loaded, prepared, resolved, target, method, baseline, heads, piece_scores, score=score,
+    return _record(loaded, plan, resolved, target, method, baseline, heads, piece_scores, score=score,
                    baseline_score=baseline_score, delta=delta, steps=evaluations, rule=rule_used, precision=precision,
                    batch_size=rows_per_batch, forward_rows=forward_rows, seconds=time.perf_counter() - started)
 
 
-def _occlusion(loaded: LoadedModel, prepared: Prepared, target: Target, resolved: ResolvedTarget, base_ids: np.ndarray,
+def _occlusion(loaded: LoadedModel, plan: NotePlan, target: Target, resolved: ResolvedTarget, base_ids: np.ndarray,
                score: float, batch_size: int, progress: Progress | None) -> tuple[np.ndarray, int]:
     """Leave-one-word-out: per piece, its word's score drop divided among the word's pieces."""
     window = resolved.window
-    local_words = np.concatenate([[-1], prepared.note.word_ids[window.start:window.stop], [-1]])  # [t]
+    local_words = np.concatenate([[-1], plan.tokens.word_ids[window.start:window.stop], [-1]])  # [t]
     movable = ~resolved.fixed
     words = [w for w in np.unique(local_words[movable]) if w >= 0]
     pieces = np.zeros(resolved.ids.size, np.float64)
@@ -324,21 +318,21 @@ def _occlusion(loaded: LoadedModel, prepared: Prepared, target: Target, resolved
     return pieces, len(words)
 
 
-def _record(loaded: LoadedModel, prepared: Prepared, resolved: ResolvedTarget, target: Target, method: Method,
+def _record(loaded: LoadedModel, plan: NotePlan, resolved: ResolvedTarget, target: Target, method: Method,
             baseline: BaselineKind, heads: HeadSet, piece_scores: np.ndarray, **values: object) -> Attribution:
     window = resolved.window
-    note = prepared.note
-    positions = np.concatenate([[0], np.arange(window.start + 1, window.stop + 1), [prepared.positions - 1]])
+    note = plan.tokens
+    positions = np.concatenate([[0], np.arange(window.start + 1, window.stop + 1), [plan.positions - 1]])
     word_ids = np.concatenate([[-1], note.word_ids[window.start:window.stop], [-1]]).astype(np.int32)
     words = np.unique(word_ids[word_ids >= 0]).astype(np.int32)
     word_scores = np.zeros(words.size, np.float64)
     np.add.at(word_scores, np.searchsorted(words, word_ids[word_ids >= 0]), piece_scores[word_ids >= 0])
-    tokens = prepared.global_tokens()
+    tokens = plan.global_tokens()
     return Attribution(
-        method=method, target=target, baseline=baseline, model_key=loaded.info.key, text=prepared.text,
-        lowercase=prepared.lowercase, knocked_out=heads, window=window, positions=positions.astype(np.int64),
+        method=method, target=target, baseline=baseline, model_key=loaded.info.key, text=plan.text,
+        lowercase=plan.lowercase, knocked_out=heads, window=window, positions=positions.astype(np.int64),
         input_ids=resolved.ids.astype(np.int64), tokens=tuple(tokens[int(p)] for p in positions),
-        offsets=prepared.global_offsets()[positions], word_ids=word_ids, fixed=resolved.fixed.copy(),
+        offsets=plan.global_offsets()[positions], word_ids=word_ids, fixed=resolved.fixed.copy(),
         piece_scores=piece_scores, words=words, word_spans=np.asarray(note.word_spans, np.int32)[words].reshape(-1, 2),
         word_scores=word_scores.astype(np.float32), target_position=int(resolved.position), **values,
     )

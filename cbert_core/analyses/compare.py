@@ -47,7 +47,8 @@ from cbert_core.errors import TargetError
 from cbert_core.model.architecture import anatomy_of
 from cbert_core.model.loading import LoadedModel, ModelInfo
 from cbert_core.model.precision import autocast
-from cbert_core.progress import Progress
+from cbert_core.progress import Progress, part
+from cbert_core.run.plan import NotePlan
 from cbert_core.run.trace import Trace, trace
 from cbert_core.text.tokenization import Comparison, compare
 
@@ -377,9 +378,8 @@ def compare_traces(trace_a: Trace, trace_b: Trace, *, loaded_a: LoadedModel, loa
         raise ValueError("each trace must come from the model given beside it")
 
     def report(low: float, high: float, what: str) -> Progress | None:
-        if progress is None:
-            return None
-        return lambda fraction, message: progress(low + (high - low) * fraction, f"{what}: {message}")
+        step = part(progress, low, high)
+        return None if step is None else (lambda fraction, message: step(fraction, f"{what}: {message}"))
 
     words_a, words_b = _shared_words(trace_a, trace_b)
     shared = len(words_a)
@@ -414,29 +414,22 @@ def compare_traces(trace_a: Trace, trace_b: Trace, *, loaded_a: LoadedModel, loa
     )
 
 
-def compare_models(loaded_a: LoadedModel, loaded_b: LoadedModel, text: str, *, lowercase_a: bool | None = None,
-                   lowercase_b: bool | None = None, trace_a: Trace | None = None, trace_b: Trace | None = None,
+def compare_models(loaded_a: LoadedModel, plan_a: NotePlan, loaded_b: LoadedModel, plan_b: NotePlan, *,
                    max_words: int = DEFAULT_MAX_WORDS, seed: int = 0, reference_seed: int = REFERENCE_SEED,
                    progress: Progress | None = None) -> ModelComparison:
-    """Trace ``text`` with both models (or reuse given traces) and compare them.
+    """Trace one note with both models and compare them.
 
     Args:
         loaded_a, loaded_b: the two shared models (only called).
-        text: the note.
-        lowercase_a, lowercase_b: casing per model (None: each checkpoint's default); ignored for a given trace.
-        trace_a, trace_b: traces of ``text`` already made (e.g. cached by the UI).
+        plan_a, plan_b: the same note planned for each model (each with its own casing, see
+            :func:`casing_for_second_model`).
         max_words: shared words beyond this are sampled (seeded by ``seed``).
         reference_seed: weights of the random-weight copy of B the CKA is set against.
         progress: (fraction, message); raising from it stops the work.
     """
-    def stage(low: float, high: float) -> Progress | None:
-        if progress is None:
-            return None
-        return lambda fraction, message: progress(low + (high - low) * fraction, message)
-
-    if trace_a is None:
-        trace_a = trace(loaded_a, text, lowercase=lowercase_a, progress=stage(0.0, 0.4))
-    if trace_b is None:
-        trace_b = trace(loaded_b, text, lowercase=lowercase_b, progress=stage(0.4, 0.8))
+    if plan_a.text != plan_b.text:
+        raise ValueError("both plans must hold the same note")
+    trace_a = trace(loaded_a, plan_a, progress=part(progress, 0.0, 0.4))
+    trace_b = trace(loaded_b, plan_b, progress=part(progress, 0.4, 0.8))
     return compare_traces(trace_a, trace_b, loaded_a=loaded_a, loaded_b=loaded_b, max_words=max_words, seed=seed,
-                          reference_seed=reference_seed, progress=stage(0.8, 1.0))
+                          reference_seed=reference_seed, progress=part(progress, 0.8, 1.0))

@@ -8,27 +8,21 @@ change of each word's score.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from cbert_core.analyses.attribution import Attribution, Method, attribute
 from cbert_core.analyses.predict import DEFAULT_TOP_K
 from cbert_core.analyses.targets import Target, read_target_score, resolve_target
 from cbert_core.errors import TargetError
 from cbert_core.model.hooks import knockout
 from cbert_core.model.loading import LoadedModel
-from cbert_core.progress import Progress, report
+from cbert_core.progress import Progress, part, report
 from cbert_core.records import frozen_array
-from cbert_core.run.forward import embed, head_logits, prepare, run_encoder, word_vectors
-
-if TYPE_CHECKING:  # cbert_core.analyses.attribution imports this module (to re-export it); attribute() is imported on use
-    from cbert_core.analyses.attribution import Attribution, Method
-
-
-
+from cbert_core.run.forward import embed, head_logits, run_encoder, word_vectors
+from cbert_core.run.plan import NotePlan, plan_note
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,16 +69,16 @@ class Counterfactual:
                 frozen_array(array)
 
 
-def _outcome(loaded: LoadedModel, text: str, target: Target, *, window: int | None, lowercase: bool | None,
-             knocked_out: Iterable[tuple[int, int]], top_k: int) -> tuple[Outcome, np.ndarray]:
+def _outcome(loaded: LoadedModel, plan: NotePlan, target: Target, *, window: int | None,
+             top_k: int) -> tuple[Outcome, np.ndarray]:
     """The target on one version of the note, and the full distribution it comes from.
 
     Returns:
         (outcome, float32 [vocab or labels] full distribution; [1] cosine for similarity).
     """
-    prepared = prepare(loaded, text, lowercase=lowercase)
-    resolved = resolve_target(loaded, prepared, target, window)
-    with torch.inference_mode(), knockout(loaded.anatomy, knocked_out):
+    text = plan.text
+    resolved = resolve_target(loaded, plan, target, window)
+    with torch.inference_mode(), knockout(loaded.anatomy, plan.options.knocked_out):
         ids = torch.from_numpy(resolved.ids)[None]
         hidden = embed(loaded, word_vectors(loaded, ids))
         if target.kind == "similarity":
@@ -97,19 +91,20 @@ def _outcome(loaded: LoadedModel, text: str, target: Target, *, window: int | No
     score = float(np.log(max(float(probs[index]), 1e-45)))
     if target.kind == "masked-token":
         chosen = list(dict.fromkeys([index, *np.argsort(-probs)[:top_k].tolist()]))
-        names = tuple(loaded.tokenizer(prepared.lowercase).convert_ids_to_tokens(chosen))
+        names = tuple(loaded.tokenizer(plan.lowercase).convert_ids_to_tokens(chosen))
         return Outcome(text=text, score=score, names=names, probs=probs[chosen].astype(np.float32),
                        attribution=None), probs.astype(np.float32)
     return Outcome(text=text, score=score, names=loaded.info.labels, probs=probs.astype(np.float32),
                    attribution=None), probs.astype(np.float32)
 
 
-def counterfactual(loaded: LoadedModel, text: str, char_start: int, char_end: int, replacement: str,
+def counterfactual(loaded: LoadedModel, plan: NotePlan, char_start: int, char_end: int, replacement: str,
                    target: Target, *, method: Method | None = None, top_k: int = DEFAULT_TOP_K,
-                   window: int | None = None, lowercase: bool | None = None,
-                   knocked_out: Iterable[tuple[int, int]] = (), progress: Progress | None = None,
+                   window: int | None = None, progress: Progress | None = None,
                    **attribution_settings: object) -> Counterfactual:
-    """Replace text[char_start:char_end] by ``replacement`` and compare the two predictions.
+    """Replace characters [char_start, char_end) of the planned note by ``replacement`` and compare the predictions.
+
+    The edited note is planned with the same options (casing, overlap, precision, knocked-out heads).
 
     Args:
         target: what to compare; a token-class target's character is moved with the edit.
@@ -119,6 +114,7 @@ def counterfactual(loaded: LoadedModel, text: str, char_start: int, char_end: in
     Raises:
         TargetError: an empty or out-of-range span, or an edit that replaces the target itself.
     """
+    text = plan.text
     if not (0 <= char_start < char_end <= len(text)):
         raise TargetError("Select the words to replace (a non-empty span of the note).")
     edited_text = text[:char_start] + replacement + text[char_end:]
@@ -134,36 +130,24 @@ def counterfactual(loaded: LoadedModel, text: str, char_start: int, char_end: in
         mask = loaded.info.mask_token or "[MASK]"
         if mask in text[char_start:char_end] or mask in replacement:
             raise TargetError(f"The edit must not add or remove {mask} tokens; edit other words.")
-    original, original_full = _outcome(loaded, text, target, window=window, lowercase=lowercase,
-                                        knocked_out=knocked_out, top_k=top_k)
+    edited_plan = plan_note(loaded, edited_text, plan.options)
+    original, original_full = _outcome(loaded, plan, target, window=window, top_k=top_k)
     report(progress, 0.05, "Predicted the original note")
-    edited, edited_full = _outcome(loaded, edited_text, edited_target, window=window, lowercase=lowercase,
-                                    knocked_out=knocked_out, top_k=top_k)
+    edited, edited_full = _outcome(loaded, edited_plan, edited_target, window=window, top_k=top_k)
     report(progress, 0.1, "Predicted the edited note")
     names = tuple(dict.fromkeys([*original.names, *edited.names]))
     if target.kind == "masked-token":
-        tokenizer = loaded.tokenizer(loaded.resolve_lowercase(lowercase))
-        ids = tokenizer.convert_tokens_to_ids(list(names))
+        ids = loaded.tokenizer(plan.lowercase).convert_tokens_to_ids(list(names))
         original_probs, edited_probs = original_full[ids], edited_full[ids]
     else:
         original_probs, edited_probs = original_full, edited_full
     original_attribution = edited_attribution = None
     if method is not None:
-        from cbert_core.analyses.attribution import (
-            attribute,  # here, not at the top: cbert_core.analyses.attribution imports this module
-        )
-
-        def part(offset: float) -> Progress | None:
-            if progress is None:
-                return None
-            return lambda fraction, message: progress(0.1 + 0.45 * (offset + fraction), message)
-
-        original_attribution = attribute(loaded, text, target, method=method, window=window, lowercase=lowercase,
-                                         knocked_out=knocked_out, progress=part(0.0), **attribution_settings)
-        edited_attribution = attribute(loaded, edited_text, edited_target, method=method, window=window,
-                                       lowercase=lowercase, knocked_out=knocked_out, progress=part(1.0),
-                                       **attribution_settings)
-    alignment = _align_words(loaded, text, edited_text, char_start, char_end, shift, lowercase)
+        original_attribution = attribute(loaded, plan, target, method=method, window=window,
+                                         progress=part(progress, 0.1, 0.55), **attribution_settings)
+        edited_attribution = attribute(loaded, edited_plan, edited_target, method=method, window=window,
+                                       progress=part(progress, 0.55, 1.0), **attribution_settings)
+    alignment = _align_words(plan, edited_plan, char_start, char_end, shift)
     score_change = None
     if original_attribution is not None and edited_attribution is not None:
         score_change = _word_score_change(original_attribution, edited_attribution, alignment)
@@ -181,14 +165,11 @@ def counterfactual(loaded: LoadedModel, text: str, char_start: int, char_end: in
     )
 
 
-def _align_words(loaded: LoadedModel, text: str, edited_text: str, start: int, end: int, shift: int,
-                 lowercase: bool | None) -> np.ndarray:
+def _align_words(original: NotePlan, edited: NotePlan, start: int, end: int, shift: int) -> np.ndarray:
     """int32 [original word]: index of the same word (same characters, moved by the edit) or -1."""
-    before = prepare(loaded, text, lowercase=lowercase).note.word_spans
-    after = prepare(loaded, edited_text, lowercase=lowercase).note.word_spans
-    lookup = {(int(a), int(b)): index for index, (a, b) in enumerate(after)}
-    alignment = np.full(len(before), -1, np.int32)
-    for index, (a, b) in enumerate(before):
+    lookup = {(int(a), int(b)): index for index, (a, b) in enumerate(edited.tokens.word_spans)}
+    alignment = np.full(len(original.tokens.word_spans), -1, np.int32)
+    for index, (a, b) in enumerate(original.tokens.word_spans):
         if b <= start:
             alignment[index] = lookup.get((int(a), int(b)), -1)
         elif a >= end:

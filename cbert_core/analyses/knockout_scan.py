@@ -9,7 +9,6 @@ The target is a :class:`cbert_core.analyses.targets.Target`.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,13 +26,12 @@ from cbert_core.run.forward import (
     finish_layer,
     fit_batch,
     gate_heads,
-    prepare,
     run_encoder,
     word_vectors,
 )
+from cbert_core.run.plan import NotePlan
 from cbert_core.serving.speed import Passes
-from cbert_core.text.tokens import DEFAULT_MAX_CHARS
-from cbert_core.text.windows import DEFAULT_OVERLAP, Window
+from cbert_core.text.windows import Window
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,10 +58,8 @@ def planned_passes(layers: int, heads: int, positions: int) -> Passes:
     return Passes(forward=((positions, layers * heads // 2 + 1),))
 
 
-def head_importance(loaded: LoadedModel, text: str, target: Target, *, batch_size: int | None = None,
+def head_importance(loaded: LoadedModel, plan: NotePlan, target: Target, *, batch_size: int | None = None,
                     memory_limit: int = DEFAULT_INFERENCE_MEMORY, window: int | None = None,
-                    lowercase: bool | None = None, knocked_out: Iterable[tuple[int, int]] = (),
-                    overlap: int = DEFAULT_OVERLAP, max_chars: int = DEFAULT_MAX_CHARS,
                     progress: Progress | None = None) -> HeadImportance:
     """Knock out each of the layer x head heads in turn and record the target's change.
 
@@ -71,14 +67,14 @@ def head_importance(loaded: LoadedModel, text: str, target: Target, *, batch_siz
     the context vector before the output projection, as :func:`cbert_core.model.hooks.knockout`
     does for the whole batch). Rows that knock out a head of layer L reuse the intact run's
     layers below L and its attention in L, so the work is about half of layer x head full
-    passes.
+    passes. Heads the plan's options knock out stay out in every run.
 
     Raises:
         TargetError, WrongHeadError, ResourceLimitError.
     """
     started = time.perf_counter()
-    prepared = prepare(loaded, text, lowercase=lowercase, overlap=overlap, max_chars=max_chars)
-    resolved = resolve_target(loaded, prepared, target, window)
+    knocked_out = plan.options.knocked_out
+    resolved = resolve_target(loaded, plan, target, window)
     layers, heads_per_layer = len(loaded.anatomy.layers), loaded.anatomy.num_heads
     rows_per_batch = fit_batch(loaded, resolved.ids.size, batch_size or heads_per_layer, memory_limit,
                                backward=False, what="Head importance")
@@ -110,6 +106,6 @@ def head_importance(loaded: LoadedModel, text: str, target: Target, *, batch_siz
                 report(progress, done / total, f"Head importance: {done} of {total} heads")
     for layer, head in base_heads:
         scores[layer, head] = np.nan
-    return HeadImportance(target=target, model_key=loaded.info.key, text=text, knocked_out=base_heads,
+    return HeadImportance(target=target, model_key=loaded.info.key, text=plan.text, knocked_out=base_heads,
                           window=resolved.window, intact_score=intact, scores=scores,
                           seconds=time.perf_counter() - started)

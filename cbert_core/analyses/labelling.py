@@ -9,7 +9,7 @@ windows' probabilities. Both use the lean forward pass of :mod:`cbert_core.run.f
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,9 +19,9 @@ from cbert_core.model.hooks import HeadSet, knockout
 from cbert_core.model.loading import LoadedModel
 from cbert_core.progress import Progress, report
 from cbert_core.records import frozen_array
-from cbert_core.run.forward import Prepared, forward_ids, prepare, require_head
-from cbert_core.text.tokens import DEFAULT_MAX_CHARS
-from cbert_core.text.windows import DEFAULT_OVERLAP, Window
+from cbert_core.run.forward import forward_ids, require_head
+from cbert_core.run.plan import NotePlan
+from cbert_core.text.windows import Window
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,6 +45,7 @@ class TokenLabels:
     text: str
     lowercase: bool
     knocked_out: HeadSet
+    windows: tuple[Window, ...]  # the windows the labels were read in
     labels: tuple[str, ...]  # [label]
     tokens: tuple[str, ...]  # [pos]
     offsets: np.ndarray  # int32 [pos, 2]
@@ -107,53 +108,49 @@ def merge_entities(text: str, labels: Sequence[str], word_spans: np.ndarray, wor
     return tuple(entities)
 
 
-def _run_windows(loaded: LoadedModel, prepared: Prepared, *, rows_for: Callable[[Window], np.ndarray | None],
-                 knocked_out: Iterable[tuple[int, int]], progress: Progress | None,
-                 message: str) -> tuple[list[np.ndarray], HeadSet]:
+def _run_windows(loaded: LoadedModel, plan: NotePlan, *, rows_for: Callable[[Window], np.ndarray | None],
+                 progress: Progress | None, message: str) -> tuple[list[np.ndarray], HeadSet]:
     """Head output per window (float32 numpy), last layer only at ``rows_for(window)``."""
     outputs: list[np.ndarray] = []
-    with torch.inference_mode(), knockout(loaded.anatomy, knocked_out) as heads:
-        for window in prepared.windows:
+    with torch.inference_mode(), knockout(loaded.anatomy, plan.options.knocked_out) as heads:
+        for window in plan.windows:
             rows = rows_for(window)
             row_tensor = None if rows is None else torch.from_numpy(rows.astype(np.int64))[None]
-            logits = forward_ids(loaded, torch.from_numpy(prepared.window_ids(window))[None], rows=row_tensor)
+            logits = forward_ids(loaded, torch.from_numpy(plan.window_ids(window))[None], rows=row_tensor)
             outputs.append(logits[0].float().numpy())
-            report(progress, (window.index + 1) / len(prepared.windows),
-                    f"{message}: window {window.index + 1} of {len(prepared.windows)}")
+            report(progress, (window.index + 1) / len(plan.windows),
+                    f"{message}: window {window.index + 1} of {len(plan.windows)}")
     return outputs, heads
 
 
-def token_labels(loaded: LoadedModel, text: str, *, lowercase: bool | None = None,
-                 knocked_out: Iterable[tuple[int, int]] = (), overlap: int = DEFAULT_OVERLAP,
-                 max_chars: int = DEFAULT_MAX_CHARS, progress: Progress | None = None) -> TokenLabels:
+def token_labels(loaded: LoadedModel, plan: NotePlan, *, progress: Progress | None = None) -> TokenLabels:
     """Label probabilities per piece and entity spans (words labelled by their first piece).
 
     Raises:
         WrongHeadError: the checkpoint has no token-classification head.
     """
     require_head(loaded, "token-classification", "Entity labelling")
-    prepared = prepare(loaded, text, lowercase=lowercase, overlap=overlap, max_chars=max_chars)
-    outputs, heads = _run_windows(loaded, prepared, rows_for=lambda window: None, knocked_out=knocked_out,
-                                  progress=progress, message="Labelling")
+    text = plan.text
+    outputs, heads = _run_windows(loaded, plan, rows_for=lambda window: None, progress=progress, message="Labelling")
     labels = loaded.info.labels or tuple(f"LABEL_{i}" for i in range(outputs[0].shape[-1]))
-    n = len(prepared.note)
+    n = len(plan.tokens)
     probs = np.zeros((n + 2, len(labels)), np.float32)
-    for window, logits in zip(prepared.windows, outputs):
+    for window, logits in zip(plan.windows, outputs):
         window_probs = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()  # [t, label]
-        owned = np.flatnonzero(prepared.owner == window.index)
+        owned = np.flatnonzero(plan.owner == window.index)
         probs[owned + 1] = window_probs[owned - window.start + 1]
         if window.index == 0:
             probs[0] = window_probs[0]
-        if window.index == len(prepared.windows) - 1:
+        if window.index == len(plan.windows) - 1:
             probs[-1] = window_probs[-1]
-    note = prepared.note
+    note = plan.tokens
     first_piece = np.unique(note.word_ids, return_index=True)[1]  # [word] content index of each word's first piece
     word_probs = probs[first_piece + 1]
     word_labels = word_probs.argmax(-1).astype(np.int32)
     word_scores = word_probs[np.arange(len(word_labels)), word_labels].astype(np.float32)
     spans = np.array(note.word_spans, dtype=np.int32)
-    return TokenLabels(model_key=loaded.info.key, text=text, lowercase=prepared.lowercase, knocked_out=heads,
-                       labels=labels, tokens=prepared.global_tokens(), offsets=prepared.global_offsets(), probs=probs,
+    return TokenLabels(model_key=loaded.info.key, text=text, lowercase=plan.lowercase, knocked_out=heads,
+                       windows=plan.windows, labels=labels, tokens=plan.global_tokens(), offsets=plan.global_offsets(), probs=probs,
                        word_spans=spans, word_labels=word_labels, word_scores=word_scores,
                        entities=merge_entities(text, labels, spans, word_labels, word_scores))
 
@@ -178,20 +175,18 @@ class ClassProbabilities:
         frozen_array(self.probs)
 
 
-def classify(loaded: LoadedModel, text: str, *, lowercase: bool | None = None,
-             knocked_out: Iterable[tuple[int, int]] = (), overlap: int = DEFAULT_OVERLAP,
-             max_chars: int = DEFAULT_MAX_CHARS, progress: Progress | None = None) -> ClassProbabilities:
+def classify(loaded: LoadedModel, plan: NotePlan, *, progress: Progress | None = None) -> ClassProbabilities:
     """Label probabilities of a sequence classifier; a long note averages its windows' probabilities.
 
     Raises:
         WrongHeadError: the checkpoint has no sequence-classification head.
     """
     require_head(loaded, "sequence-classification", "Note classification")
-    prepared = prepare(loaded, text, lowercase=lowercase, overlap=overlap, max_chars=max_chars)
-    outputs, heads = _run_windows(loaded, prepared, rows_for=lambda window: np.array([0]), knocked_out=knocked_out,
-                                  progress=progress, message="Classifying")
+    text = plan.text
+    outputs, heads = _run_windows(loaded, plan, rows_for=lambda window: np.array([0]), progress=progress,
+                                  message="Classifying")
     window_probs = torch.softmax(torch.from_numpy(np.stack(outputs)), dim=-1).numpy().astype(np.float32)
     labels = loaded.info.labels or tuple(f"LABEL_{i}" for i in range(window_probs.shape[-1]))
-    return ClassProbabilities(model_key=loaded.info.key, text=text, lowercase=prepared.lowercase, knocked_out=heads,
-                              labels=labels, windows=prepared.windows, window_probs=window_probs,
+    return ClassProbabilities(model_key=loaded.info.key, text=text, lowercase=plan.lowercase, knocked_out=heads,
+                              labels=labels, windows=plan.windows, window_probs=window_probs,
                               probs=window_probs.mean(0).astype(np.float32))

@@ -17,7 +17,7 @@ bounds in :mod:`cbert_core.run.forward`.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,21 +26,19 @@ import torch
 from cbert_core.errors import TargetError
 from cbert_core.model.hooks import HeadSet, knockout
 from cbert_core.model.loading import LoadedModel
-from cbert_core.model.precision import Precision, autocast, check_precision
+from cbert_core.model.precision import Precision, autocast
 from cbert_core.progress import Progress, report
 from cbert_core.records import frozen_array
 from cbert_core.run.forward import (
     DEFAULT_INFERENCE_MEMORY,
-    Prepared,
     check_memory,
     forward_ids,
-    prepare,
     require_head,
     vocabulary_id,
 )
+from cbert_core.run.plan import NotePlan, plan_note
 from cbert_core.serving.speed import Passes
-from cbert_core.text.tokens import DEFAULT_MAX_CHARS
-from cbert_core.text.windows import DEFAULT_OVERLAP, Window
+from cbert_core.text.windows import Window
 
 DEFAULT_TOP_K = 10
 
@@ -94,9 +92,8 @@ class FillMaskResult:
         return float(np.log(np.maximum(known, 1e-45)).sum()) if known.size else float("nan")
 
 
-def fill_mask(loaded: LoadedModel, text: str, *, top_k: int = DEFAULT_TOP_K, lowercase: bool | None = None,
-              candidates: Sequence[str] = (), knocked_out: Iterable[tuple[int, int]] = (),
-              overlap: int = DEFAULT_OVERLAP, max_chars: int = DEFAULT_MAX_CHARS) -> FillMaskResult:
+def fill_mask(loaded: LoadedModel, plan: NotePlan, *, top_k: int = DEFAULT_TOP_K,
+              candidates: Sequence[str] = ()) -> FillMaskResult:
     """Top-k tokens, with probabilities, at every [MASK] the user typed.
 
     All masks are filled at once (each sees the others as [MASK]). A note longer than
@@ -105,28 +102,26 @@ def fill_mask(loaded: LoadedModel, text: str, *, top_k: int = DEFAULT_TOP_K, low
     Args:
         top_k: candidates per mask.
         candidates: words whose probability at each mask is also reported (single pieces).
-        knocked_out: (layer, head) pairs zeroed for this run.
+
+    The plan's options give the knocked-out heads.
 
     Raises:
         WrongHeadError: the checkpoint has no masked-LM head.
         TargetError: the note has no mask token, or a candidate is not a single piece.
     """
     require_head(loaded, "masked-lm", "Fill-mask")
-    prepared = prepare(loaded, text, lowercase=lowercase, overlap=overlap, max_chars=max_chars)
     mask = loaded.info.mask_token or "[MASK]"
-    masked = np.flatnonzero(prepared.note.ids == prepared.mask_id)
+    masked = np.flatnonzero(plan.tokens.ids == plan.mask_id)
     if masked.size == 0:
         raise TargetError(f"The note has no {mask}. Type {mask} where you want the model to suggest a word, "
                           f"or select a word to mask.")
-    return _predict_masks(loaded, prepared, prepared.note.ids, masked, np.full(masked.size, -1, np.int64),
-                          top_k=top_k, candidates=candidates, knocked_out=knocked_out, masked_span=None)
+    return _predict_masks(loaded, plan, plan.tokens.ids, masked, np.full(masked.size, -1, np.int64),
+                          top_k=top_k, candidates=candidates, masked_span=None)
 
 
-def mask_word(loaded: LoadedModel, text: str, char_start: int, char_end: int, *, top_k: int = DEFAULT_TOP_K,
-              lowercase: bool | None = None, candidates: Sequence[str] = (),
-              knocked_out: Iterable[tuple[int, int]] = (), overlap: int = DEFAULT_OVERLAP,
-              max_chars: int = DEFAULT_MAX_CHARS) -> FillMaskResult:
-    """Mask every piece of the word(s) overlapping text[char_start:char_end] and fill them in.
+def mask_word(loaded: LoadedModel, plan: NotePlan, char_start: int, char_end: int, *, top_k: int = DEFAULT_TOP_K,
+              candidates: Sequence[str] = ()) -> FillMaskResult:
+    """Mask every piece of the word(s) overlapping characters [char_start, char_end) and fill them in.
 
     Every piece of the chosen word becomes the mask id (multi-mask); the result gives the
     top-k per piece and the probability of each original piece. Other masks the user
@@ -136,42 +131,41 @@ def mask_word(loaded: LoadedModel, text: str, char_start: int, char_end: int, *,
         WrongHeadError, TargetError: the span covers no word piece.
     """
     require_head(loaded, "masked-lm", "Masking a word")
-    prepared = prepare(loaded, text, lowercase=lowercase, overlap=overlap, max_chars=max_chars)
-    note = prepared.note
+    note = plan.tokens
     hit = np.flatnonzero((note.offsets[:, 0] < char_end) & (note.offsets[:, 1] > char_start))
     if char_end <= char_start or hit.size == 0:
         raise TargetError("The selection holds no word. Select (part of) a word in the note to mask it.")
     chosen = np.flatnonzero(np.isin(note.word_ids, np.unique(note.word_ids[hit])))
     ids = note.ids.copy()
-    originals = np.where(ids[chosen] == prepared.mask_id, -1, ids[chosen]).astype(np.int64)
-    ids[chosen] = prepared.mask_id
-    typed = np.setdiff1d(np.flatnonzero(note.ids == prepared.mask_id), chosen)
+    originals = np.where(ids[chosen] == plan.mask_id, -1, ids[chosen]).astype(np.int64)
+    ids[chosen] = plan.mask_id
+    typed = np.setdiff1d(np.flatnonzero(note.ids == plan.mask_id), chosen)
     masked = np.concatenate([chosen, typed])
     original_ids = np.concatenate([originals, np.full(typed.size, -1, np.int64)])
     order = np.argsort(masked, kind="stable")
     span = (int(note.offsets[chosen, 0].min()), int(note.offsets[chosen, 1].max()))
-    return _predict_masks(loaded, prepared, ids, masked[order], original_ids[order], top_k=top_k,
-                          candidates=candidates, knocked_out=knocked_out, masked_span=span)
+    return _predict_masks(loaded, plan, ids, masked[order], original_ids[order], top_k=top_k,
+                          candidates=candidates, masked_span=span)
 
 
-def _predict_masks(loaded: LoadedModel, prepared: Prepared, ids: np.ndarray, masked: np.ndarray,
+def _predict_masks(loaded: LoadedModel, plan: NotePlan, ids: np.ndarray, masked: np.ndarray,
                    original_ids: np.ndarray, *, top_k: int, candidates: Sequence[str],
-                   knocked_out: Iterable[tuple[int, int]], masked_span: tuple[int, int] | None) -> FillMaskResult:
+                   masked_span: tuple[int, int] | None) -> FillMaskResult:
     """Run the windows owning ``masked`` (content indices) with ``ids`` [n] as input."""
-    candidate_ids = [vocabulary_id(loaded, word, lowercase=prepared.lowercase) for word in candidates]
-    tokenizer = loaded.tokenizer(prepared.lowercase)
+    candidate_ids = [vocabulary_id(loaded, word, lowercase=plan.lowercase) for word in candidates]
+    tokenizer = loaded.tokenizer(plan.lowercase)
     k = int(max(1, min(top_k, loaded.info.vocab_size)))
     m = masked.size
     top_ids = np.zeros((m, k), np.int64)
     top_probs = np.zeros((m, k), np.float32)
     original_probs = np.full(m, np.nan, np.float32)
     candidate_probs = np.zeros((m, len(candidate_ids)), np.float32)
-    owners = prepared.owner[masked]
-    with torch.inference_mode(), knockout(loaded.anatomy, knocked_out) as heads:
+    owners = plan.owner[masked]
+    with torch.inference_mode(), knockout(loaded.anatomy, plan.options.knocked_out) as heads:
         for window_index in np.unique(owners):
-            window = prepared.windows[int(window_index)]
+            window = plan.windows[int(window_index)]
             mine = np.flatnonzero(owners == window_index)
-            window_ids = np.concatenate([[prepared.cls_id], ids[window.start:window.stop], [prepared.sep_id]])
+            window_ids = np.concatenate([[plan.cls_id], ids[window.start:window.stop], [plan.sep_id]])
             rows = torch.from_numpy(masked[mine] - window.start + 1)[None]  # [1, r]
             logits = forward_ids(loaded, torch.from_numpy(window_ids.astype(np.int64))[None], rows=rows)[0]
             logprobs = torch.log_softmax(logits.float(), dim=-1)  # [r, vocab]
@@ -184,11 +178,11 @@ def _predict_masks(loaded: LoadedModel, prepared: Prepared, ids: np.ndarray, mas
                 original_probs[mine[known]] = picked.exp().numpy()
             if candidate_ids:
                 candidate_probs[mine] = logprobs[:, candidate_ids].exp().numpy()
-    note = prepared.note
+    note = plan.tokens
     return FillMaskResult(
-        model_key=loaded.info.key, text=prepared.text, lowercase=prepared.lowercase, knocked_out=heads,
-        tokens=(prepared.cls_token, *tokenizer.convert_ids_to_tokens(ids.tolist()), prepared.sep_token),
-        offsets=prepared.global_offsets(), positions=(masked + 1).astype(np.int64),
+        model_key=loaded.info.key, text=plan.text, lowercase=plan.lowercase, knocked_out=heads,
+        tokens=(plan.cls_token, *tokenizer.convert_ids_to_tokens(ids.tolist()), plan.sep_token),
+        offsets=plan.global_offsets(), positions=(masked + 1).astype(np.int64),
         char_spans=note.offsets[masked].astype(np.int32).reshape(-1, 2), top_ids=top_ids,
         top_tokens=tuple(tuple(tokenizer.convert_ids_to_tokens(row.tolist())) for row in top_ids),
         top_probs=top_probs, original_ids=original_ids.astype(np.int64),
@@ -244,34 +238,26 @@ class PseudoLikelihood:
         return float(np.nansum(self.token_logprobs))
 
 
-def planned_passes(windows: Sequence[Window], owner: np.ndarray, scorable: np.ndarray, *,
-                   stride: int = 0) -> Passes:
-    """The forward passes :func:`pseudo_log_likelihood` runs with ``stride`` (for time estimates).
+def planned_passes(plan: NotePlan, *, stride: int = 0) -> Passes:
+    """The forward passes :func:`pseudo_log_likelihood` runs on ``plan`` with ``stride`` (for time estimates).
 
     One row per masked copy, at its window's positions ([CLS] and [SEP] included): a window
-    whose owned, scorable pieces number ``k`` runs ``k`` copies when exact (or when ``stride``
-    >= ``k``), else ``stride`` copies. The windows are the ones the surprise map cuts: a
-    trace's, when both read the note with the same casing and overlap.
-
-    Args:
-        windows: the note's windows.
-        owner: int [n]: window owning each content piece.
-        scorable: bool [n]: False where the user typed the mask token (not scored).
+    whose owned, scorable pieces (not a typed mask) number ``k`` runs ``k`` copies when exact
+    (or when ``stride`` >= ``k``), else ``stride`` copies.
     """
+    scorable = plan.tokens.ids != plan.mask_id
     rows = []
-    for window in windows:
-        owned = int(np.count_nonzero((owner == window.index) & scorable))
+    for window in plan.windows:
+        owned = int(np.count_nonzero((plan.owner == window.index) & scorable))
         copies = owned if stride <= 0 or stride >= owned else int(stride)
         if copies:
             rows.append((window.size + 2, copies))
     return Passes(forward=tuple(rows))
 
 
-def pseudo_log_likelihood(loaded: LoadedModel, text: str, *, batch_size: int = 8, stride: int = 0,
-                          window_tokens: int | None = None, lowercase: bool | None = None,
-                          knocked_out: Iterable[tuple[int, int]] = (), overlap: int = DEFAULT_OVERLAP,
-                          max_chars: int = DEFAULT_MAX_CHARS, memory_limit: int = DEFAULT_INFERENCE_MEMORY,
-                          precision: Precision = "fp32", progress: Progress | None = None) -> PseudoLikelihood:
+def pseudo_log_likelihood(loaded: LoadedModel, plan: NotePlan, *, batch_size: int = 8, stride: int = 0,
+                          window_tokens: int | None = None, memory_limit: int = DEFAULT_INFERENCE_MEMORY,
+                          progress: Progress | None = None) -> PseudoLikelihood:
     """Mask each piece in turn and score the original piece (Salazar et al. 2020).
 
     Many masked copies run in one batch; each copy needs the last layer and the
@@ -289,31 +275,32 @@ def pseudo_log_likelihood(loaded: LoadedModel, text: str, *, batch_size: int = 8
     Args:
         batch_size: masked copies per forward pass.
         stride: 0 (exact) or the spacing of pieces masked together.
-        window_tokens: content pieces per window (None: the model's maximum); smaller
-            windows are faster and see less context.
+        window_tokens: content pieces per window (None: the plan's windows, the model's maximum);
+            smaller windows are faster and see less context (the note is planned again for them).
         memory_limit: bytes a batch may use; larger batches are refused.
-        precision: "bf16" runs the encoder under bfloat16 autocast (2-3x faster on CPUs
-            with native bf16); the vocabulary head stays float32.
         progress: called with (fraction, message) after each batch.
 
+    The plan's options give the knocked-out heads and the precision ("bf16" runs the encoder
+    under bfloat16 autocast, 2-3x faster on CPUs with native bf16; the vocabulary head stays float32).
+
     Raises:
-        WrongHeadError, ResourceLimitError, EmptyNoteError, NoteTooLongError.
+        WrongHeadError, ResourceLimitError.
     """
     require_head(loaded, "masked-lm", "The surprise map (pseudo-likelihood)")
-    check_precision(precision)
     started = time.perf_counter()
-    prepared = prepare(loaded, text, lowercase=lowercase, overlap=overlap, max_chars=max_chars,
-                       max_content=window_tokens)
-    note = prepared.note
+    precision, knocked_out, text = plan.options.precision, plan.options.knocked_out, plan.text
+    if window_tokens is not None:
+        plan = plan_note(loaded, text, plan.options, max_content=window_tokens)
+    note = plan.tokens
     n = len(note)
     batch_size = int(max(1, batch_size))
-    longest = max(w.size for w in prepared.windows) + 2
+    longest = max(w.size for w in plan.windows) + 2
     check_memory(loaded, longest, batch_size, memory_limit, backward=False, what="The surprise map")
-    scorable = note.ids != prepared.mask_id
+    scorable = note.ids != plan.mask_id
     # One job per masked copy: (window, content indices masked together).
     jobs: list[tuple[int, np.ndarray]] = []
-    for window in prepared.windows:
-        owned = np.flatnonzero((prepared.owner == window.index) & scorable)
+    for window in plan.windows:
+        owned = np.flatnonzero((plan.owner == window.index) & scorable)
         if owned.size == 0:
             continue
         groups = [owned[i:i + 1] for i in range(owned.size)] if stride <= 0 or stride >= owned.size else \
@@ -323,16 +310,16 @@ def pseudo_log_likelihood(loaded: LoadedModel, text: str, *, batch_size: int = 8
     expected = np.full(n, -1, np.int64)
     done = 0
     with torch.inference_mode(), knockout(loaded.anatomy, knocked_out) as heads, autocast(precision):
-        for window in prepared.windows:
+        for window in plan.windows:
             mine = [group for index, group in jobs if index == window.index]
-            base = torch.from_numpy(prepared.window_ids(window))
+            base = torch.from_numpy(plan.window_ids(window))
             for first in range(0, len(mine), batch_size):
                 batch = mine[first:first + batch_size]
                 width = max(group.size for group in batch)
                 rows = np.stack([np.resize(group, width) for group in batch]) - window.start + 1  # [b, m] local
                 ids = base.repeat(len(batch), 1)
                 row_index = torch.from_numpy(rows)
-                ids.scatter_(1, row_index, int(prepared.mask_id))
+                ids.scatter_(1, row_index, int(plan.mask_id))
                 logits = forward_ids(loaded, ids, rows=row_index).float()  # [b, m, vocab]
                 originals = base[row_index]  # [b, m]
                 lse = torch.logsumexp(logits, dim=-1)
@@ -343,7 +330,7 @@ def pseudo_log_likelihood(loaded: LoadedModel, text: str, *, batch_size: int = 8
                     expected[group] = best[row, :group.size].numpy()
                 done += len(batch)
                 report(progress, done / max(len(jobs), 1), f"Scored {done} of {len(jobs)} masked copies")
-    tokenizer = loaded.tokenizer(prepared.lowercase)
+    tokenizer = loaded.tokenizer(plan.lowercase)
     token_logprobs = np.concatenate([[np.nan], logprobs, [np.nan]]).astype(np.float32)
     expected_ids = np.concatenate([[-1], expected, [-1]]).astype(np.int64)
     words = len(note.word_spans)
@@ -355,13 +342,13 @@ def pseudo_log_likelihood(loaded: LoadedModel, text: str, *, batch_size: int = 8
     with np.errstate(invalid="ignore", divide="ignore"):
         word_mean_logprobs = np.where(piece_counts > 0, word_logprobs / np.maximum(piece_counts, 1), np.nan)
     return PseudoLikelihood(
-        model_key=loaded.info.key, text=text, lowercase=prepared.lowercase, knocked_out=heads,
-        tokens=prepared.global_tokens(), offsets=prepared.global_offsets(), word_ids=prepared.global_word_ids(),
+        model_key=loaded.info.key, text=text, lowercase=plan.lowercase, knocked_out=heads,
+        tokens=plan.global_tokens(), offsets=plan.global_offsets(), word_ids=plan.global_word_ids(),
         token_logprobs=token_logprobs, expected_ids=expected_ids,
         expected_tokens=tuple(tokenizer.convert_ids_to_tokens(int(i)) if i >= 0 else "" for i in expected_ids),
         word_spans=np.array(note.word_spans, dtype=np.int32), word_logprobs=word_logprobs.astype(np.float32),
         word_mean_logprobs=word_mean_logprobs.astype(np.float32), word_piece_counts=piece_counts,
-        windows=prepared.windows, stride=int(max(stride, 0)), precision=precision, forward_rows=len(jobs),
+        windows=plan.windows, stride=int(max(stride, 0)), precision=precision, forward_rows=len(jobs),
         seconds=time.perf_counter() - started,
     )
 

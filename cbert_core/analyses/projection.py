@@ -140,6 +140,23 @@ def note_embeddings(result: Trace) -> NoteEmbeddings:
     )
 
 
+ColourBy = Literal["section", "sentence", "piece kind"]
+
+
+def point_groups(result: Trace, positions: np.ndarray, colour_by: ColourBy) -> list[str]:
+    """The group each projected position is coloured by: its section's title, its sentence, or its kind of piece."""
+    if colour_by == "section":
+        sections = result.segmentation.sections
+        return ["[CLS]/[SEP]" if result.special[p] else (sections[s].title if s >= 0 and sections[s].title
+                                                          else "(no section)")
+                for p, s in zip(positions, result.section_ids[positions])]
+    if colour_by == "sentence":
+        return ["[CLS]/[SEP]" if result.special[p] else (f"sentence {s + 1}" if s >= 0 else "(between)")
+                for p, s in zip(positions, result.sentence_ids[positions])]
+    kinds = piece_kinds(result)
+    return [kinds[p] for p in positions]
+
+
 def piece_kinds(result: Trace) -> list[str]:
     """A label per position: special, [UNK], [MASK], punctuation, continuation piece, word start."""
     from cbert_core.analyses.attention import is_punctuation

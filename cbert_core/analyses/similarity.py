@@ -31,9 +31,9 @@ from cbert_core.model.loading import LoadedModel
 from cbert_core.progress import Progress, report
 from cbert_core.records import frozen_array
 from cbert_core.run.forward import embed, run_encoder, word_vectors
-from cbert_core.text.segment import segment
-from cbert_core.text.tokens import DEFAULT_MAX_CHARS, check_note, tokenize_note
-from cbert_core.text.windows import DEFAULT_OVERLAP, plan_windows
+from cbert_core.run.plan import NotePlan
+from cbert_core.text.tokens import tokenize_note
+from cbert_core.text.windows import DEFAULT_OVERLAP, Window, plan_windows
 
 DEFAULT_TEMPERATURE = 0.05
 # Everyday phrases with no medical content (and none of a note's section words such as
@@ -67,13 +67,24 @@ def pooled_embeddings(loaded: LoadedModel, sequences: Sequence[np.ndarray], *, c
         float32 [sequences, hidden].
     """
     limit = loaded.info.max_tokens - 2
-    pieces: list[tuple[int, np.ndarray]] = []  # (sequence index, window content ids)
-    for index, ids in enumerate(sequences):
-        for window in plan_windows(max(len(ids), 1), limit, DEFAULT_OVERLAP):
-            pieces.append((index, ids[window.start:window.stop]))
+    pieces = [(index, ids[window.start:window.stop]) for index, ids in enumerate(sequences)
+              for window in plan_windows(max(len(ids), 1), limit, DEFAULT_OVERLAP)]
+    return pooled_windows(loaded, pieces, len(sequences), cls_id=cls_id, sep_id=sep_id, batch_size=batch_size)
+
+
+def pooled_windows(loaded: LoadedModel, pieces: Sequence[tuple[int, np.ndarray]], count: int, *, cls_id: int,
+                   sep_id: int, batch_size: int = 16) -> torch.Tensor:
+    """Mean-pooled embeddings of ``count`` texts given as windows: (text index, content ids of one window).
+
+    A text's embedding is the mean of its windows' embeddings weighted by their lengths.
+    Must run inside the caller's no-grad / knockout context.
+
+    Returns:
+        float32 [count, hidden].
+    """
     hidden = loaded.info.hidden_size
-    sums = torch.zeros(len(sequences), hidden)
-    weights = torch.zeros(len(sequences))
+    sums = torch.zeros(count, hidden)
+    weights = torch.zeros(count)
     order = sorted(range(len(pieces)), key=lambda i: len(pieces[i][1]))
     for first in range(0, len(order), batch_size):
         chunk = [pieces[i] for i in order[first:first + batch_size]]
@@ -180,6 +191,7 @@ class SimilarityResult:
     text: str
     lowercase: bool
     knocked_out: HeadSet
+    windows: tuple[Window, ...]  # the note's windows, as planned: the note vector is their length-weighted mean
     descriptions: tuple[str, ...]  # [label]
     temperature: float
     note_similarity: np.ndarray  # float32 [label]: cosine
@@ -221,18 +233,18 @@ class SimilarityResult:
         return self.note_verdict == STANDS_OUT
 
 
-def embedding_similarity(loaded: LoadedModel, text: str, descriptions: Sequence[str], *,
+def embedding_similarity(loaded: LoadedModel, plan: NotePlan, descriptions: Sequence[str], *,
                          temperature: float = DEFAULT_TEMPERATURE, per_sentence: bool = True,
                          references: Sequence[str] = REFERENCE_DESCRIPTIONS,
-                         lowercase: bool | None = None, knocked_out: Iterable[tuple[int, int]] = (),
-                         max_chars: int = DEFAULT_MAX_CHARS, progress: Progress | None = None) -> SimilarityResult:
+                         progress: Progress | None = None) -> SimilarityResult:
     """Zero-shot labelling by embedding similarity (works with any encoder, best with sentence encoders).
 
-    The note (and, with ``per_sentence``, each sentence from :func:`cbert_core.text.segment`)
-    is mean-pooled over the last layer and compared by cosine similarity with each
+    The note (its windows as planned, weighted by length) and, with ``per_sentence``, each of its
+    sentences is mean-pooled over the last layer and compared by cosine similarity with each
     description's embedding; ``softmax(cosine / temperature)`` ranks the descriptions.
     The same text is compared with ``references`` (unrelated phrases) the same way, giving
-    the reference, margin and verdict of :func:`standing_out`.
+    the reference, margin and verdict of :func:`standing_out`. The plan's options give the
+    knocked-out heads.
 
     Raises:
         TargetError: no description, or an empty one; ValueError: temperature <= 0, or
@@ -243,25 +255,25 @@ def embedding_similarity(loaded: LoadedModel, text: str, descriptions: Sequence[
     reference_texts = [str(r).strip() for r in references]
     if len(reference_texts) < 2 or not all(reference_texts):
         raise ValueError("give at least two non-empty reference descriptions")
-    check_note(text, max_chars)
     cleaned = _cleaned(descriptions)
-    lowercase = loaded.resolve_lowercase(lowercase)
-    tokenizer = loaded.tokenizer(lowercase)
+    text, lowercase, knocked_out = plan.text, plan.lowercase, plan.options.knocked_out
     targets = _description_matrix(loaded, cleaned + reference_texts, lowercase=lowercase,
                                   knocked_out=knocked_out)  # [label + ref, d]
-    note = tokenize_note(tokenizer, text)
+    note = plan.tokens
     spans: list[tuple[int, int]] = []
-    sequences = [note.ids]
+    pieces = [(0, note.ids[window.start:window.stop]) for window in plan.windows]  # the note, as the model reads it
     if per_sentence:
-        for sentence in segment(text).sentences:
+        limit = loaded.info.max_tokens - 2
+        for sentence in plan.segmentation.sentences:
             inside = np.flatnonzero((note.offsets[:, 0] >= sentence.start) & (note.offsets[:, 0] < sentence.end))
             if inside.size:
                 spans.append((sentence.start, sentence.end))
-                sequences.append(note.ids[inside])
+                pieces += [(len(spans), note.ids[inside][w.start:w.stop])
+                           for w in plan_windows(inside.size, limit, DEFAULT_OVERLAP)]
     report(progress, 0.1, "Embedding the note")
     with torch.inference_mode(), knockout(loaded.anatomy, knocked_out) as heads:
-        vectors = F.normalize(pooled_embeddings(loaded, sequences, cls_id=int(tokenizer.cls_token_id),
-                                                sep_id=int(tokenizer.sep_token_id)), dim=-1)
+        vectors = F.normalize(pooled_windows(loaded, pieces, 1 + len(spans), cls_id=plan.cls_id,
+                                             sep_id=plan.sep_id), dim=-1)
     cosines = (vectors @ torch.from_numpy(targets).T).numpy().astype(np.float32)  # [1 + sentence, label + ref]
     labels = len(cleaned)
     similarity, reference_similarity = cosines[:, :labels], cosines[:, labels:]
@@ -269,7 +281,7 @@ def embedding_similarity(loaded: LoadedModel, text: str, descriptions: Sequence[
     reference, margin, verdicts = standing_out(similarity, reference_similarity)
     report(progress, 1.0, "Done")
     return SimilarityResult(
-        model_key=loaded.info.key, text=text, lowercase=lowercase, knocked_out=heads,
+        model_key=loaded.info.key, text=text, lowercase=lowercase, knocked_out=heads, windows=plan.windows,
         descriptions=tuple(cleaned), temperature=float(temperature),
         note_similarity=np.ascontiguousarray(similarity[0]), note_probs=probs[0],
         sentence_spans=np.array(spans, dtype=np.int32).reshape(-1, 2),

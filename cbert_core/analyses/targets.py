@@ -9,7 +9,7 @@ Build one with :func:`masked_token_target`, :func:`class_target`,
 The private helpers are shared by the modules that explain a target
 (:mod:`cbert_core.analyses.attribution`, :mod:`cbert_core.analyses.knockout_scan`,
 :mod:`cbert_core.analyses.counterfactual`, :mod:`cbert_core.analyses.faithfulness`):
-``resolve_target`` places a target in one window of a prepared note (a long note's
+``resolve_target`` places a target in one window of a plan note (a long note's
 note-level target needs ``window=``, else ResourceLimitError), and ``target_scores``,
 ``target_scores_for_ids`` and ``read_target_score`` read the target scalar from word
 vectors, token ids or last-layer states.
@@ -29,7 +29,8 @@ from cbert_core.errors import ResourceLimitError, TargetError
 from cbert_core.model.loading import LoadedModel
 from cbert_core.model.precision import float32
 from cbert_core.records import frozen_array
-from cbert_core.run.forward import Prepared, embed, head_logits, require_head, run_encoder, vocabulary_id, word_vectors
+from cbert_core.run.forward import embed, head_logits, require_head, run_encoder, vocabulary_id, word_vectors
+from cbert_core.run.plan import NotePlan
 from cbert_core.text.windows import Window
 
 TargetKind = Literal["masked-token", "class", "token-class", "similarity"]
@@ -122,7 +123,7 @@ def similarity_target(loaded: LoadedModel, description: str, *, lowercase: bool 
 
 @dataclass(frozen=True, kw_only=True)
 class ResolvedTarget:
-    """A target placed in one window of a prepared note."""
+    """A target placed in one window of a plan note."""
 
     window: Window
     ids: np.ndarray  # int64 [t]: the window's input
@@ -130,12 +131,12 @@ class ResolvedTarget:
     fixed: np.ndarray  # bool [t]: never perturbed ([CLS], [SEP], the target [MASK])
 
 
-def resolve_target(loaded: LoadedModel, prepared: Prepared, target: Target, window: int | None) -> ResolvedTarget:
-    note = prepared.note
+def resolve_target(loaded: LoadedModel, plan: NotePlan, target: Target, window: int | None) -> ResolvedTarget:
+    note = plan.tokens
     content: int | None = None
     if target.kind == "masked-token":
         require_head(loaded, "masked-lm", "Explaining a masked word")
-        masks = np.flatnonzero(note.ids == prepared.mask_id)
+        masks = np.flatnonzero(note.ids == plan.mask_id)
         mask = loaded.info.mask_token or "[MASK]"
         if masks.size == 0:
             raise TargetError(f"The note has no {mask}. Type {mask} where the word to explain goes.")
@@ -152,19 +153,19 @@ def resolve_target(loaded: LoadedModel, prepared: Prepared, target: Target, wind
     elif target.kind == "class":
         require_head(loaded, "sequence-classification", "Explaining a class")
     if content is not None:
-        chosen = prepared.windows[int(prepared.owner[content])]
+        chosen = plan.windows[int(plan.owner[content])]
     elif window is not None:
-        if not 0 <= window < len(prepared.windows):
-            raise TargetError(f"Window {window} does not exist; the note has {len(prepared.windows)} windows.")
-        chosen = prepared.windows[window]
-    elif len(prepared.windows) > 1:
+        if not 0 <= window < len(plan.windows):
+            raise TargetError(f"Window {window} does not exist; the note has {len(plan.windows)} windows.")
+        chosen = plan.windows[window]
+    elif len(plan.windows) > 1:
         raise ResourceLimitError(
             f"The note has {len(note)} word pieces, more than the {loaded.info.max_tokens - 2} the model reads at "
             f"once, and this target depends on the whole note. Select a section or a window of the note to explain."
         )
     else:
-        chosen = prepared.windows[0]
-    ids = prepared.window_ids(chosen)
+        chosen = plan.windows[0]
+    ids = plan.window_ids(chosen)
     fixed = np.zeros(ids.size, dtype=bool)
     fixed[[0, -1]] = True
     position = {"class": 0, "similarity": -1}.get(target.kind, -1)

@@ -26,8 +26,16 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from tqdm import tqdm
 
+from cbert_core.corpus.batch_columns import extra_columns
+from cbert_core.corpus.embeddings import note_embeddings
 from cbert_core.errors import CbertError
+from cbert_core.model.loading import LoadedModel, load_model
+from cbert_core.run.plan import NotePlan, RunOptions, plan_notes
 
 ANALYSES = ("tokens", "embeddings", "predictions", "attributions")
 Engine = Literal["local", "ray"]
@@ -57,10 +65,6 @@ class NoteProcessor:
     """Loads the model once; each call turns a batch of notes into a batch of result rows."""
 
     def __init__(self, settings: BatchSettings) -> None:
-        import torch
-
-        from cbert_core.model.loading import load_model
-
         if settings.threads:
             torch.set_num_threads(int(settings.threads))
         self.settings = settings
@@ -72,13 +76,10 @@ class NoteProcessor:
         self.extra = _extra_analyses(self.loaded, settings)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        from cbert_core.corpus.embeddings import note_embeddings
-        from cbert_core.run.encode import prepare_notes
-
         settings = self.settings
         texts = [str(text) for text in batch["text"].tolist()]
-        unbounded = 2**62  # the collection was already bounded by the command line's --max-chars
-        notes = prepare_notes(self.loaded, texts, lowercase=settings.lowercase, max_chars=unbounded)
+        # The collection was already bounded by the command line's --max-chars.
+        notes = plan_notes(self.loaded, texts, RunOptions(lowercase=settings.lowercase, max_chars=2**62))
         out = pd.DataFrame({
             "row": batch["row"].astype("int64").to_numpy(),
             "id": [str(value) for value in batch["id"].tolist()],
@@ -89,22 +90,18 @@ class NoteProcessor:
         if "tokens" in settings.analyses:
             out["tokens"] = [list(note.tokens.tokens) for note in notes]
         if "embeddings" in settings.analyses:
-            vectors = note_embeddings(self.loaded, texts, pooling=settings.pooling, lowercase=settings.lowercase,
-                                      batch_size=settings.batch_size, max_chars=unbounded)[:, settings.layer]
+            vectors = note_embeddings(self.loaded, notes, pooling=settings.pooling,
+                                      batch_size=settings.batch_size)[:, settings.layer]
             out["embedding"] = [row.astype(np.float32) for row in vectors]
         for name, compute in self.extra.items():
-            out[name] = [compute(text) for text in texts]
+            out[name] = [compute(note) for note in notes]
         return out
 
 
-def _extra_analyses(loaded: object, settings: BatchSettings) -> dict[str, Callable[[str], object]]:
+def _extra_analyses(loaded: LoadedModel, settings: BatchSettings) -> dict[str, Callable[[NotePlan], object]]:
     """Columns for "predictions" and "attributions" (see :mod:`cbert_core.corpus.batch_columns`)."""
     wanted = [name for name in ("predictions", "attributions") if name in settings.analyses]
-    if not wanted:
-        return {}
-    from cbert_core.corpus.batch_columns import extra_columns
-
-    return extra_columns(loaded, settings, wanted)
+    return extra_columns(loaded, settings, wanted) if wanted else {}
 
 
 def _chunks(frame: pd.DataFrame, size: int) -> list[pd.DataFrame]:
@@ -133,7 +130,7 @@ def run_ray(frame: pd.DataFrame, settings: BatchSettings, *, chunk_size: int = D
     Raises:
         CbertError: Ray is not installed.
     """
-    try:
+    try:  # an optional engine: imported only when asked for (Ray is large and slow to import)
         import ray
         import ray.data
     except ImportError as missing:
@@ -177,9 +174,6 @@ def run_ray(frame: pd.DataFrame, settings: BatchSettings, *, chunk_size: int = D
 
 def to_parquet_bytes(results: pd.DataFrame, settings: BatchSettings, model_name: str) -> bytes:
     """The results as Parquet: list<string> tokens, list<float> embedding, run settings in the metadata."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     columns: dict[str, pa.Array] = {
         "id": pa.array(results["id"].tolist(), type=pa.string()),
         "row": pa.array(results["row"].to_numpy(), type=pa.int64()),
@@ -208,7 +202,5 @@ def progress_bar(total: int, enabled: bool = True) -> tuple[Callable[[int], None
     """(advance by n notes, close) for a tqdm bar on stderr that shows counts only, never text."""
     if not enabled:
         return (lambda _count: None), (lambda: None)
-    from tqdm import tqdm
-
     bar = tqdm(total=total, unit="note", file=sys.stderr, desc="notes", dynamic_ncols=True)
     return bar.update, bar.close

@@ -23,78 +23,75 @@ from typing import Any
 
 import numpy as np
 
+from cbert_core.analyses.attribution import attribute
+from cbert_core.analyses.labelling import classify, token_labels
+from cbert_core.analyses.predict import pseudo_log_likelihood
+from cbert_core.analyses.similarity import embedding_similarity
+from cbert_core.analyses.targets import Target, class_target, similarity_target
 from cbert_core.errors import TargetError
+from cbert_core.model.loading import LoadedModel
+from cbert_core.run.plan import NotePlan
 
-UNBOUNDED = 2**62  # notes were already bounded by the command line's --max-chars
 
-
-def extra_columns(loaded: Any, settings: Any, wanted: list[str]) -> dict[str, Callable[[str], object]]:
-    """Per-note functions (text -> value) keyed by output column name.
+def extra_columns(loaded: LoadedModel, settings: Any, wanted: list[str]) -> dict[str, Callable[[NotePlan], object]]:
+    """Per-note functions (planned note -> value) keyed by output column name.
 
     Raises:
         TargetError: the analysis does not fit the checkpoint (e.g. an encoder without ``labels``).
     """
-    from cbert_core.analyses import labelling, predict, similarity
-
     kind = loaded.info.head_kind
-    lowercase = settings.lowercase
-    columns: dict[str, Callable[[str], object]] = {}
+    columns: dict[str, Callable[[NotePlan], object]] = {}
     if kind == "encoder" and not settings.labels:
         raise TargetError(f"{loaded.info.name} is a bare encoder with no prediction head: give label descriptions "
                           f"(--labels 'pneumonia present' 'no pneumonia') for zero-shot similarity, or drop "
                           f"'predictions'/'attributions'.")
 
     @_last_only
-    def zero_shot(text: str) -> Any:
-        return similarity.embedding_similarity(loaded, text, list(settings.labels), per_sentence=False,
-                                               lowercase=lowercase, max_chars=UNBOUNDED)
+    def zero_shot(plan: NotePlan) -> Any:
+        return embedding_similarity(loaded, plan, list(settings.labels), per_sentence=False)
 
     @_last_only
-    def classified(text: str) -> Any:
-        return labelling.classify(loaded, text, lowercase=lowercase, max_chars=UNBOUNDED)
+    def classified(plan: NotePlan) -> Any:
+        return classify(loaded, plan)
 
     if "predictions" in wanted:
         if kind == "masked-lm":
-            def likelihood(text: str) -> dict[str, float]:
-                result = predict.pseudo_log_likelihood(loaded, text, batch_size=max(8, settings.batch_size),
-                                                       stride=settings.pll_stride, lowercase=lowercase,
-                                                       max_chars=UNBOUNDED)
+            def likelihood(plan: NotePlan) -> dict[str, float]:
+                result = pseudo_log_likelihood(loaded, plan, batch_size=max(8, settings.batch_size),
+                                               stride=settings.pll_stride)
                 scored = int(np.isfinite(result.token_logprobs).sum())
                 return {"total": result.total, "mean": result.total / max(scored, 1), "scored": scored}
 
             columns["pseudo_log_likelihood"] = likelihood
         elif kind == "sequence-classification":
-            columns["predicted_label"] = lambda text: _best(classified(text))
-            columns["label_probs"] = lambda text: classified(text).probs.astype(np.float32)
+            columns["predicted_label"] = lambda plan: _best(classified(plan))
+            columns["label_probs"] = lambda plan: classified(plan).probs.astype(np.float32)
         elif kind == "token-classification":
-            def entities(text: str) -> list[dict[str, object]]:
-                found = labelling.token_labels(loaded, text, lowercase=lowercase, max_chars=UNBOUNDED).entities
+            def entities(plan: NotePlan) -> list[dict[str, object]]:
+                found = token_labels(loaded, plan).entities
                 return [{"label": e.label, "start": int(e.start), "end": int(e.end), "score": float(e.score)}
                         for e in found]
 
             columns["entities"] = entities
         else:
-            columns["zero_shot_label"] = lambda text: _best_description(zero_shot(text))
-            columns["zero_shot_probs"] = lambda text: zero_shot(text).note_probs.astype(np.float32)
-            columns["zero_shot_similarity"] = lambda text: zero_shot(text).note_similarity.astype(np.float32)
+            columns["zero_shot_label"] = lambda plan: _best_description(zero_shot(plan))
+            columns["zero_shot_probs"] = lambda plan: zero_shot(plan).note_probs.astype(np.float32)
+            columns["zero_shot_similarity"] = lambda plan: zero_shot(plan).note_similarity.astype(np.float32)
     if "attributions" in wanted:
-        from cbert_core.analyses import attribution, targets
-
         if kind == "sequence-classification":
-            def target_for(text: str) -> Any:
-                return targets.class_target(loaded, _best(classified(text)))
+            def target_for(plan: NotePlan) -> Target:
+                return class_target(loaded, _best(classified(plan)))
         elif kind == "encoder":
-            def target_for(text: str) -> Any:
-                return targets.similarity_target(loaded, _best_description(zero_shot(text)), lowercase=lowercase)
+            def target_for(plan: NotePlan) -> Target:
+                return similarity_target(loaded, _best_description(zero_shot(plan)), lowercase=plan.lowercase)
         else:
             raise TargetError(f"Attributions explain a note-level prediction, which a {kind} model does not make. "
                               f"Use a sequence classifier, or an encoder with --labels; drop 'attributions' here.")
 
-        def explained(text: str) -> dict[str, object]:
-            target = target_for(text)
-            result = attribution.attribute(loaded, text, target, method=settings.attribution_method,
-                                           steps=settings.attribution_steps, window=0, lowercase=lowercase,
-                                           max_chars=UNBOUNDED)
+        def explained(plan: NotePlan) -> dict[str, object]:
+            target = target_for(plan)
+            result = attribute(loaded, plan, target, method=settings.attribution_method,
+                               steps=settings.attribution_steps, window=0)
             order = np.argsort(-np.abs(result.word_scores), kind="stable")[:settings.top_words]
             return {
                 "target": target.label,
@@ -109,13 +106,13 @@ def extra_columns(loaded: Any, settings: Any, wanted: list[str]) -> dict[str, Ca
     return columns
 
 
-def _last_only(compute: Callable[[str], Any]) -> Callable[[str], Any]:
-    """Remember the result for the last text, so several columns of one note share one run."""
+def _last_only(compute: Callable[[NotePlan], Any]) -> Callable[[NotePlan], Any]:
+    """Remember the result for the last note, so several columns of one note share one run."""
     last: dict[str, Any] = {}
 
-    def cached(text: str) -> Any:
-        if last.get("text") is not text:
-            last["text"], last["value"] = text, compute(text)
+    def cached(plan: NotePlan) -> Any:
+        if last.get("plan") is not plan:
+            last["plan"], last["value"] = plan, compute(plan)
         return last["value"]
 
     return cached

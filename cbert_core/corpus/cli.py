@@ -15,6 +15,18 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
+
+from cbert_core.corpus.batch import (
+    ANALYSES,
+    DEFAULT_CHUNK,
+    BatchSettings,
+    progress_bar,
+    run_local,
+    run_ray,
+    to_parquet_bytes,
+)
+from cbert_core.corpus.collection import CorpusLimits, candidate_text_columns, collection_from_table, read_table
 from cbert_core.errors import (
     CbertError,
     DataFileError,
@@ -23,13 +35,13 @@ from cbert_core.errors import (
     ModelNotFoundError,
     UnsupportedModelError,
 )
+from cbert_core.model.loading import parse_spec, resolve_default_model
+from cbert_core.views.export import check_writable, write_bytes
 
 EXIT_OK, EXIT_OTHER, EXIT_USAGE, EXIT_INPUT, EXIT_OUTPUT, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cbert_core.corpus.batch import ANALYSES, DEFAULT_CHUNK
-
     parser = argparse.ArgumentParser(
         prog="python -m cbert_core",
         description="Run a clinical BERT model over a file of notes and write the results as Parquet "
@@ -71,8 +83,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _model_text(value: str | None) -> str:
-    from cbert_core.model.loading import resolve_default_model
-
     if value:
         return value
     spec = resolve_default_model().spec
@@ -85,13 +95,6 @@ def _say(message: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Do the work for parsed arguments; typed errors propagate to :func:`main`."""
-    import pandas as pd
-
-    from cbert_core.corpus.batch import ANALYSES, BatchSettings, progress_bar, run_local, run_ray, to_parquet_bytes
-    from cbert_core.corpus.collection import CorpusLimits, candidate_text_columns, collection_from_table, read_table
-    from cbert_core.model.loading import parse_spec
-    from cbert_core.views.export import check_writable, write_bytes
-
     unknown = [name for name in args.analyses if name not in ANALYSES]
     if unknown:
         raise _UsageError(f"unknown analysis {', '.join(unknown)}; choose from {', '.join(ANALYSES)}")

@@ -14,7 +14,7 @@ import io
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -60,7 +60,7 @@ class Collection:
     texts: tuple[str, ...]  # [note]
     ids: tuple[str, ...]  # [note]
     labels: tuple[str, ...] | None  # [note], or None without a label column
-    rows: np.ndarray  # int64 [note]: 0-based data row in the file each note came from
+    rows: np.ndarray = field(compare=False)  # int64 [note]: 0-based data row in the file each note came from
     text_column: str
     label_column: str | None = None
     id_column: str | None = None

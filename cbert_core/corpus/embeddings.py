@@ -1,15 +1,10 @@
-"""Analyses over a collection of notes: note embeddings per layer, their projection, token search.
+"""A collection of notes as vectors: one vector per note at every layer, and their 2-D projection.
 
-Reading the collection lives in :mod:`cbert_core.corpus.collection` and the token
-index in :mod:`cbert_core.corpus.token_search`; both are re-exported here so callers
-can use ``cbert_core.corpus.embeddings`` for the whole corpus workflow.
-
-Long notes: a note longer than the model's positions is cut into the same
-overlapping windows a trace uses (without sentence snapping). With
-``long_notes="mean"`` (the default) every window is encoded and the note vector
-is the mean over windows (mean pooling weights each window by its number of
-pieces; [CLS] pooling averages the windows' [CLS] vectors). With
-``long_notes="first"`` only the first window is encoded.
+The notes come planned (:func:`cbert_core.run.plan.plan_notes`): a note longer than the model's
+positions is read in the same overlapping windows a trace uses. With ``long_notes="mean"`` (the
+default) every window is encoded and the note vector is the mean over windows (mean pooling
+weights each window by its number of pieces; [CLS] pooling averages the windows' [CLS] vectors).
+With ``long_notes="first"`` only the first window is encoded.
 """
 
 from __future__ import annotations
@@ -20,16 +15,14 @@ from typing import Literal
 
 import numpy as np
 
-from cbert_core.corpus.collection import (
-    Collection,
-)
 from cbert_core.errors import ResourceLimitError
 from cbert_core.model.loading import LoadedModel
 from cbert_core.progress import Progress
 from cbert_core.run import encode
-from cbert_core.run.encode import DEFAULT_BATCH_SIZE, prepare_notes, run_sequences, window_ids
+from cbert_core.run.encode import DEFAULT_BATCH_SIZE, run_sequences
+from cbert_core.run.plan import NotePlan
 from cbert_core.serving.speed import Passes
-from cbert_core.text.tokens import DEFAULT_MAX_CHARS
+from cbert_core.text.windows import Window
 
 Pooling = Literal["mean", "cls"]
 LongNotes = Literal["mean", "first"]
@@ -37,23 +30,20 @@ DEFAULT_EMBEDDING_BYTES = 1024**3  # 1 GiB of note vectors
 
 
 
-def note_embeddings(loaded: LoadedModel, collection: Collection | Sequence[str], *, pooling: Pooling = "mean",
-                    lowercase: bool | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                    long_notes: LongNotes = "mean", dtype: type[np.floating] | str = np.float32,
-                    max_bytes: int = DEFAULT_EMBEDDING_BYTES, max_chars: int | None = None,
+def note_embeddings(loaded: LoadedModel, plans: Sequence[NotePlan], *, pooling: Pooling = "mean",
+                    batch_size: int = DEFAULT_BATCH_SIZE, long_notes: LongNotes = "mean",
+                    dtype: type[np.floating] | str = np.float32, max_bytes: int = DEFAULT_EMBEDDING_BYTES,
                     progress: Progress | None = None) -> np.ndarray:
     """One vector per note at every layer.
 
     Args:
         loaded: the shared model (only called).
-        collection: the notes (a :class:`Collection` or plain texts).
+        plans: the notes, planned for ``loaded`` (their casing and windows).
         pooling: "mean" over the note's word pieces ([CLS]/[SEP] excluded) or the "cls" position.
-        lowercase: casing override (None: the checkpoint's default).
         batch_size: windows per forward pass (padded to the batch's longest).
         long_notes: "mean" over all windows or the "first" window only (see the module notes).
         dtype: float32 (default) or float16 to halve the memory of a large corpus.
         max_bytes: refuse a result larger than this.
-        max_chars: longest note accepted (None: a Collection's own limit, else the trace's 100,000).
         progress: (fraction, message) after each batch; raising from it stops the work.
 
     Returns:
@@ -61,34 +51,28 @@ def note_embeddings(loaded: LoadedModel, collection: Collection | Sequence[str],
 
     Raises:
         ResourceLimitError: the result would exceed ``max_bytes``.
-        DataFileError: a note is empty or too long.
     """
     if pooling not in ("mean", "cls"):
         raise ValueError(f"pooling must be 'mean' or 'cls', not {pooling!r}")
     if long_notes not in ("mean", "first"):
         raise ValueError(f"long_notes must be 'mean' or 'first', not {long_notes!r}")
-    texts = collection.texts if isinstance(collection, Collection) else tuple(collection)
     info = loaded.info
     out_dtype = np.dtype(dtype)
-    shape = (len(texts), info.num_layers + 1, info.hidden_size)
+    shape = (len(plans), info.num_layers + 1, info.hidden_size)
     needed = int(np.prod(shape)) * out_dtype.itemsize
     if needed > max_bytes:
         raise ResourceLimitError(
-            f"Embeddings of {len(texts):,} notes at {shape[1]} layers would take {needed / 1e6:,.0f} MB; the limit "
+            f"Embeddings of {len(plans):,} notes at {shape[1]} layers would take {needed / 1e6:,.0f} MB; the limit "
             f"is {max_bytes / 1e6:,.0f} MB. Use fewer notes, float16 storage, or raise the limit."
         )
-    if progress is not None:
-        progress(0.0, f"Tokenizing {len(texts):,} notes")
-    notes = prepare_notes(loaded, texts, lowercase=lowercase, first_window_only=long_notes == "first",
-                          max_chars=_max_chars(collection) if max_chars is None else max_chars)
     sequences, owners, weights = [], [], []
-    for note_index, note in enumerate(notes):
-        for window in note.windows:
-            sequences.append(window_ids(loaded, note, window, lowercase))
+    for note_index, plan in enumerate(plans):
+        for window in _windows(plan, long_notes):
+            sequences.append(plan.window_ids(window))
             owners.append(note_index)
             weights.append(window.size if pooling == "mean" else 1)
     sums = np.zeros(shape, dtype=np.float64)
-    totals = np.zeros(len(texts), dtype=np.float64)
+    totals = np.zeros(len(plans), dtype=np.float64)
     for index, hidden in run_sequences(loaded, sequences, batch_size=batch_size, progress=progress, what="windows"):
         # hidden: [layer + 1, t, hidden]
         vector = hidden[:, 1:-1].mean(axis=1) if pooling == "mean" else hidden[:, 0]  # [layer + 1, hidden]
@@ -98,27 +82,20 @@ def note_embeddings(loaded: LoadedModel, collection: Collection | Sequence[str],
     return (sums / np.maximum(totals, 1e-12)[:, None, None]).astype(out_dtype)
 
 
-def planned_passes(loaded: LoadedModel, collection: Collection | Sequence[str], *, lowercase: bool | None = None,
-                   batch_size: int = DEFAULT_BATCH_SIZE, long_notes: LongNotes = "mean",
-                   max_chars: int | None = None) -> Passes:
-    """The forward passes :func:`note_embeddings` runs on ``collection`` (for time estimates).
+def _windows(plan: NotePlan, long_notes: LongNotes) -> tuple[Window, ...]:
+    return plan.windows[:1] if long_notes == "first" else plan.windows
+
+
+def planned_passes(plans: Sequence[NotePlan], *, batch_size: int = DEFAULT_BATCH_SIZE,
+                   long_notes: LongNotes = "mean") -> Passes:
+    """The forward passes :func:`note_embeddings` runs on ``plans`` (for time estimates).
 
     One forward row per note window, batched and padded as the embedding runs them.
     :func:`cbert_core.corpus.token_search.build_token_index` runs the same passes (every window of
-    every note, the same batches) and keeps one layer of them. Tokenizes every note.
-
-    Raises:
-        DataFileError: a note is empty or too long.
+    every note, the same batches) and keeps one layer of them.
     """
-    texts = collection.texts if isinstance(collection, Collection) else tuple(collection)
-    notes = prepare_notes(loaded, texts, lowercase=lowercase, first_window_only=long_notes == "first",
-                          max_chars=_max_chars(collection) if max_chars is None else max_chars)
-    return encode.planned_passes([window.size + 2 for note in notes for window in note.windows], batch_size=batch_size)
-
-
-def _max_chars(collection: Collection | Sequence[str]) -> int:
-    """A collection was already bounded by its own limits; plain texts get the trace's limit."""
-    return 2**62 if isinstance(collection, Collection) else DEFAULT_MAX_CHARS
+    return encode.planned_passes([window.size + 2 for plan in plans for window in _windows(plan, long_notes)],
+                                 batch_size=batch_size)
 
 
 @dataclass(frozen=True, kw_only=True)

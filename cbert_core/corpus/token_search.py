@@ -21,15 +21,13 @@ from dataclasses import dataclass, field
 import faiss
 import numpy as np
 
-from cbert_core.corpus.collection import Collection
 from cbert_core.errors import ResourceLimitError, TargetError
 from cbert_core.model.loading import LoadedModel
 from cbert_core.progress import Progress
-from cbert_core.run.encode import DEFAULT_BATCH_SIZE, prepare_notes, run_sequences, window_ids
+from cbert_core.run.encode import DEFAULT_BATCH_SIZE, run_sequences
+from cbert_core.run.plan import NotePlan
 from cbert_core.run.trace import Trace
 from cbert_core.text.segment import segment
-from cbert_core.text.tokens import DEFAULT_MAX_CHARS
-from cbert_core.text.windows import owner_windows
 
 DEFAULT_INDEX_BYTES = 512 * 1024**2  # vectors held by the index
 DEFAULT_CONTEXT_CHARS = 300  # longest context shown around a hit
@@ -102,34 +100,27 @@ def _check_layer(loaded: LoadedModel, layer: int) -> int:
     return layer % layers
 
 
-def build_token_index(loaded: LoadedModel, collection: Collection | Sequence[str], *, layer: int,
-                      lowercase: bool | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+def build_token_index(loaded: LoadedModel, plans: Sequence[NotePlan], *, layer: int,
+                      note_ids: Sequence[str] | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                       max_bytes: int = DEFAULT_INDEX_BYTES, progress: Progress | None = None) -> TokenIndex:
     """Index the contextual vector of every content token of every note at ``layer``.
 
     Args:
         loaded: the shared model (only called).
-        collection: the notes (ids are "note N" for plain texts).
+        plans: the notes, planned for ``loaded``; queries must be read with the same casing.
         layer: hidden-state index (0 = embeddings, -1 = last layer).
-        lowercase: casing override (None: the checkpoint's default); queries must use the same.
+        note_ids: a name per note (None: "note N").
         max_bytes: refuse when tokens x hidden x 4 bytes exceeds this.
         progress: (fraction, message); raising from it stops the work.
 
     Raises:
         ResourceLimitError: the vectors would exceed ``max_bytes`` (checked before the model runs).
-        DataFileError: a note is empty or too long.
     """
     layer = _check_layer(loaded, layer)
-    lowercase = loaded.resolve_lowercase(lowercase)
-    if isinstance(collection, Collection):
-        texts, ids = collection.texts, collection.ids
-    else:
-        texts = tuple(collection)
-        ids = tuple(f"note {number}" for number in range(1, len(texts) + 1))
-    if progress is not None:
-        progress(0.0, f"Tokenizing {len(texts):,} notes")
-    notes = prepare_notes(loaded, texts, lowercase=lowercase,
-                          max_chars=2**62 if isinstance(collection, Collection) else DEFAULT_MAX_CHARS)
+    notes = list(plans)
+    lowercase = notes[0].lowercase if notes else loaded.resolve_lowercase(None)
+    texts = tuple(plan.text for plan in notes)
+    ids = tuple(note_ids) if note_ids is not None else tuple(f"note {number}" for number in range(1, len(notes) + 1))
     total = sum(len(note.tokens) for note in notes)
     hidden = loaded.info.hidden_size
     needed = total * hidden * 4
@@ -143,9 +134,9 @@ def build_token_index(loaded: LoadedModel, collection: Collection | Sequence[str
     owners = []
     for note_index, note in enumerate(notes):
         starts[note_index + 1] = starts[note_index] + len(note.tokens)
-        owners.append(owner_windows(note.windows, len(note.tokens)))
+        owners.append(note.owner)
         for window in note.windows:
-            sequences.append(window_ids(loaded, note, window, lowercase))
+            sequences.append(note.window_ids(window))
             origin.append((note_index, window))
     vectors = np.empty((total, hidden), dtype=np.float32)  # [token, hidden]
     for index, states in run_sequences(loaded, sequences, layers=[layer], batch_size=batch_size,

@@ -1,11 +1,8 @@
 """Run many notes through the shared encoder in padded batches (no hooks, no head).
 
-Used by note embeddings, the corpus token index and the batch CLI. Each note is
-tokenized with offsets (:func:`cbert_core.text.tokenize_note`) and cut into the
-same windows :func:`cbert_core.run.trace.trace` would use, except that windows are
-not snapped to sentence boundaries (segmenting thousands of notes is slow).
-Windows of similar length are batched together, padded to the longest one in
-the batch, with an attention mask. Only the encoder runs: a masked-LM head's
+Used by note embeddings, the corpus token index and the batch CLI, on notes planned by
+:func:`cbert_core.run.plan.plan_notes` (the same windows a trace reads). Windows of similar
+length are batched together, padded to the longest one in the batch, with an attention mask. Only the encoder runs: a masked-LM head's
 [token, vocabulary] logits are never computed. Hidden states come from the
 model's own ``output_hidden_states``; attention weights are never requested.
 """
@@ -13,57 +10,16 @@ model's own ``output_hidden_states``; attention weights are never requested.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from cbert_core.errors import DataFileError, EmptyNoteError, NoteTooLongError
 from cbert_core.model.loading import LoadedModel
 from cbert_core.progress import Progress
 from cbert_core.serving.speed import Passes
-from cbert_core.text.tokens import DEFAULT_MAX_CHARS, NoteTokens, check_note, tokenize_note
-from cbert_core.text.windows import DEFAULT_OVERLAP, Window, plan_windows
 
 DEFAULT_BATCH_SIZE = 16
 DEFAULT_BATCH_TOKENS = 8192  # rows x padded length per forward pass, bounds activation memory
-
-
-@dataclass(frozen=True, kw_only=True)
-class PreparedNote:
-    """One note's word pieces and its windows (content-token ranges)."""
-
-    tokens: NoteTokens
-    windows: tuple[Window, ...]
-
-
-def prepare_notes(loaded: LoadedModel, texts: Sequence[str], *, lowercase: bool | None = None,
-                  overlap: int = DEFAULT_OVERLAP, max_chars: int = DEFAULT_MAX_CHARS,
-                  first_window_only: bool = False) -> list[PreparedNote]:
-    """Tokenize every note and plan its windows.
-
-    Raises:
-        DataFileError: a note is empty or over ``max_chars`` (its 1-based number is named).
-    """
-    tokenizer = loaded.tokenizer(loaded.resolve_lowercase(lowercase))
-    max_content = loaded.info.max_tokens - tokenizer.num_special_tokens_to_add(pair=False)
-    prepared = []
-    for number, text in enumerate(texts, start=1):
-        try:
-            check_note(text, max_chars)
-            tokens = tokenize_note(tokenizer, text)
-        except (EmptyNoteError, NoteTooLongError) as bad:
-            raise DataFileError(f"Note {number}: {bad}") from bad
-        windows = plan_windows(len(tokens), max_content, overlap)
-        prepared.append(PreparedNote(tokens=tokens, windows=windows[:1] if first_window_only else windows))
-    return prepared
-
-
-def window_ids(loaded: LoadedModel, note: PreparedNote, window: Window, lowercase: bool | None = None) -> np.ndarray:
-    """int64 [window size + 2]: [CLS] + the window's pieces + [SEP]."""
-    tokenizer = loaded.tokenizer(loaded.resolve_lowercase(lowercase))
-    body = note.tokens.ids[window.start:window.stop]
-    return np.concatenate([[tokenizer.cls_token_id], body, [tokenizer.sep_token_id]]).astype(np.int64)
 
 
 def pad_id(loaded: LoadedModel) -> int:

@@ -1,8 +1,8 @@
 """The lean forward pass every analysis shares, and the note and memory plumbing around it.
 
 * :func:`require_head` refuses a method the checkpoint's head does not fit.
-* :class:`Prepared` / :func:`prepare` tokenize a note and cut it into the same windows
-  as a trace; :func:`vocabulary_id` finds the one vocabulary piece a word stands for.
+* :func:`vocabulary_id` finds the one vocabulary piece a word stands for (the note itself is
+  prepared once, by :func:`cbert_core.run.plan.plan_note`).
 * :func:`run_encoder` (with :func:`embed`, :func:`attention_context`, :func:`gate_heads`,
   :func:`finish_layer`, :func:`head_logits` and :func:`forward_ids`) is a lean forward
   pass built from the model's own modules (so the thread-filtered knockout hooks of
@@ -27,9 +27,7 @@ central.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,9 +36,7 @@ from cbert_core.errors import ResourceLimitError, TargetError, UnsupportedModelE
 from cbert_core.model.architecture import OFFSET_POSITION_FAMILIES
 from cbert_core.model.loading import LoadedModel
 from cbert_core.model.precision import float32
-from cbert_core.text.segment import segment
-from cbert_core.text.tokens import DEFAULT_MAX_CHARS, NoteTokens, check_note, sentence_start_tokens, tokenize_note
-from cbert_core.text.windows import DEFAULT_OVERLAP, Window, owner_windows, plan_windows
+from cbert_core.text.tokens import tokenize_note
 
 # Inference activations allowed per forward batch (bytes); see estimate_bytes().
 DEFAULT_INFERENCE_MEMORY = 1 << 30
@@ -294,69 +290,8 @@ def fit_batch(loaded: LoadedModel, tokens: int, wanted: int, bound: int, *, back
 
 
 # ---------------------------------------------------------------------------------------------
-# Notes, windows and vocabulary
+# Vocabulary
 # ---------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True, kw_only=True)
-class Prepared:
-    """A tokenized note cut into windows (no model run yet)."""
-
-    text: str
-    lowercase: bool
-    note: NoteTokens
-    windows: tuple[Window, ...]
-    owner: np.ndarray  # int32 [n]: window owning each content token
-    cls_id: int
-    sep_id: int
-    mask_id: int | None
-    pad_id: int | None
-    cls_token: str
-    sep_token: str
-
-    def window_ids(self, window: Window) -> np.ndarray:
-        """int64 [window.size + 2]: [CLS] + the window's pieces + [SEP]."""
-        return np.concatenate([[self.cls_id], self.note.ids[window.start:window.stop], [self.sep_id]]).astype(np.int64)
-
-    @property
-    def positions(self) -> int:
-        return len(self.note) + 2
-
-    def global_tokens(self) -> tuple[str, ...]:
-        return (self.cls_token, *self.note.tokens, self.sep_token)
-
-    def global_offsets(self) -> np.ndarray:
-        return np.concatenate([[[-1, -1]], self.note.offsets, [[-1, -1]]]).astype(np.int32)
-
-    def global_word_ids(self) -> np.ndarray:
-        return np.concatenate([[-1], self.note.word_ids, [-1]]).astype(np.int32)
-
-
-def prepare(loaded: LoadedModel, text: str, *, lowercase: bool | None = None, overlap: int = DEFAULT_OVERLAP,
-            max_chars: int = DEFAULT_MAX_CHARS, max_content: int | None = None) -> Prepared:
-    """Tokenize ``text`` and plan its windows as :func:`cbert_core.run.trace.trace` does.
-
-    Args:
-        max_content: content tokens per window (None: the model's positions minus 2).
-
-    Raises:
-        EmptyNoteError, NoteTooLongError.
-    """
-    check_note(text, max_chars)
-    lowercase = loaded.resolve_lowercase(lowercase)
-    tokenizer = loaded.tokenizer(lowercase)
-    note = tokenize_note(tokenizer, text)
-    limit = loaded.info.max_tokens - tokenizer.num_special_tokens_to_add(pair=False)
-    max_content = limit if max_content is None else int(max(8, min(max_content, limit)))
-    boundaries: list[int] = []
-    if len(note) > max_content:
-        boundaries = sentence_start_tokens(note.offsets, [s.start for s in segment(text).sentences])
-    windows = plan_windows(len(note), max_content, overlap, boundaries)
-    return Prepared(text=text, lowercase=lowercase, note=note, windows=windows,
-                    owner=owner_windows(windows, len(note)), cls_id=int(tokenizer.cls_token_id),
-                    sep_id=int(tokenizer.sep_token_id), mask_id=tokenizer.mask_token_id,
-                    pad_id=tokenizer.pad_token_id, cls_token=str(tokenizer.cls_token),
-                    sep_token=str(tokenizer.sep_token))
-
 
 def vocabulary_id(loaded: LoadedModel, word: str, *, lowercase: bool | None = None) -> int:
     """The vocabulary id of ``word``: an exact vocabulary entry, else the one piece the tokenizer makes of it.

@@ -25,9 +25,7 @@ from cbert_core.model.architecture import LayerAnatomy
 from cbert_core.model.hooks import capture
 from cbert_core.model.loading import HeadKind, LoadedModel
 from cbert_core.records import frozen_array
-from cbert_core.run.forward import prepare
-from cbert_core.text.tokens import DEFAULT_MAX_CHARS
-from cbert_core.text.windows import DEFAULT_OVERLAP
+from cbert_core.run.plan import NotePlan
 
 INSIDE_SITES = frozenset({
     "embeddings.word", "embeddings.position", "embeddings.token_type", "embeddings.sum",
@@ -160,56 +158,51 @@ class InsideTrace:
         return int(sum(array.nbytes for array in self._arrays()))
 
 
-def inside_trace(loaded: LoadedModel, text: str, *, lowercase: bool | None = None,
-                 max_chars: int = DEFAULT_MAX_CHARS, max_positions: int | None = None,
-                 top_k: int = DEFAULT_INSIDE_TOP_K, window: int | None = None,
-                 overlap: int = DEFAULT_OVERLAP) -> InsideTrace:
-    """Run ``text`` (or one window of it) through ``loaded`` once, in float32, recording every intermediate.
+def inside_trace(loaded: LoadedModel, plan: NotePlan, *, window: int | None = None,
+                 max_positions: int | None = None, top_k: int = DEFAULT_INSIDE_TOP_K) -> InsideTrace:
+    """Run one window of the planned note through ``loaded`` once, in float32, recording every intermediate.
 
     Args:
         loaded: the model (shared; only thread-filtered hooks touch it, nothing is changed).
-        text: the note.
-        lowercase: casing override (None: the checkpoint's tokenizer default).
-        max_chars: notes over this many characters are refused.
+        plan: the note as :func:`cbert_core.run.plan.plan_note` prepared it (the trace's windows).
+            This walk is exact: it always runs in float32 with every head, whatever the options say.
+        window: which window of a note longer than one pass to run; None: the note must fit in one.
         max_positions: a lower limit on positions than the model's own (e.g. to bound memory).
         top_k: masked-LM candidates kept per position.
-        window: which window of a note longer than one pass to run (the windows of
-            :func:`cbert_core.run.trace.trace` with the same ``overlap``); None: the note must fit in one.
-        overlap: tokens shared by neighbouring windows of a long note.
 
     Returns:
         An :class:`InsideTrace`: every intermediate as float32 numpy arrays (hidden states
         [layer + 1, pos, d], queries/keys/values/head outputs [layer, head, pos, head_dim], ...).
 
     Raises:
-        EmptyNoteError, NoteTooLongError: the note cannot be analysed.
-        ResourceLimitError: the note does not fit in one pass and no window was chosen.
+        ResourceLimitError: the note does not fit in one pass and no window was chosen, or a window
+            is longer than ``max_positions``.
         TargetError: the window does not exist.
     """
     info = loaded.info
-    prepared = prepare(loaded, text, lowercase=lowercase, overlap=overlap, max_chars=max_chars,
-                       max_content=None if max_positions is None else int(max_positions) - 2)
-    lowercase = prepared.lowercase
+    lowercase = plan.lowercase
     tokenizer = loaded.tokenizer(lowercase)
-    windows = prepared.windows
+    windows = plan.windows
+    limit = info.max_tokens if max_positions is None else min(info.max_tokens, int(max_positions))
     if window is None and len(windows) > 1:
-        limit = info.max_tokens if max_positions is None else min(info.max_tokens, int(max_positions))
         raise ResourceLimitError(
             f"This page follows one pass through the model, which takes at most {limit} positions "
             f"(the note's word pieces plus the two markers the model adds); this note has "
-            f"{prepared.positions:,}. Choose a part of the note (a window, a section or a sentence) to walk through."
+            f"{plan.positions:,}. Choose a part of the note (a window, a section or a sentence) to walk through."
         )
     if window is None:
         window = 0
     if not 0 <= window < len(windows):
         raise TargetError(f"Window {window + 1} does not exist; the note has {len(windows)} windows.")
     chosen = windows[window]
-    note = prepared.note
+    if chosen.size + 2 > limit:
+        raise ResourceLimitError(f"This walk is limited to {limit} positions; window {window + 1} has {chosen.size + 2}.")
+    note = plan.tokens
     positions = chosen.size + 2
     note_positions = np.concatenate([[0], np.arange(chosen.start + 1, chosen.stop + 1),
-                                     [prepared.positions - 1]]).astype(np.int64)
+                                     [plan.positions - 1]]).astype(np.int64)
     anatomy = loaded.anatomy
-    input_ids = torch.from_numpy(prepared.window_ids(chosen))[None]  # [1, t]
+    input_ids = torch.from_numpy(plan.window_ids(chosen))[None]  # [1, t]
     with torch.inference_mode():
         with capture(anatomy, INSIDE_SITES) as recording:
             outputs = loaded.model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids))
@@ -231,7 +224,7 @@ def inside_trace(loaded: LoadedModel, text: str, *, lowercase: bool | None = Non
         model_key=info.key,
         model_name=info.name,
         family=info.family,
-        text=text,
+        text=plan.text,
         lowercase=lowercase,
         mask_id=note.mask_id,
         tokens=(str(tokenizer.cls_token), *note.tokens[chosen.start:chosen.stop], str(tokenizer.sep_token)),

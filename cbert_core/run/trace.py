@@ -10,7 +10,7 @@ pairwise values (attention, queries/keys) stay per window.
 
 from __future__ import annotations
 
-import concurrent.futures
+import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -20,12 +20,12 @@ import torch
 from cbert_core.errors import ResourceLimitError
 from cbert_core.model.hooks import HeadSet, Recording, capture, knockout
 from cbert_core.model.loading import HeadKind, LoadedModel, ModelInfo
-from cbert_core.model.precision import Precision, autocast, check_precision
+from cbert_core.model.precision import Precision, autocast
 from cbert_core.progress import Progress
 from cbert_core.records import frozen_array
-from cbert_core.text.segment import Segmentation, segment
-from cbert_core.text.tokens import DEFAULT_MAX_CHARS, check_note, sentence_start_tokens, tokenize_note
-from cbert_core.text.windows import DEFAULT_OVERLAP, Window, owner_windows, plan_windows
+from cbert_core.run.plan import Budget, NotePlan
+from cbert_core.text.segment import Segmentation
+from cbert_core.text.windows import Window
 
 DEFAULT_TOP_K = 10
 DEFAULT_MAX_TRACE_BYTES = 2 * 2**30  # what one trace may hold in memory
@@ -104,6 +104,15 @@ class Trace:
             frozen_array(self.ffn_activations)
 
     @property
+    def key(self) -> str:
+        """A digest naming what this trace holds (model, note, casing, windows, precision, heads out,
+        captured sites): analyses derived from a trace are cached under it."""
+        payload = repr((self.model_key, self.text, self.lowercase, self.precision, sorted(self.knocked_out),
+                        [(w.start, w.stop) for w in self.windows], self.queries is not None,
+                        self.ffn_activations is not None, sorted(self.extras)))
+        return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
+
+    @property
     def num_layers(self) -> int:
         return int(self.hidden_states.shape[0] - 1)
 
@@ -143,11 +152,6 @@ class Trace:
         return int(sum(array.nbytes for array in arrays))
 
 
-def _window_input(ids: np.ndarray, window: Window, cls_id: int, sep_id: int) -> torch.Tensor:
-    body = ids[window.start:window.stop]
-    return torch.from_numpy(np.concatenate([[cls_id], body, [sep_id]]).astype(np.int64))[None, :]  # [1, t]
-
-
 def _per_token_ids(offsets: np.ndarray, spans: Iterable[tuple[int, int]]) -> np.ndarray:
     """int32 [n]: index of the span holding each token's first character, or -1."""
     result = np.full(len(offsets), -1, dtype=np.int32)
@@ -159,65 +163,40 @@ def _per_token_ids(offsets: np.ndarray, spans: Iterable[tuple[int, int]]) -> np.
 
 def trace(
     loaded: LoadedModel,
-    text: str,
+    plan: NotePlan,
     *,
-    lowercase: bool | None = None,
-    overlap: int = DEFAULT_OVERLAP,
-    max_chars: int = DEFAULT_MAX_CHARS,
     capture_qk: bool = False,
     capture_ffn: bool = False,
     extra_sites: Iterable[str] = (),
-    precision: Precision = "fp32",
     top_k: int = DEFAULT_TOP_K,
-    knocked_out: Iterable[tuple[int, int]] = (),
     progress: Progress | None = None,
     max_trace_bytes: int = DEFAULT_MAX_TRACE_BYTES,
 ) -> Trace:
-    """Run ``text`` through ``loaded`` and capture what the views need.
+    """Run the planned note through ``loaded`` and capture what the views need.
 
     Args:
         loaded: the model (shared; only thread-filtered hooks touch it).
-        text: the note.
-        lowercase: casing override (None: the checkpoint's tokenizer default).
-        overlap: tokens shared by neighbouring windows of a long note.
-        max_chars: notes over this many characters are refused.
+        plan: the note as :func:`cbert_core.run.plan.plan_note` prepared it for ``loaded``; its
+            options give the precision ("bf16": bfloat16 autocast, fast with AVX512-BF16/AMX) and
+            the knocked-out heads.
         capture_qk: also keep per-window queries and keys [layer, head, pos, head_dim].
         capture_ffn: also keep feed-forward activations [layer, pos, d_ff].
         extra_sites: other capture sites (see :mod:`cbert_core.model.hooks`), stitched per token.
-        precision: "bf16" runs under bfloat16 autocast (fast with AVX512-BF16/AMX, see :mod:`cbert_core.model.precision`).
         top_k: masked-LM candidates kept per position.
-        knocked_out: (layer, head) pairs zeroed for this run.
         progress: called with (fraction, message) after each window.
         max_trace_bytes: refuse notes whose trace would need more memory than this.
 
     Raises:
-        EmptyNoteError, NoteTooLongError: the note cannot be analysed.
         ResourceLimitError: the trace would exceed ``max_trace_bytes``.
+        ValueError: the plan was made for another model.
     """
-    check_note(text, max_chars)
-    check_precision(precision)
+    if plan.model_key != loaded.info.key:
+        raise ValueError("the plan was made for another model")
     info = loaded.info
-    lowercase = loaded.resolve_lowercase(lowercase)
-    tokenizer = loaded.tokenizer(lowercase)
-    note = tokenize_note(tokenizer, text)
-    max_content = info.max_tokens - tokenizer.num_special_tokens_to_add(pair=False)
-    # Refuse an oversized note before the (slower) sentence segmentation.
-    _check_memory(info, plan_windows(len(note), max_content, overlap), len(note) + 2, capture_qk, capture_ffn,
-                  max_trace_bytes)
-    if len(note) <= max_content:
-        # One window needs no sentence boundaries: segment in a thread while the model runs
-        # (pysbd is pure Python; torch releases the GIL), which hides its cost.
-        segmenting = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="cbert-segment")
-        pending_segmentation = segmenting.submit(segment, text)
-        segmenting.shutdown(wait=False)
-        windows = plan_windows(len(note), max_content, overlap)
-    else:
-        pending_segmentation = None
-        segmentation = segment(text)
-        boundaries = sentence_start_tokens(note.offsets, [s.start for s in segmentation.sentences])
-        windows = plan_windows(len(note), max_content, overlap, boundaries)
-        _check_memory(info, windows, len(note) + 2, capture_qk, capture_ffn, max_trace_bytes)
-    owner_content = owner_windows(windows, len(note))
+    precision, knocked_out, lowercase = plan.options.precision, plan.options.knocked_out, plan.lowercase
+    note, windows, text = plan.tokens, plan.windows, plan.text
+    _check_memory(info, windows, len(note) + 2, capture_qk, capture_ffn, max_trace_bytes)
+    owner_content = plan.owner
 
     extra = frozenset(extra_sites) - {"hidden", "attention", "query", "key", "ffn_activation"}
     sites = {"hidden", "attention", *extra}
@@ -244,7 +223,7 @@ def trace(
     with torch.inference_mode(), autocast(precision), knockout(loaded.anatomy, knocked_out) as heads_out, \
             capture(loaded.anatomy, sites) as recording:
         for window in windows:
-            input_ids = _window_input(note.ids, window, int(tokenizer.cls_token_id), int(tokenizer.sep_token_id))
+            input_ids = torch.from_numpy(plan.window_ids(window))[None]  # [1, t]
             size = int(input_ids.shape[1])
             recording.reserve("attention", (layers, 1, heads, size, size), torch.float16)
             recording.reserve("hidden", (layers + 1, 1, size, info.hidden_size), torch.float32,
@@ -259,20 +238,18 @@ def trace(
             if progress is not None:
                 progress((window.index + 1) / len(windows), f"Window {window.index + 1} of {len(windows)}")
 
-    if pending_segmentation is not None:
-        segmentation = pending_segmentation.result()
+    segmentation = plan.segmentation  # found while the model ran
 
     def stitch(name: str, axis: int, parts: list[dict[str, np.ndarray]] = per_window) -> np.ndarray:
         """Per-token arrays [..., window pos, ...] per window -> [..., global pos, ...]."""
         return _stitch_parts([part[name] for part in parts], owner, local, positions, axis)
 
-    offsets = np.concatenate([[[-1, -1]], note.offsets, [[-1, -1]]]).astype(np.int32)
-    word_ids = np.concatenate([[-1], note.word_ids, [-1]]).astype(np.int32)
+    offsets = plan.global_offsets()
+    word_ids = plan.global_word_ids()
     sentence_spans = [(s.start, s.end) for s in segmentation.sentences]
     section_spans = [(s.start, s.end) for s in segmentation.sections]
     sentence_ids = np.concatenate([[-1], _per_token_ids(note.offsets, sentence_spans), [-1]]).astype(np.int32)
     section_ids = np.concatenate([[-1], _per_token_ids(note.offsets, section_spans), [-1]]).astype(np.int32)
-    cls_token, sep_token = str(tokenizer.cls_token), str(tokenizer.sep_token)
     special = np.zeros(positions, dtype=bool)
     special[[0, -1]] = True
 
@@ -286,8 +263,8 @@ def trace(
         precision=precision,
         knocked_out=heads_out,
         mask_id=note.mask_id,
-        tokens=(cls_token, *note.tokens, sep_token),
-        input_ids=np.concatenate([[tokenizer.cls_token_id], note.ids, [tokenizer.sep_token_id]]).astype(np.int64),
+        tokens=plan.global_tokens(),
+        input_ids=np.concatenate([[plan.cls_id], note.ids, [plan.sep_id]]).astype(np.int64),
         offsets=offsets,
         word_ids=word_ids,
         word_spans=np.array(note.word_spans),
@@ -317,6 +294,18 @@ def estimated_bytes(info: ModelInfo, windows: tuple[Window, ...], positions: int
     qk = sum(2 * layers * (w.size + 2) * info.hidden_size * 4 for w in windows) if capture_qk else 0
     ffn = layers * positions * info.intermediate_size * 2 if capture_ffn else 0
     return attention + hidden + qk + ffn
+
+
+def trace_budget(loaded: LoadedModel, *, capture_qk: bool = False, capture_ffn: bool = False,
+                 max_trace_bytes: int = DEFAULT_MAX_TRACE_BYTES) -> Budget:
+    """A planning budget that refuses, before the slow sentence segmentation, a note whose trace
+    would need more than ``max_trace_bytes`` (pass it to :func:`cbert_core.run.plan.plan_note`)."""
+    info = loaded.info
+
+    def check(pieces: int, windows: tuple[Window, ...]) -> None:
+        _check_memory(info, windows, pieces + 2, capture_qk, capture_ffn, max_trace_bytes)
+
+    return check
 
 
 def _check_memory(info: ModelInfo, windows: tuple[Window, ...], positions: int, capture_qk: bool,

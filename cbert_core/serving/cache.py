@@ -51,6 +51,16 @@ class ResultCache(Generic[Value]):
         with self._lock:
             return [value for value, _size in self._items.values()]
 
+    def keys(self) -> list[Hashable]:
+        """A snapshot of the cached keys (oldest first)."""
+        with self._lock:
+            return list(self._items)
+
+    def key_of(self, value: object) -> Hashable | None:
+        """The key under which this very object (by identity) is cached, or None."""
+        with self._lock:
+            return next((key for key, (held, _size) in self._items.items() if held is value), None)
+
     def get(self, key: Hashable) -> Value | None:
         with self._lock:
             if key in self._items:

@@ -40,7 +40,7 @@ from cbert_core.corpus.collection import Collection
 from cbert_core.errors import DataFileError, ExportError, ModelLoadError
 from cbert_core.model.architecture import anatomy_of
 from cbert_core.model.loading import LoadedModel
-from cbert_core.progress import Progress
+from cbert_core.progress import Progress, report
 from cbert_core.run.encode import pad_id
 from cbert_core.serving.speed import Training
 from cbert_core.text.tokens import tokenize_note
@@ -329,10 +329,6 @@ def fine_tune(loaded: LoadedModel, collection: Collection, *, config: FineTuneCo
     losses: list[float] = []
     cancelled = False
 
-    def report(fraction: float, message: str) -> None:
-        if progress is not None:
-            progress(min(1.0, fraction), message)
-
     with torch.random.fork_rng(devices=[]):  # seeded head and dropout, without disturbing anyone's RNG
         torch.manual_seed(config.seed)
         model = _build_model(loaded, names)
@@ -347,7 +343,7 @@ def fine_tune(loaded: LoadedModel, collection: Collection, *, config: FineTuneCo
                 done[0] += count
                 if cancel is not None and cancel():
                     raise _Cancelled
-                report(prepare_share * done[0] / len(train_rows),
+                report(progress, prepare_share * done[0] / len(train_rows),
                        f"Preparing: frozen layers on {done[0]:,} of {len(train_rows):,} notes")
 
             try:
@@ -386,7 +382,7 @@ def fine_tune(loaded: LoadedModel, collection: Collection, *, config: FineTuneCo
                     losses.append(float(loss.detach()))
                     if on_step is not None:
                         on_step(StepReport(step=step, total_steps=total, epoch=epoch, loss=losses[-1]))
-                    report(prepare_share + (0.95 - prepare_share) * step / total,
+                    report(progress, prepare_share + (0.95 - prepare_share) * step / total,
                            f"Step {step} of {total} (epoch {epoch + 1}): loss {losses[-1]:.4f}")
         del states
     model.eval()
@@ -396,7 +392,7 @@ def fine_tune(loaded: LoadedModel, collection: Collection, *, config: FineTuneCo
     if not cancelled:
         from sklearn.metrics import confusion_matrix, f1_score
 
-        report(0.95, f"Checking {len(validation_rows):,} held-out notes")
+        report(progress, 0.95, f"Checking {len(validation_rows):,} held-out notes")
         predicted = _evaluate(model, examples, validation_rows, padding, config.eval_batch_size)
         classes = list(range(len(names)))
         fields = dict(
@@ -407,7 +403,7 @@ def fine_tune(loaded: LoadedModel, collection: Collection, *, config: FineTuneCo
                                   zero_division=0).astype(np.float32),
             confusion=confusion_matrix(validation_labels, predicted, labels=classes).astype(np.int64),
         )
-        report(1.0, "Done")
+        report(progress, 1.0, "Done")
     result = FineTuneResult(
         labels=names, losses=np.asarray(losses, dtype=np.float32), total_steps=total, cancelled=cancelled,
         train_rows=train_rows, validation_rows=validation_rows,

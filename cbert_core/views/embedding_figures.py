@@ -7,15 +7,30 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from cbert_core.views.attention_figures import CALM_LAYOUT
-from cbert_core.views.labels import layer_name
+from cbert_core.views.labels import escape, layer_name
 
 PALETTE = px.colors.qualitative.Safe + px.colors.qualitative.Pastel
 
 
+def token_contexts(text: str, offsets: np.ndarray, labels: list[str], positions: np.ndarray,
+                   width: int = 30) -> list[str]:
+    """Hover text per position: its label and ``width`` characters of the note either side, the piece in bold."""
+    out = []
+    for position in positions.tolist():
+        start, end = (int(v) for v in offsets[position])
+        if start < 0:
+            out.append(labels[position])
+            continue
+        left, right = escape(text[max(0, start - width):start]), escape(text[end:end + width])
+        out.append(f"{labels[position]}<br>…{left}<b>{escape(text[start:end])}</b>{right}…")
+    return out
+
+
 def projection_scatter(coords: np.ndarray, groups: list[str], hover: list[str], title: str,
                        axis_names: tuple[str, str] = ("1", "2")) -> go.Figure:
-    """A 2-D scatter of tokens, one trace per colour group (legend toggles groups)."""
+    """A 2-D scatter of tokens, one trace per colour group (legend toggles groups; names are escaped here)."""
     figure = go.Figure()
+    groups = [escape(group) for group in groups]
     order = list(dict.fromkeys(groups))
     group_array = np.asarray(groups, dtype=object)
     hover_array = np.asarray(hover, dtype=object)

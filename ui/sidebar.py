@@ -1,0 +1,129 @@
+"""The sidebar's model section and run options: which model, which casing, window overlap, precision,
+length limit, and the server's status line. Decides this run's :class:`ui.context.Settings`.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
+
+from cbert_core.errors import CbertError
+from cbert_core.model.loading import BIO_CLINICALBERT, BUNDLED_NAME, LoadedModel
+from cbert_core.model.precision import PRECISIONS, bf16_is_fast
+from cbert_core.run.plan import RunOptions
+from cbert_core.text.tokens import DEFAULT_MAX_CHARS
+from cbert_core.text.windows import DEFAULT_OVERLAP
+from ui import state
+from ui.caches import analysis_cache, default_resolution, get_model, status
+from ui.context import Settings, set_run
+
+MODEL_DEFAULT = "Default (see why below)"
+MODEL_BUNDLED = f"Bundled: {BUNDLED_NAME}"
+MODEL_CLINICAL = f"Hub: {BIO_CLINICALBERT}"
+MODEL_OTHER = "Other hub id or local folder..."
+
+
+def _model_choice(box: DeltaGenerator) -> str:
+    resolution = default_resolution()
+    if state.PENDING_MODEL in st.session_state:  # chosen on another page on the last run
+        st.session_state[state.MODEL_CHOICE] = MODEL_OTHER
+        st.session_state[state.MODEL_CUSTOM] = st.session_state.pop(state.PENDING_MODEL)
+    choice = box.selectbox("Model", [MODEL_DEFAULT, MODEL_BUNDLED, MODEL_CLINICAL, MODEL_OTHER],
+                           key=state.MODEL_CHOICE)
+    if choice == MODEL_DEFAULT:
+        spec_text = resolution.spec.location if resolution.spec.kind != "bundled" else ""
+        with box.expander(f"Why {resolution.spec.label}?", expanded=False):
+            for step in resolution.steps:
+                st.markdown(f"- {step}")
+            st.caption(f"Decided in {resolution.seconds:.2f} s.")
+        return spec_text
+    if choice == MODEL_BUNDLED:
+        return ""
+    if choice == MODEL_CLINICAL:
+        return BIO_CLINICALBERT
+    return box.text_input("Hub id or local folder", key=state.MODEL_CUSTOM,
+                          placeholder="/path/to/model or owner/name").strip()
+
+
+def _casing(box: DeltaGenerator, loaded: LoadedModel) -> bool | None:
+    """The casing switch, offered only where the vocabulary is cased; returns the lower-casing to use."""
+    info = loaded.info
+    if not info.vocab_cased:
+        # An uncased vocabulary has no capitals: kept capitals would all become [UNK].
+        box.caption("Casing: the text is lower-cased, as this uncased vocabulary needs (it has no capital "
+                    "letters, so kept capitals would all be unknown pieces).")
+        return True if info.casing_switchable else None
+    if not info.casing_switchable:
+        box.caption("Casing: fixed by this tokenizer.")
+        return None
+    keep_case = box.toggle(
+        "Keep upper/lower case", key=state.KEEP_CASE, value=not info.tokenizer_lowercases,
+        help="The tokenizer's own setting is "
+             f"{'to lower-case the text' if info.tokenizer_lowercases else 'to keep case'}. "
+             "The vocabulary is cased ('The' and 'the' are different pieces).")
+    if info.casing_mismatch and not keep_case:
+        box.info(
+            "This vocabulary is **cased**, but the published tokenizer settings **lower-case** the text "
+            "(so 'COPD' is read as 'cop ##d' rather than 'CO ##PD'). The model was pretrained on cased "
+            "text; switch on *Keep upper/lower case* to read notes as it saw them.", icon=":material/match_case:")
+    elif info.casing_mismatch:
+        box.info(
+            "Case is kept, as the model was pretrained ('COPD' is read as 'CO ##PD'). The published tokenizer "
+            "settings would lower-case the text; switch off *Keep upper/lower case* to see what they give.",
+            icon=":material/match_case:")
+    return not keep_case
+
+
+def _advanced() -> tuple[int, str, int]:
+    """Window overlap, precision and the length limit, and the server's status line."""
+    with st.sidebar.expander("Advanced"):
+        overlap = st.number_input("Window overlap for long notes (tokens)", min_value=0, max_value=256,
+                                  value=DEFAULT_OVERLAP, step=16, key=state.OVERLAP)
+        fast_bf16 = bf16_is_fast()
+        precision = st.radio("Precision", list(PRECISIONS), key=state.PRECISION, horizontal=True,
+                             help="fp32 is exact. bf16 runs the model's matrix products in bfloat16: 2-3x faster "
+                                  "on CPUs with native bf16 (AVX512-BF16 or AMX), several times slower on others; "
+                                  "attention weights differ by about 1e-4. Applies to the analysis, the surprise "
+                                  "map and attribution. This server's CPU: "
+                                  f"{'native bf16, fast here' if fast_bf16 else 'no native bf16, slow here'}.")
+        max_chars = st.number_input("Longest note accepted (characters)", min_value=1_000, max_value=1_000_000,
+                                    value=DEFAULT_MAX_CHARS, step=10_000, key=state.MAX_CHARS)
+        now = status()
+        analyses = analysis_cache()
+        st.caption(f"Server: {now.rss_bytes / 2**30:.2f} GB resident · {now.models} model(s) · "
+                   f"{now.traces} trace(s), {now.trace_bytes / 2**20:.0f} MB cached · "
+                   f"{len(analyses)} analyses, {analyses.total_bytes / 2**20:.0f} MB cached · "
+                   f"{now.hooks} hooks left on models", help="For whoever runs the server: memory in use "
+                   "and a check that no analysis left a hook on a shared model.")
+    return int(overlap), str(precision), int(max_chars)
+
+
+def model_sidebar(box: DeltaGenerator, note: str) -> Settings | None:
+    """Fill the sidebar's model section (``box``, drawn above the note) and the Advanced options; decide
+    this run's settings (None: the model could not be loaded, the message is in the sidebar)."""
+    box.markdown("### Model")
+    spec_text = _model_choice(box)
+    loaded = None
+    with box:
+        try:
+            loaded = get_model(spec_text)
+        except CbertError as problem:
+            st.error(str(problem), icon=":material/warning:")
+    lowercase = None
+    if loaded is not None:
+        info = loaded.info
+        box.caption(f"**In force:** {info.name} · {info.family} · {info.num_layers} layers × {info.num_heads} heads "
+                    f"· head: {info.head_kind} · {info.max_tokens} positions")
+        lowercase = _casing(box, loaded)
+    overlap, precision, max_chars = _advanced()
+    settings = None if loaded is None else Settings(
+        model_spec=spec_text, note=note,
+        options=RunOptions(lowercase=lowercase, overlap=overlap, max_chars=max_chars, precision=precision))
+    set_run(loaded, settings)
+    return settings
+
+
+def use_model(spec_text: str) -> None:
+    """Switch the sidebar to another model (e.g. a fine-tuned folder) on the next run."""
+    st.session_state[state.PENDING_MODEL] = spec_text
+    st.rerun()
