@@ -11,7 +11,7 @@ from cbert_core.analyses import knockout_scan
 from cbert_core.analyses.attribution import Attribution, attribute, planned_passes
 from cbert_core.analyses.counterfactual import counterfactual
 from cbert_core.analyses.predict import fill_mask
-from cbert_core.analyses.targets import class_target, masked_token_target, similarity_target, token_class_target
+from cbert_core.analyses.targets import Target, class_target, masked_token_target, similarity_target, token_class_target
 from cbert_core.model.precision import bf16_is_fast
 from cbert_core.run.plan import NotePlan
 from cbert_core.serving.speed import Passes
@@ -38,55 +38,71 @@ knocked = knockout_picker(info)
 precision = settings.options.precision
 
 # ---------------------------------------------------------------- the target
-window: int | None = None
+
+
+def masked_word_target() -> tuple[Target, int | None]:
+    """A masked-LM explains the probability of a word at one of the note's [MASK]s, in that mask's window."""
+    masks = result.mask_positions
+    if len(masks) == 0:
+        st.info("Explaining a masked-word prediction needs a [MASK] in the note. Type [MASK] where a word "
+                "should go (see the Predictions page).", icon=":material/info:")
+        st.stop()
+    columns = st.columns(2)
+    mask_names = tuple(f"[MASK] {i + 1}" for i in range(len(masks)))
+    mask_index = columns[0].selectbox("Which [MASK]", range(len(masks)), format_func=mask_names.__getitem__,
+                                      key=note_choice("q_mask", result.key, 0, options=range(len(masks))),
+                                      persist_state="session")
+    filled = computed(fill_mask, loaded, now.plan, label="Filling in", progress=False)
+    candidates = list(filled.top_tokens[mask_index])
+    word = columns[1].selectbox("Explain the probability of", candidates,
+                                key=note_choice("q_target", (result.key, mask_index), candidates[0],
+                                                options=candidates), persist_state="session")
+    target = masked_token_target(loaded, word, mask_index=mask_index, lowercase=now.plan.lowercase)
+    return target, int(result.owner[int(masks[mask_index])])
+
+
+def word_label_target() -> tuple[Target, int | None]:
+    """A token classifier explains one label at one word, in the window that owns the word."""
+    spans = result.word_spans
+    columns = st.columns(2)
+    span_words = tuple(settings.note[a:b] for a, b in spans.tolist())
+    word_index = columns[0].selectbox("Word", range(len(spans)), format_func=span_words.__getitem__,
+                                      key=note_choice("q_tokword", result.key, 0, options=range(len(spans))),
+                                      persist_state="session")
+    label = columns[1].selectbox("Label", list(info.labels), key="attr_token_label", persist_state="session")
+    first_piece = int(np.flatnonzero(result.word_ids == word_index)[0])
+    return token_class_target(loaded, int(spans[word_index][0]), label), int(result.owner[first_piece])
+
+
+def note_level_target(target: Target) -> tuple[Target, int | None]:
+    """A class or a similarity depends on all the model reads: a long note is explained one window at a time."""
+    if len(result.windows) == 1:
+        return target, None
+    part = note_part_picker(result, info, "q_attr_part", "Part of the note to explain")
+    what = "prediction" if target.kind == "class" else "similarity"
+    st.caption(f"This note is longer than the {info.max_tokens} positions the model reads at once, and a "
+               f"{'class' if target.kind == 'class' else 'similarity'} depends on everything the model reads: the "
+               f"explanation is of window {part.window + 1}'s own {what}, as the model computes it from that window.")
+    return target, part.window
+
+
+def class_choice() -> tuple[Target, int | None]:
+    label = st.selectbox("Explain the class", list(info.labels), key="attr_class", persist_state="session")
+    return note_level_target(class_target(loaded, label))
+
+
+def description_choice() -> tuple[Target, int | None]:
+    descriptions = [line.strip() for line in st.session_state.get(
+        state.DESCRIPTIONS, state.DEFAULT_DESCRIPTIONS).splitlines() if line.strip()]
+    description = st.selectbox("Explain the embedding similarity to", descriptions, key="attr_description",
+                               help="Edit the descriptions on the Predictions page.", persist_state="session")
+    return note_level_target(similarity_target(loaded, description, lowercase=now.plan.lowercase))
+
+
+TARGET_CHOICES = {"masked-lm": masked_word_target, "token-classification": word_label_target,
+                  "sequence-classification": class_choice, "encoder": description_choice}
 with user_errors():
-    if info.head_kind == "masked-lm":
-        masks = result.mask_positions
-        if len(masks) == 0:
-            st.info("Explaining a masked-word prediction needs a [MASK] in the note. Type [MASK] where a word "
-                    "should go (see the Predictions page).", icon=":material/info:")
-            st.stop()
-        columns = st.columns(2)
-        mask_names = tuple(f"[MASK] {i + 1}" for i in range(len(masks)))
-        mask_index = columns[0].selectbox("Which [MASK]", range(len(masks)), format_func=mask_names.__getitem__,
-                                          key=note_choice("q_mask", result.key, 0, options=range(len(masks))),
-                                          persist_state="session")
-        filled = computed(fill_mask, loaded, now.plan, label="Filling in", progress=False)
-        candidates = list(filled.top_tokens[mask_index])
-        word = columns[1].selectbox("Explain the probability of", candidates,
-                                    key=note_choice("q_target", (result.key, mask_index), candidates[0],
-                                                    options=candidates), persist_state="session")
-        target = masked_token_target(loaded, word, mask_index=mask_index, lowercase=now.plan.lowercase)
-        window = int(result.owner[int(masks[mask_index])])
-    elif info.head_kind == "token-classification":
-        spans = result.word_spans
-        columns = st.columns(2)
-        span_words = tuple(settings.note[a:b] for a, b in spans.tolist())
-        word_index = columns[0].selectbox("Word", range(len(spans)), format_func=span_words.__getitem__,
-                                          key=note_choice("q_tokword", result.key, 0, options=range(len(spans))),
-                                          persist_state="session")
-        label = columns[1].selectbox("Label", list(info.labels), key="attr_token_label", persist_state="session")
-        target = token_class_target(loaded, int(spans[word_index][0]), label)
-        first_piece = int(np.flatnonzero(result.word_ids == word_index)[0])
-        window = int(result.owner[first_piece])
-    else:
-        if info.head_kind == "sequence-classification":
-            label = st.selectbox("Explain the class", list(info.labels), key="attr_class", persist_state="session")
-            target = class_target(loaded, label)
-        else:
-            descriptions = [line.strip() for line in st.session_state.get(
-                state.DESCRIPTIONS, state.DEFAULT_DESCRIPTIONS).splitlines() if line.strip()]
-            description = st.selectbox("Explain the embedding similarity to", descriptions, key="attr_description",
-                                       help="Edit the descriptions on the Predictions page.", persist_state="session")
-            target = similarity_target(loaded, description, lowercase=now.plan.lowercase)
-        if len(result.windows) > 1:
-            part = note_part_picker(result, info, "q_attr_part", "Part of the note to explain")
-            window = part.window
-            st.caption(f"This note is longer than the {info.max_tokens} positions the model reads at once, and "
-                       f"a {'class' if target.kind == 'class' else 'similarity'} depends on everything the model "
-                       f"reads: the explanation is of window {window + 1}'s own "
-                       f"{'prediction' if target.kind == 'class' else 'similarity'}, as the model computes it "
-                       "from that window.")
+    target, window = TARGET_CHOICES[info.head_kind]()
 explained_span = result.windows[window if window is not None else 0]
 positions = explained_span.size + 2
 window_words = len(np.unique(result.word_ids[explained_span.start + 1:explained_span.stop + 1]))

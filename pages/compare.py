@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from cbert_core.analyses.compare import casing_for_second_model, compare_traces
+from cbert_core.model.heads import head_adapter
 from cbert_core.views.attention_figures import attention_heatmap
 from cbert_core.views.compare_figures import cka_heatmap
 from cbert_core.views.labels import escape, head_name, position_labels
@@ -108,22 +109,11 @@ columns = st.columns(2)
 for column, (model, result) in zip(columns, models):
     with column:
         st.markdown(f"**{escape(model.info.name)}** ({model.info.head_kind})")
-        head_output = result.head
-        if head_output.kind == "masked-lm":
-            masks = result.mask_positions
-            if len(masks) == 0:
-                st.caption("No [MASK] in the note.")
-            tokenizer = model.tokenizer(result.lowercase)
-            for mask in masks[:3]:
-                tokens = tokenizer.convert_ids_to_tokens(head_output.top_ids[mask].tolist())
-                st.dataframe(pd.DataFrame({"token": tokens, "probability": np.exp(head_output.top_logprobs[mask])}),
-                             hide_index=True)
-        elif head_output.kind == "sequence-classification":
-            probs = np.exp(head_output.sequence_logits) / np.exp(head_output.sequence_logits).sum(-1, keepdims=True)
-            st.dataframe(pd.DataFrame({"label": head_output.labels, "probability": probs.mean(0)}), hide_index=True)
-        elif head_output.kind == "token-classification":
-            best = head_output.token_logits.argmax(-1)
-            st.dataframe(pd.DataFrame({"token": result.tokens, "label": [head_output.labels[i] for i in best]}),
-                         hide_index=True, height=240)
+        rows = head_adapter(model.info.head_kind).trace_rows(result.head, result.tokens, result.mask_positions,
+                                                              model.tokenizer(result.lowercase).convert_ids_to_tokens)
+        if rows:
+            st.dataframe(pd.DataFrame(rows), hide_index=True, height=min(40 + 35 * len(rows), 320))
+        elif model.info.head_kind == "masked-lm":
+            st.caption("No [MASK] in the note.")
         else:
             st.caption("A bare encoder: no prediction head (see the Predictions page for embedding similarity).")

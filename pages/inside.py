@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from cbert_core.analyses.inside import attention_step, embedding_walk, encoder_stack, logit_lens, verify_layer
+from cbert_core.model.heads import head_adapter
 from cbert_core.run.note_parts import FOCUS_RADIUS, focus_positions
 from cbert_core.views.attention_figures import neuron_view
 from cbert_core.views.inside_figures import (
@@ -108,8 +109,9 @@ output = inside.output
 st.caption(CAPTIONS[f"output.{output.kind}"])
 if output.kind == "masked-lm":
     st.markdown(f"At {labels[query]}:")
-    st.dataframe(pd.DataFrame(output.predictions_at(query), columns=["token", "probability"]),
-                 hide_index=True, width="content")
+st.dataframe(pd.DataFrame(head_adapter(output.kind).rows(output, inside.tokens, query, shown)), hide_index=True,
+             width="stretch")
+if output.kind == "masked-lm":  # the logit lens reads the masked-LM head off every layer
     st.subheader("Logit lens")
     st.caption(CAPTIONS["logit_lens"])
     with user_errors():
@@ -120,18 +122,5 @@ if output.kind == "masked-lm":
     st.dataframe(pd.DataFrame({name: [f"{token} ({prob:.0%})" for token, prob in zip(tokens, probs)]
                                for name, tokens, probs in zip(lens.layer_names, lens.top_tokens, lens.top_probs)}),
                  hide_index=True, width="stretch")
-elif output.kind == "sequence-classification":
-    st.dataframe(pd.DataFrame({"label": output.labels, "probability": output.sequence_probs}), hide_index=True)
-elif output.kind == "token-classification":
-    best = output.token_probs.argmax(-1)
-    st.dataframe(pd.DataFrame({"position": inside.note_positions[shown], "token": [inside.tokens[i] for i in shown],
-                               "label": [output.labels[i] for i in best[shown]],
-                               "probability": output.token_probs.max(-1)[shown]}), hide_index=True, width="stretch")
-else:
-    vectors = {"[CLS] vector": output.cls_vector, "mean of pieces": output.mean_vector}
-    if output.pooled_vector is not None:
-        vectors["pooled vector"] = output.pooled_vector
-    st.dataframe(pd.DataFrame({name: [f"{np.linalg.norm(vector):.2f}", np.array2string(vector[:8], precision=3)]
-                               for name, vector in vectors.items()}, index=["norm", "first 8 numbers"]))
 st.page_link("pages/predictions.py", label="What the model predicts, and why: the Predictions page",
              icon=":material/arrow_forward:")

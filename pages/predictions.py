@@ -40,7 +40,8 @@ def side_by_side(draw: callable) -> None:
             draw(label, plan)
 
 
-if info.head_kind == "masked-lm":
+def masked_lm_section() -> None:
+    """Fill-mask, a hidden word and the surprise map (a masked-language-model head)."""
     st.caption("This checkpoint has a masked-language-model head: it guesses hidden words. Type [MASK] in the "
                "note, or pick a word below to hide it. Guesses reflect patterns in the training text, not "
                "clinical truth.")
@@ -123,7 +124,9 @@ if info.head_kind == "masked-lm":
         st.caption(f"Note pseudo-log-likelihood {pll.total:.1f}; {pll.forward_rows} masked copies in "
                    f"{pll.seconds:.1f} s ({pll.precision}).")
 
-elif info.head_kind == "sequence-classification":
+
+def classes_section() -> None:
+    """Class probabilities (a sequence-classification head)."""
     st.caption("This checkpoint classifies the whole note. A note longer than one window is classified per "
                "window and the probabilities are averaged.")
 
@@ -134,7 +137,9 @@ elif info.head_kind == "sequence-classification":
                         key=f"pred_classes_{label}", width="stretch")
     side_by_side(draw_classes)
 
-elif info.head_kind == "token-classification":
+
+def entities_section() -> None:
+    """Entity labels per word (a token-classification head)."""
     st.caption("This checkpoint labels each word (for example problems, treatments, tests).")
 
     def draw_entities(label: str, plan: NotePlan) -> None:
@@ -147,7 +152,9 @@ elif info.head_kind == "token-classification":
                                     "end": e.end} for e in tagged.entities]), hide_index=True)
     side_by_side(draw_entities)
 
-else:
+
+def similarity_section() -> None:
+    """Zero-shot similarity to label descriptions (a bare encoder)."""
     st.caption(f"{info.name} has no prediction head: it turns text into vectors. Here it ranks label "
                "descriptions you write by **embedding similarity** (cosine similarity of mean-pooled vectors). "
                "This is a zero-shot ranking aid, not a trained classifier and not a probability of disease.")
@@ -212,3 +219,8 @@ else:
                 hide_index=True, width="stretch",
                 column_config={**numbers, "sentence": st.column_config.TextColumn(width="large")})
     side_by_side(draw_similarity)
+
+
+SECTIONS = {"masked-lm": masked_lm_section, "sequence-classification": classes_section,
+            "token-classification": entities_section, "encoder": similarity_section}
+SECTIONS[info.head_kind]()

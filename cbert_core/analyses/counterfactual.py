@@ -17,11 +17,12 @@ from cbert_core.analyses.attribution import Attribution, Method, attribute
 from cbert_core.analyses.predict import DEFAULT_TOP_K
 from cbert_core.analyses.targets import Target, read_target_score, resolve_target
 from cbert_core.errors import TargetError
+from cbert_core.model.heads import head_logits
 from cbert_core.model.hooks import knockout
 from cbert_core.model.loading import LoadedModel
 from cbert_core.progress import Progress, part, report
 from cbert_core.records import frozen_array
-from cbert_core.run.forward import embed, head_logits, run_encoder, word_vectors
+from cbert_core.run.forward import embed, run_encoder, word_vectors
 from cbert_core.run.plan import NotePlan, plan_note
 
 

@@ -23,13 +23,13 @@ import numpy as np
 import torch
 
 from cbert_core.errors import TargetError
+from cbert_core.model.heads import mlm_head
 from cbert_core.model.loading import LoadedModel
 from cbert_core.records import frozen
 from cbert_core.run.inside_capture import (
     DEFAULT_INSIDE_TOP_K,
     InsideTrace,
     ffn_activation,
-    mlm_head,
 )
 
 

@@ -26,10 +26,11 @@ import torch.nn.functional as F
 
 from cbert_core.analyses.similarity import description_embedding
 from cbert_core.errors import ResourceLimitError, TargetError
+from cbert_core.model.heads import head_logits
 from cbert_core.model.loading import LoadedModel
 from cbert_core.model.precision import float32
 from cbert_core.records import frozen_array
-from cbert_core.run.forward import embed, head_logits, require_head, run_encoder, vocabulary_id, word_vectors
+from cbert_core.run.forward import embed, require_head, run_encoder, vocabulary_id, word_vectors
 from cbert_core.run.plan import NotePlan
 from cbert_core.text.windows import Window
 

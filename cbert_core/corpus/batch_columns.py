@@ -29,67 +29,86 @@ from cbert_core.analyses.predict import pseudo_log_likelihood
 from cbert_core.analyses.similarity import embedding_similarity
 from cbert_core.analyses.targets import Target, class_target, similarity_target
 from cbert_core.errors import TargetError
-from cbert_core.model.loading import LoadedModel
+from cbert_core.model.loading import HeadKind, LoadedModel
 from cbert_core.run.plan import NotePlan
 
 
-def extra_columns(loaded: LoadedModel, settings: Any, wanted: list[str]) -> dict[str, Callable[[NotePlan], object]]:
+class _NoteResults:
+    """Per-note results several columns share (computed once for the note in hand)."""
+
+    def __init__(self, loaded: LoadedModel, settings: Any) -> None:
+        self.loaded, self.settings = loaded, settings
+        self.zero_shot = _last_only(lambda plan: embedding_similarity(loaded, plan, list(settings.labels),
+                                                                      per_sentence=False))
+        self.classified = _last_only(lambda plan: classify(loaded, plan))
+
+
+Columns = dict[str, Callable[[NotePlan], object]]
+
+
+def _likelihood_columns(shared: _NoteResults) -> Columns:
+    def likelihood(plan: NotePlan) -> dict[str, float]:
+        result = pseudo_log_likelihood(shared.loaded, plan, batch_size=max(8, shared.settings.batch_size),
+                                       stride=shared.settings.pll_stride)
+        scored = int(np.isfinite(result.token_logprobs).sum())
+        return {"total": result.total, "mean": result.total / max(scored, 1), "scored": scored}
+
+    return {"pseudo_log_likelihood": likelihood}
+
+
+def _class_columns(shared: _NoteResults) -> Columns:
+    return {"predicted_label": lambda plan: _best(shared.classified(plan)),
+            "label_probs": lambda plan: shared.classified(plan).probs.astype(np.float32)}
+
+
+def _entity_columns(shared: _NoteResults) -> Columns:
+    def entities(plan: NotePlan) -> list[dict[str, object]]:
+        return [{"label": e.label, "start": int(e.start), "end": int(e.end), "score": float(e.score)}
+                for e in token_labels(shared.loaded, plan).entities]
+
+    return {"entities": entities}
+
+
+def _zero_shot_columns(shared: _NoteResults) -> Columns:
+    return {"zero_shot_label": lambda plan: _best_description(shared.zero_shot(plan)),
+            "zero_shot_probs": lambda plan: shared.zero_shot(plan).note_probs.astype(np.float32),
+            "zero_shot_similarity": lambda plan: shared.zero_shot(plan).note_similarity.astype(np.float32)}
+
+
+# What "predictions" means for each head kind.
+PREDICTION_COLUMNS: dict[HeadKind, Callable[[_NoteResults], Columns]] = {
+    "masked-lm": _likelihood_columns, "sequence-classification": _class_columns,
+    "token-classification": _entity_columns, "encoder": _zero_shot_columns,
+}
+# The note-level prediction an attribution explains, for the head kinds that make one.
+NOTE_LEVEL_TARGETS: dict[HeadKind, Callable[[_NoteResults, NotePlan], Target]] = {
+    "sequence-classification": lambda shared, plan: class_target(shared.loaded, _best(shared.classified(plan))),
+    "encoder": lambda shared, plan: similarity_target(shared.loaded, _best_description(shared.zero_shot(plan)),
+                                                      lowercase=plan.lowercase),
+}
+
+
+def extra_columns(loaded: LoadedModel, settings: Any, wanted: list[str]) -> Columns:
     """Per-note functions (planned note -> value) keyed by output column name.
 
     Raises:
         TargetError: the analysis does not fit the checkpoint (e.g. an encoder without ``labels``).
     """
     kind = loaded.info.head_kind
-    columns: dict[str, Callable[[NotePlan], object]] = {}
     if kind == "encoder" and not settings.labels:
         raise TargetError(f"{loaded.info.name} is a bare encoder with no prediction head: give label descriptions "
                           f"(--labels 'pneumonia present' 'no pneumonia') for zero-shot similarity, or drop "
                           f"'predictions'/'attributions'.")
-
-    @_last_only
-    def zero_shot(plan: NotePlan) -> Any:
-        return embedding_similarity(loaded, plan, list(settings.labels), per_sentence=False)
-
-    @_last_only
-    def classified(plan: NotePlan) -> Any:
-        return classify(loaded, plan)
-
-    if "predictions" in wanted:
-        if kind == "masked-lm":
-            def likelihood(plan: NotePlan) -> dict[str, float]:
-                result = pseudo_log_likelihood(loaded, plan, batch_size=max(8, settings.batch_size),
-                                               stride=settings.pll_stride)
-                scored = int(np.isfinite(result.token_logprobs).sum())
-                return {"total": result.total, "mean": result.total / max(scored, 1), "scored": scored}
-
-            columns["pseudo_log_likelihood"] = likelihood
-        elif kind == "sequence-classification":
-            columns["predicted_label"] = lambda plan: _best(classified(plan))
-            columns["label_probs"] = lambda plan: classified(plan).probs.astype(np.float32)
-        elif kind == "token-classification":
-            def entities(plan: NotePlan) -> list[dict[str, object]]:
-                found = token_labels(loaded, plan).entities
-                return [{"label": e.label, "start": int(e.start), "end": int(e.end), "score": float(e.score)}
-                        for e in found]
-
-            columns["entities"] = entities
-        else:
-            columns["zero_shot_label"] = lambda plan: _best_description(zero_shot(plan))
-            columns["zero_shot_probs"] = lambda plan: zero_shot(plan).note_probs.astype(np.float32)
-            columns["zero_shot_similarity"] = lambda plan: zero_shot(plan).note_similarity.astype(np.float32)
+    shared = _NoteResults(loaded, settings)
+    columns: Columns = dict(PREDICTION_COLUMNS[kind](shared)) if "predictions" in wanted else {}
     if "attributions" in wanted:
-        if kind == "sequence-classification":
-            def target_for(plan: NotePlan) -> Target:
-                return class_target(loaded, _best(classified(plan)))
-        elif kind == "encoder":
-            def target_for(plan: NotePlan) -> Target:
-                return similarity_target(loaded, _best_description(zero_shot(plan)), lowercase=plan.lowercase)
-        else:
+        if kind not in NOTE_LEVEL_TARGETS:
             raise TargetError(f"Attributions explain a note-level prediction, which a {kind} model does not make. "
                               f"Use a sequence classifier, or an encoder with --labels; drop 'attributions' here.")
+        target_for = NOTE_LEVEL_TARGETS[kind]
 
         def explained(plan: NotePlan) -> dict[str, object]:
-            target = target_for(plan)
+            target = target_for(shared, plan)
             result = attribute(loaded, plan, target, method=settings.attribution_method,
                                steps=settings.attribution_steps, window=0)
             order = np.argsort(-np.abs(result.word_scores), kind="stable")[:settings.top_words]

@@ -4,7 +4,7 @@
 * :func:`vocabulary_id` finds the one vocabulary piece a word stands for (the note itself is
   prepared once, by :func:`cbert_core.run.plan.plan_note`).
 * :func:`run_encoder` (with :func:`embed`, :func:`attention_context`, :func:`gate_heads`,
-  :func:`finish_layer`, :func:`head_logits` and :func:`forward_ids`) is a lean forward
+  :func:`finish_layer`, :func:`cbert_core.model.heads.head_logits` and :func:`forward_ids`) is a lean forward
   pass built from the model's own modules (so the thread-filtered knockout hooks of
   :mod:`cbert_core.model.hooks` still apply), which
 
@@ -34,8 +34,8 @@ from torch import nn
 
 from cbert_core.errors import ResourceLimitError, TargetError, UnsupportedModelError, WrongHeadError
 from cbert_core.model.architecture import OFFSET_POSITION_FAMILIES
+from cbert_core.model.heads import head_logits
 from cbert_core.model.loading import LoadedModel
-from cbert_core.model.precision import float32
 from cbert_core.text.tokens import tokenize_note
 
 # Inference activations allowed per forward batch (bytes); see estimate_bytes().
@@ -205,48 +205,6 @@ def run_encoder(loaded: LoadedModel, hidden: torch.Tensor, *, start: int = 0, ro
     if rows is not None and start >= layers:
         hidden = hidden.gather(1, rows[..., None].expand(-1, -1, hidden.shape[-1]))
     return hidden
-
-
-def head_logits(loaded: LoadedModel, hidden: torch.Tensor) -> torch.Tensor:
-    """The checkpoint's head on last-layer states, always in float32.
-
-    Under bf16 autocast the encoder runs in bfloat16, but the head (a few rows here)
-    stays float32 so that log-probabilities are not rounded to bfloat16's 3 digits.
-
-    Args:
-        hidden: [b, m, d]. For a sequence-classification head, row 0 must be [CLS].
-
-    Returns:
-        float32 masked-lm [b, m, vocab]; token-classification [b, m, labels];
-        sequence-classification [b, labels]; a bare encoder returns ``hidden``.
-    """
-    with float32():
-        return _head_logits(loaded, hidden.float())
-
-
-def _head_logits(loaded: LoadedModel, hidden: torch.Tensor) -> torch.Tensor:
-    model, kind = loaded.model, loaded.info.head_kind
-    if kind == "masked-lm":
-        if hasattr(model, "cls"):
-            return model.cls(hidden)
-        if hasattr(model, "lm_head"):
-            return model.lm_head(hidden)
-        if hasattr(model, "vocab_projector"):
-            return model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(hidden))))
-        if hasattr(model, "generator_lm_head"):
-            return model.generator_lm_head(model.generator_predictions(hidden))
-    elif kind == "token-classification":
-        return model.classifier(hidden)
-    elif kind == "sequence-classification":
-        if hasattr(model, "pre_classifier"):  # DistilBERT
-            return model.classifier(torch.relu(model.pre_classifier(hidden[:, 0])))
-        pooler = getattr(model.base_model, "pooler", None)
-        if pooler is not None and isinstance(model.classifier, nn.Linear):  # BERT
-            return model.classifier(pooler(hidden))
-        return model.classifier(hidden)  # RoBERTa/ELECTRA heads read row 0 themselves
-    else:
-        return hidden
-    raise UnsupportedModelError(f"The {loaded.info.family} masked-LM head has a layout the explorer does not know.")
 
 
 def forward_ids(loaded: LoadedModel, ids: torch.Tensor, *, rows: torch.Tensor | None = None,

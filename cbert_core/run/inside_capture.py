@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from cbert_core.errors import ResourceLimitError, TargetError
 from cbert_core.model.architecture import LayerAnatomy
+from cbert_core.model.heads import OutputLayer, head_adapter
 from cbert_core.model.hooks import capture
-from cbert_core.model.loading import HeadKind, LoadedModel
+from cbert_core.model.loading import LoadedModel
 from cbert_core.records import frozen_array
 from cbert_core.run.plan import NotePlan
 
@@ -35,37 +35,6 @@ EMBEDDING_PART_SITES = (("word", "embeddings.word"), ("position", "embeddings.po
                         ("segment", "embeddings.token_type"))
 DEFAULT_INSIDE_TOP_K = 10
 
-
-
-@dataclass(frozen=True, kw_only=True)
-class OutputLayer:
-    """What the checkpoint's head computed from the last layer, for the output panel."""
-
-    kind: HeadKind
-    labels: tuple[str, ...] = ()  # class names (classification heads)
-    top_ids: np.ndarray | None = None  # int64 [pos, k]: masked-LM's most likely tokens at every position
-    top_tokens: tuple[tuple[str, ...], ...] = ()  # [pos][k]: those tokens as text
-    top_probs: np.ndarray | None = None  # float32 [pos, k]: their probabilities
-    token_logits: np.ndarray | None = None  # float32 [pos, label]: token classification scores
-    token_probs: np.ndarray | None = None  # float32 [pos, label]
-    sequence_logits: np.ndarray | None = None  # float32 [label]: sequence classification scores
-    sequence_probs: np.ndarray | None = None  # float32 [label]
-    multi_label: bool = False  # True: per-label sigmoid probabilities instead of a softmax over labels
-    cls_vector: np.ndarray  # float32 [hidden]: last layer at [CLS]
-    mean_vector: np.ndarray  # float32 [hidden]: last layer averaged over all positions (sentence-encoder pooling)
-    pooled_vector: np.ndarray | None = None  # float32 [hidden]: the checkpoint's pooler (dense + tanh on [CLS])
-
-    def __post_init__(self) -> None:
-        for value in (self.top_ids, self.top_probs, self.token_logits, self.token_probs, self.sequence_logits,
-                      self.sequence_probs, self.cls_vector, self.mean_vector, self.pooled_vector):
-            if value is not None:
-                frozen_array(value)
-
-    def predictions_at(self, position: int) -> list[tuple[str, float]]:
-        """Masked-LM: (token, probability) pairs at ``position``, best first; [] for other heads."""
-        if self.top_probs is None:
-            return []
-        return [(token, float(prob)) for token, prob in zip(self.top_tokens[position], self.top_probs[position])]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -214,7 +183,8 @@ def inside_trace(loaded: LoadedModel, plan: NotePlan, *, window: int | None = No
         heads = {site: _by_head(per_layer[site], anatomy.num_heads) for site in ("query", "key", "value", "context")}
         contribution_norms = torch.stack([
             _head_contribution_norms(layer, heads["context"][index]) for index, layer in enumerate(anatomy.layers)])
-        output = _output_layer(loaded, outputs, per_layer["hidden"][-1], lowercase, top_k)
+        output = head_adapter(info.head_kind).output_layer(loaded, outputs, per_layer["hidden"][-1].float(),
+                                                          lowercase, top_k)
 
     parts = [(name, taken[site][0][0]) for name, site in EMBEDDING_PART_SITES if taken[site]]
     base = getattr(loaded.model, "base_model", loaded.model)
@@ -281,59 +251,3 @@ def ffn_activation(layer: LayerAnatomy) -> Callable[[torch.Tensor], torch.Tensor
     if intermediate is not None:
         return intermediate.intermediate_act_fn  # BERT, RoBERTa, ELECTRA
     return module.ffn.activation  # DistilBERT
-
-
-def mlm_head(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The masked-LM head as a function: last-layer-like hidden states [..., d] -> logits [..., vocab].
-
-    Raises:
-        TargetError: the checkpoint has no fill-mask head.
-    """
-    if hasattr(model, "cls") and hasattr(model.cls, "predictions"):
-        return model.cls  # BERT: transform (dense, GELU, LayerNorm) then decoder
-    if hasattr(model, "lm_head"):
-        return model.lm_head  # RoBERTa family: dense, GELU, LayerNorm, decoder
-    if hasattr(model, "generator_predictions") and hasattr(model, "generator_lm_head"):
-        return lambda hidden: model.generator_lm_head(model.generator_predictions(hidden))  # ELECTRA generator
-    if hasattr(model, "vocab_projector"):  # DistilBERT
-        return lambda hidden: model.vocab_projector(model.vocab_layer_norm(model.activation(
-            model.vocab_transform(hidden))))
-    raise TargetError(
-        "This checkpoint has no fill-mask (masked-language-model) head, so its layers cannot be read as "
-        "word predictions. Load a masked-language model such as emilyalsentzer/Bio_ClinicalBERT."
-    )
-
-
-def _output_layer(loaded: LoadedModel, outputs: object, last: torch.Tensor, lowercase: bool,
-                  top_k: int) -> OutputLayer:
-    """The head's result for the output panel.
-
-    Args:
-        last: [t, d] the last layer's hidden states.
-    """
-    info = loaded.info
-    last = last.float()
-    pooled = getattr(outputs, "pooler_output", None)
-    common = dict(kind=info.head_kind, cls_vector=last[0].numpy().copy(), mean_vector=last.mean(0).numpy(),
-                  pooled_vector=None if pooled is None else pooled[0].float().numpy().copy())
-    if info.head_kind == "masked-lm":
-        probs = torch.softmax(outputs.logits[0].float(), dim=-1)  # [t, vocab]
-        values, indices = torch.topk(probs, k=min(top_k, probs.shape[-1]), dim=-1)  # [t, k]
-        convert = loaded.tokenizer(lowercase).convert_ids_to_tokens
-        tokens = tuple(tuple(str(token) for token in convert(row)) for row in indices.tolist())
-        return OutputLayer(**common, top_ids=indices.numpy().astype(np.int64), top_tokens=tokens,
-                           top_probs=values.numpy().copy())
-    multi_label = getattr(loaded.model.config, "problem_type", None) == "multi_label_classification"
-
-    def probabilities(logits: torch.Tensor) -> np.ndarray:
-        return (torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=-1)).numpy()
-
-    if info.head_kind == "token-classification":
-        logits = outputs.logits[0].float()
-        return OutputLayer(**common, labels=info.labels, token_logits=logits.numpy().copy(),
-                           token_probs=probabilities(logits), multi_label=multi_label)
-    if info.head_kind == "sequence-classification":
-        logits = outputs.logits[0].float()
-        return OutputLayer(**common, labels=info.labels, sequence_logits=logits.numpy().copy(),
-                           sequence_probs=probabilities(logits), multi_label=multi_label)
-    return OutputLayer(**common)

@@ -11,15 +11,16 @@ pairwise values (attention, queries/keys) stay per window.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from cbert_core.errors import ResourceLimitError
+from cbert_core.model.heads import HeadOutput, head_adapter
 from cbert_core.model.hooks import HeadSet, Recording, capture, knockout
-from cbert_core.model.loading import HeadKind, LoadedModel, ModelInfo
+from cbert_core.model.loading import LoadedModel, ModelInfo
 from cbert_core.model.precision import Precision, autocast
 from cbert_core.progress import Progress
 from cbert_core.records import frozen_array
@@ -31,24 +32,6 @@ DEFAULT_TOP_K = 10
 DEFAULT_MAX_TRACE_BYTES = 2 * 2**30  # what one trace may hold in memory
 HEAD_SPLIT_SITES = frozenset({"query", "key", "value", "context"})  # kept per head: [layer, head, pos, head_dim]
 
-
-
-@dataclass(frozen=True, kw_only=True)
-class HeadOutput:
-    """What the checkpoint's head computed, in a form small enough to keep."""
-
-    kind: HeadKind
-    labels: tuple[str, ...] = ()
-    top_ids: np.ndarray | None = None  # int32 [pos, k]: masked-LM's best tokens at every position
-    top_logprobs: np.ndarray | None = None  # float32 [pos, k]: their log-probabilities
-    token_logits: np.ndarray | None = None  # float32 [pos, labels]: token classification
-    sequence_logits: np.ndarray | None = None  # float32 [window, labels]: sequence classification
-    cls_vectors: np.ndarray | None = None  # float32 [window, hidden]: last-layer [CLS] per window
-
-    def __post_init__(self) -> None:
-        for value in (self.top_ids, self.top_logprobs, self.token_logits, self.sequence_logits, self.cls_vectors):
-            if value is not None:
-                frozen_array(value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -193,6 +176,7 @@ def trace(
     if plan.model_key != loaded.info.key:
         raise ValueError("the plan was made for another model")
     info = loaded.info
+    adapter = head_adapter(info.head_kind)
     precision, knocked_out, lowercase = plan.options.precision, plan.options.knocked_out, plan.lowercase
     note, windows, text = plan.tokens, plan.windows, plan.text
     _check_memory(info, windows, len(note) + 2, capture_qk, capture_ffn, max_trace_bytes)
@@ -234,7 +218,7 @@ def trace(
                 _stitch_into(streamed, collected.pop("hidden"), window.index, owner, local, axis=1)
             per_window.append(collected)
             recording.clear()
-            head_parts.append(_head_part(info.head_kind, outputs, top_k))
+            head_parts.append(adapter.trace_part(outputs, top_k))
             if progress is not None:
                 progress((window.index + 1) / len(windows), f"Window {window.index + 1} of {len(windows)}")
 
@@ -253,8 +237,7 @@ def trace(
     special = np.zeros(positions, dtype=bool)
     special[[0, -1]] = True
 
-    head = _stitch_head(info.head_kind, info.labels, head_parts,
-                        stitch_fn=lambda name, axis: stitch(name, axis, head_parts))
+    head = adapter.stitched(info.labels, head_parts, lambda name, axis: stitch(name, axis, head_parts))
     return Trace(
         model_key=info.key,
         model_name=info.name,
@@ -375,28 +358,3 @@ def _collect_window(recording: Recording, sites: set[str], num_heads: int) -> di
     return collected
 
 
-def _head_part(kind: HeadKind, outputs: object, top_k: int) -> dict[str, np.ndarray]:
-    """The head's output for one window, reduced to what the Trace keeps."""
-    if kind == "masked-lm":
-        logits = outputs.logits[0].float()  # [t, vocab]
-        values, indices = torch.topk(logits, k=min(top_k, logits.shape[-1]), dim=-1)  # [t, k]
-        logprobs = values - torch.logsumexp(logits, dim=-1, keepdim=True)  # no [t, vocab] copy
-        return {"top_ids": indices.numpy().astype(np.int32)[None], "top_logprobs": logprobs.numpy()[None]}
-    if kind == "token-classification":
-        return {"token_logits": outputs.logits[0].float().numpy()[None]}
-    if kind == "sequence-classification":
-        return {"sequence_logits": outputs.logits[0].float().numpy()}
-    hidden = outputs.last_hidden_state[0, 0].float().numpy()  # [hidden]
-    return {"cls_vectors": hidden}
-
-
-def _stitch_head(kind: HeadKind, labels: tuple[str, ...], parts: list[dict[str, np.ndarray]],
-                 stitch_fn: Callable[[str, int], np.ndarray]) -> HeadOutput:
-    if kind == "masked-lm":
-        return HeadOutput(kind=kind, top_ids=stitch_fn("top_ids", 1)[0], top_logprobs=stitch_fn("top_logprobs", 1)[0])
-    if kind == "token-classification":
-        return HeadOutput(kind=kind, labels=labels, token_logits=stitch_fn("token_logits", 1)[0])
-    if kind == "sequence-classification":
-        return HeadOutput(kind=kind, labels=labels,
-                          sequence_logits=np.stack([part["sequence_logits"] for part in parts]).astype(np.float32))
-    return HeadOutput(kind=kind, cls_vectors=np.stack([part["cls_vectors"] for part in parts]).astype(np.float32))
