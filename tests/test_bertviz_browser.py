@@ -130,6 +130,21 @@ def test_head_view_opens_on_the_chosen_head_and_fits(framed, heads, tokens, widt
     assert all(head["opacity"] > 0 and head["square"] == head["line"] for head in frame.evaluate(HEADS))
 
 
+def test_token_text_is_drawn_as_written(framed) -> None:
+    """Markup, entities and number-like text in tokens show as typed, in both views (and run nothing:
+    the framed fixture fails on any dialog)."""
+    tokens = ["[CLS]", "<b>bold</b>", "</script>", "<img src=x onerror=alert(1)>", "&amp;", "[0.0,", "1, 2", "[SEP]"]
+    attention = random_attention(2, 3, len(tokens))
+    head = framed(bertviz_html("head", attention, tokens, layer=1), 700, 400)
+    drawn = head.evaluate(MEASURE)["texts"]
+    assert drawn[:len(tokens)] == tokens and drawn[len(tokens):2 * len(tokens)] == tokens  # left and right
+
+    model = framed(bertviz_html("model", attention, tokens), 700, 400)
+    model.locator("#attn_background_1_2").click(force=True)
+    assert model.locator("text.detail").first.text_content() == "Layer 2, Head 3"
+    assert model.locator("text.token").all_text_contents() == tokens + tokens
+
+
 # ---------------------------------------------------------------- the app
 
 

@@ -1,22 +1,28 @@
 """bertviz pages as the app sends them: numbered from 1, opening on the chosen head, sized to fit.
 
 What the browser draws from these pages is checked in tests/test_bertviz_browser.py; here the
-page text and the size arithmetic, and that a changed bertviz template fails loudly.
+page text and the size arithmetic, that the page gives bertviz's script what it reads without
+torch or bertviz's Python, and that a changed bertviz script fails loudly.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cbert_core.views import bertviz_offline
 from cbert_core.views.bertviz_offline import (
+    ELEMENT_LOOKUP,
     MAX_HEAD_VIEW_TOKENS,
     MAX_MODEL_VIEW_TOKENS,
+    PARAMS_READ,
     BertvizTemplateError,
     bertviz_html,
     frame_size,
@@ -110,40 +116,97 @@ def test_the_largest_pages_still_render() -> None:
     assert labels_of(model)["layers"][-1] == 12 and "<b>12</b>" in head
 
 
+@pytest.fixture()
+def bertviz_js(monkeypatch: pytest.MonkeyPatch):
+    """Stand in another text for bertviz's head_view.js / model_view.js (as a new bertviz release would)."""
+    def install(kind: str, changed: str) -> None:
+        real = bertviz_offline.bertviz_script
+        monkeypatch.setattr(bertviz_offline, "bertviz_script", lambda k: changed if k == kind else real(k))
+        layout_constants.cache_clear()
+
+    yield install
+    monkeypatch.undo()
+    layout_constants.cache_clear()
+
+
 @pytest.mark.parametrize(("kind", "line"), [
     ("model", ".text(config.heads[i])"),
     ("model", "const DIV_WIDTH = 970;"),
     ("head", '.attr("height", CHECKBOX_SIZE);'),
 ])
-def test_a_changed_bertviz_template_fails_loudly(monkeypatch: pytest.MonkeyPatch, kind: str, line: str) -> None:
+def test_a_changed_bertviz_template_fails_loudly(bertviz_js, kind: str, line: str) -> None:
     """If a bertviz release rewrites a line we edit, rendering raises instead of drawing 0-based numbers."""
-    module = importlib.import_module(f"bertviz.{kind}_view")
     script = bertviz_offline.bertviz_script(kind)
     assert line in script  # the line exists in the pinned bertviz
-    changed = script.replace(line, line.replace("(", "( ").replace(" = ", " =  "))  # a space more
-
-    class Changed:
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            pass
-
-        def read(self) -> str:
-            return changed
-
-    monkeypatch.setattr(module, "open", Changed, raising=False)  # bertviz reads its template with open()
+    bertviz_js(kind, script.replace(line, line.replace("(", "( ").replace(" = ", " =  ")))  # a space more
     with pytest.raises(BertvizTemplateError, match="bertviz"):
         bertviz_html(kind, random_attention(2, 3, 5), tokens_of(5), layer=0)
 
 
-def test_a_changed_bertviz_layout_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("kind", ["head", "model"])
+def test_the_page_gives_bertviz_script_what_it_reads(kind: str) -> None:
+    """Every params key and element bertviz's installed script reads is on the page."""
+    script = bertviz_offline.bertviz_script(kind)
+    page = bertviz_html(kind, random_attention(2, 3, 5), tokens_of(5), layer=1)
+    params = params_of(page)
+    read = {quoted or dotted for quoted, dotted in PARAMS_READ.findall(script)}
+    assert read and read <= params.keys()
+    assert params["attention"][0]["left_text"] == params["attention"][0]["right_text"] == tokens_of(5)
+    script_start = page.index('<script type="text/javascript">')  # the page's HTML lies between the scripts
+    container = page[page.rindex("</script>", 0, script_start):script_start]
+    assert f'id="{params["root_div_id"]}"' in container
+    looked_up = set(ELEMENT_LOOKUP.findall(script))
+    # bertviz's own single-text page has no "filter" drop-down either (it exists for sentence pairs).
+    assert "vis" in looked_up and looked_up - {"filter"} <= set(re.findall(r'id="([^"]+)"', container))
+
+
+@pytest.mark.parametrize(("kind", "line", "new_line"), [
+    ("head", "config.rootDivId = params['root_div_id'];",
+     "config.rootDivId = params['root_div_id']; config.width = params['width'];"),
+    ("model", "config.mode = params['display_mode'];", "config.mode = params.mode;"),
+    ("head", "$(`#${config.rootDivId} #vis`).empty();", "$(`#${config.rootDivId} #canvas`).empty();"),
+    ("model", "d3.select(`#${config.rootDivId} #vis`)", "d3.select(`#${config.rootDivId} #grid`)"),
+    ("head", "const params = PYTHON_PARAMS;", "const params = JSON.parse(PYTHON_PARAMS);"),
+])
+def test_a_bertviz_script_reading_other_data_fails_loudly(bertviz_js, kind: str, line: str, new_line: str) -> None:
+    """A bertviz release whose script reads a key or looks up an element this page lacks would draw
+    nothing: rendering raises instead."""
+    script = bertviz_offline.bertviz_script(kind)
+    assert script.count(line) == 1
+    bertviz_js(kind, script.replace(line, new_line))
+    with pytest.raises(BertvizTemplateError, match=f"{kind}_view.js"):
+        bertviz_html(kind, random_attention(2, 3, 5), tokens_of(5), layer=0)
+
+
+def test_token_text_arrives_as_written() -> None:
+    """Tokens that look like numbers or lists are not squeezed with the attention values."""
+    tokens = ["[CLS]", "[0.0,", "1, 2", "0.0", "</w>", "Ġbpe", "[SEP]"]
+    for kind in ("head", "model"):
+        sent = params_of(bertviz_html(kind, random_attention(2, 3, len(tokens)), tokens, layer=0))
+        # As in bertviz: byte-level BPE's word mark shows as a space.
+        assert sent["attention"][0]["left_text"] == tokens[:5] + [" bpe", "[SEP]"]
+
+
+def test_building_both_views_imports_neither_torch_nor_bertviz() -> None:
+    """Views import no torch: the pages come from bertviz's JavaScript files, not its Python (which imports torch)."""
+    root = Path(__file__).resolve().parent.parent
+    code = ("import sys; import numpy as np; import cbert_core.views.bertviz_offline as b; "
+            "a = np.full((2, 3, 4, 4), 0.25); tokens = ['[CLS]', 'a', 'b', '[SEP]']; "
+            "pages = [b.bertviz_html('head', a, tokens, layer=1, heads=[2]), b.bertviz_html('model', a, tokens)]; "
+            "assert all('const params = {' in page for page in pages); "
+            "print('torch' in sys.modules, any(m.partition('.')[0] == 'bertviz' for m in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False"]  # torch imported, bertviz imported
+
+
+def test_a_changed_bertviz_layout_fails_loudly(bertviz_js) -> None:
     script = bertviz_offline.bertviz_script("model")
     changed = script.replace("config.thumbnailBoxHeight = 7 * (12 / config.totalHeads);",
                              "config.thumbnailBoxHeight = 9;")
     assert changed != script
-    layout_constants.cache_clear()
-    monkeypatch.setattr(bertviz_offline, "bertviz_script", lambda kind: changed)
-    try:
-        with pytest.raises(BertvizTemplateError, match="thumbnails"):
-            frame_size("model", 6, 12, 48)
-    finally:
-        monkeypatch.undo()
-        layout_constants.cache_clear()
+    bertviz_js("model", changed)
+    with pytest.raises(BertvizTemplateError, match="thumbnails"):
+        frame_size("model", 6, 12, 48)

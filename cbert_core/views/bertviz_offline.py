@@ -1,26 +1,30 @@
 """bertviz's head view and model view, made to work offline, stay small and fit their frame.
 
-bertviz (``html_action="return"``) writes a page that loads require.js, d3 and
-jQuery from a CDN and embeds every attention value at full float precision:
-blank on a locked-down hospital network and 1.7 GB at 512 tokens. Here:
+bertviz's Python functions (``head_view``, ``model_view``) import torch and write a page that
+loads require.js, d3 and jQuery from a CDN and embeds every attention value at full float
+precision: blank on a locked-down hospital network and 1.7 GB at 512 tokens. This module uses
+only bertviz's two JavaScript files, read as text from the installed package without importing
+it (no torch here, as everywhere under ``views/``), and writes the page around them itself:
 
-* the CDN script is replaced by d3 and jQuery shipped in this package (see
-  ``vendor/``) and a two-line stand-in for require.js, so nothing is fetched;
-* only a span of tokens (and, for the head view, one layer) is sent, with
-  values rounded to 3 decimals, once (bertviz also pastes them into a comment);
-* token text cannot close the surrounding ``<script>`` element: ``<``, ``>`` and
-  ``&`` travel as JSON escapes (bertviz draws tokens with d3 ``.text()``, so
-  they show as text);
-* layers and heads are numbered from 1, as everywhere else in the app (bertviz
-  numbers them from 0);
-* the model view's grid is as wide as its frame (bertviz draws it 970 px wide
-  whatever the frame) and :func:`frame_size` gives the height each drawing
-  needs, computed from bertviz's own layout constants.
+* bertviz fills its script by replacing the text ``PYTHON_PARAMS`` with a JSON object; the same
+  object is built here from numpy arrays (the keys are checked against what the script reads, so a
+  bertviz release that reads another key fails loudly instead of drawing nothing);
+* the HTML the script draws into (a root ``div`` with ``#vis``, and the head view's ``#layer``
+  drop-down) is written here; the element ids the script looks up are checked too;
+* the CDN scripts are replaced by d3 and jQuery shipped in this package (see ``vendor/``) and a
+  two-line stand-in for require.js, so nothing is fetched;
+* only a span of tokens (and, for the head view, one layer) is sent, with values rounded to
+  3 decimals, once;
+* token text cannot close the surrounding ``<script>`` element: ``<``, ``>`` and ``&`` travel as
+  JSON escapes (bertviz draws tokens with d3 ``.text()``, so they show as text);
+* layers and heads are numbered from 1, as everywhere else in the app (bertviz numbers them from 0);
+* the model view's grid is as wide as its frame (bertviz draws it 970 px wide whatever the frame)
+  and :func:`frame_size` gives the height each drawing needs, computed from bertviz's own layout
+  constants.
 
-bertviz's JavaScript is edited in place at a few known lines. Each edit must
-apply exactly once: if a bertviz release changes those lines, rendering raises
-:class:`BertvizTemplateError` rather than silently showing 0-based numbers or a
-cut-off drawing (bertviz is pinned at 1.4.1).
+bertviz's JavaScript is edited in place at a few known lines. Each edit must apply exactly once:
+if a bertviz release changes those lines, rendering raises :class:`BertvizTemplateError` rather
+than silently showing 0-based numbers, a cut-off drawing or a blank frame (bertviz is pinned at 1.4.1).
 """
 
 from __future__ import annotations
@@ -38,18 +42,27 @@ import numpy as np
 VENDOR = Path(__file__).resolve().parent / "vendor"
 MAX_HEAD_VIEW_TOKENS = 128
 MAX_MODEL_VIEW_TOKENS = 48
-CDN_SCRIPT = re.compile(r'<script src="https://cdnjs\.cloudflare\.com/[^"]*"></script>')
+# bertviz's scripts point require.js at the CDN; the stand-in ignores the paths, and the URLs are dropped.
 CDN_URL = re.compile(r"https://cdnjs\.cloudflare\.com/[^'\"]*")
-# bertviz substitutes its params into a code comment as well as the code, sending
-# every value twice; the comment copy is dropped.
-PARAMS_IN_COMMENT = re.compile(r"// HACK: [^\n]*")
-PARAMS_LINE = re.compile(r"const params = \{[^\n]*")
-NUMBER_GAP = re.compile(r"(?<=[\d\]]), (?=[\d\[])")  # ", " between numbers or arrays
+PARAMS_SLOT = "const params = PYTHON_PARAMS;"  # where bertviz's script takes its data
+PARAMS_READ = re.compile(r"\bparams\[['\"](\w+)['\"]\]|\bparams\.(\w+)")
+ELEMENT_LOOKUP = re.compile(r"#\$\{config\.rootDivId\} #([\w-]+)")
+# What each script reads from its params and which elements under the root div it looks up (bertviz 1.4.1).
+# "filter" is bertviz's drop-down for sentence pairs; a page without one leaves its handler unbound.
+PARAMS_KEYS = {
+    "head": {"attention", "default_filter", "root_div_id", "layer", "heads", "include_layers"},
+    "model": {"attention", "default_filter", "display_mode", "root_div_id", "include_layers", "include_heads",
+              "total_heads"},
+}
+ELEMENT_IDS = {"head": {"layer", "filter", "vis"}, "model": {"filter", "vis"}}
+ROOT_ID = "bertviz-cbert-{kind}"  # the frame holds one view; styles below select div[id^='bertviz-']
+ROOT_FONT = "font-family: 'Helvetica Neue', Helvetica, Arial, sans-serif;"
 ZERO = re.compile(r"(?<=[\[,])0\.0(?=[,\]])")
-# Characters that could end a <script> block, sent through bertviz as private-use
-# stand-ins, then turned into JSON escapes that JavaScript reads back as the character.
-_STAND_INS = {"<": "\ue000", ">": "\ue001", "&": "\ue002"}
-_JSON_ESCAPES = {"\\ue000": "\\u003c", "\\ue001": "\\u003e", "\\ue002": "\\u0026"}
+# Characters that could end a <script> block (or start a comment in it) become JSON escapes,
+# which JavaScript reads back as the character. They occur only inside the JSON's strings.
+JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
+# bertviz's prettify_tokens (on by default there): byte-level BPE and SentencePiece word marks shown as spaces.
+WORD_MARKS = {"\u0120": " ", "\u2581": " "}
 REQUIRE_SHIM = (
     "window.require = window.require || {config: function () {}};"
     "window.requirejs = function (deps, callback) {"
@@ -83,6 +96,11 @@ LAYOUT_LINES = {
 }
 THUMBNAIL_BOX_LINE = re.compile(r"config\.thumbnailBoxHeight = (\d+) \* \((\d+) / config\.totalHeads\);")
 CONSTANT = re.compile(r"const ([A-Z_]+) = (\d+(?:\.\d+)?);")
+LAYOUT_CONSTANTS = {
+    "head": ("BOXWIDTH", "BOXHEIGHT", "MATRIX_WIDTH", "CHECKBOX_SIZE", "TEXT_TOP"),
+    "model": ("DIV_WIDTH", "THUMBNAIL_PADDING", "DETAIL_WIDTH", "DETAIL_BOX_HEIGHT", "DETAIL_PADDING",
+              "DETAIL_HEADING_HEIGHT", "HEADING_TEXT_SIZE", "HEADING_PADDING", "TEXT_SIZE", "TEXT_PADDING"),
+}
 
 
 class BertvizTemplateError(RuntimeError):
@@ -91,11 +109,19 @@ class BertvizTemplateError(RuntimeError):
 
 @lru_cache(maxsize=2)
 def bertviz_script(kind: Literal["head", "model"]) -> str:
-    """The installed bertviz's ``head_view.js`` or ``model_view.js`` (read without importing bertviz)."""
+    """The installed bertviz's ``head_view.js`` or ``model_view.js``, as text.
+
+    ``find_spec`` of a top-level package only locates it (its ``__init__``, which imports torch
+    through bertviz.util, does not run), so bertviz's Python is never imported.
+    """
     spec = importlib.util.find_spec("bertviz")
     if spec is None or not spec.submodule_search_locations:
         raise BertvizTemplateError("bertviz is not installed")
-    return (Path(next(iter(spec.submodule_search_locations))) / f"{kind}_view.js").read_text(encoding="utf-8")
+    path = Path(next(iter(spec.submodule_search_locations))) / f"{kind}_view.js"
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise BertvizTemplateError(f"bertviz's {kind}_view.js cannot be read: {error}") from error
 
 
 @lru_cache(maxsize=2)
@@ -106,6 +132,9 @@ def layout_constants(kind: Literal["head", "model"]) -> dict[str, float]:
     if missing:
         raise BertvizTemplateError(f"bertviz's {kind}_view.js no longer lays out its drawing as expected: {missing}")
     constants = {name: float(value) for name, value in CONSTANT.findall(script)}
+    absent = [name for name in LAYOUT_CONSTANTS[kind] if name not in constants]
+    if absent:
+        raise BertvizTemplateError(f"bertviz's {kind}_view.js no longer sets its layout constants {absent}")
     if kind == "model":
         box = THUMBNAIL_BOX_LINE.search(script)
         if box is None:
@@ -208,17 +237,41 @@ HEAD_EDITS = (
     (r'\.attr\("height", CHECKBOX_SIZE\);', '.attr("height", CHECKBOX_SIZE);' + HEAD_SQUARE_LABELS,
      "1-based numbers on the head squares"),
 )
-LAYER_SELECT = '<select id="layer"></select>'
 
 
-def _edit(parts: list[str], pattern: str, replacement: str, what: str) -> list[str]:
-    """Apply one edit to the parts of bertviz's page outside its data; it must match exactly once."""
+def _edit(script: str, pattern: str, replacement: str, what: str) -> str:
+    """Apply one edit to bertviz's script (before its data is filled in); it must match exactly once."""
     compiled = re.compile(pattern)
-    found = sum(len(compiled.findall(part)) for part in parts)
+    found = len(compiled.findall(script))
     if found != 1:
         raise BertvizTemplateError(f"bertviz's page changed: the edit for {what} matched {found} times, not once "
                                    f"(pattern {pattern!r}); bertviz_offline.py must be updated for this bertviz")
-    return [compiled.sub(replacement, part) for part in parts]
+    return compiled.sub(replacement, script)
+
+
+def _check_template(kind: Literal["head", "model"], script: str) -> None:
+    """bertviz's script takes its data where, and reads the params and elements, this module provides."""
+    if script.count(PARAMS_SLOT) != 1:
+        raise BertvizTemplateError(f"bertviz's {kind}_view.js no longer takes its data at {PARAMS_SLOT!r}")
+    read = {quoted or dotted for quoted, dotted in PARAMS_READ.findall(script)}
+    if read != PARAMS_KEYS[kind]:
+        raise BertvizTemplateError(f"bertviz's {kind}_view.js reads the params {sorted(read)}; this module sends "
+                                   f"{sorted(PARAMS_KEYS[kind])}")
+    looked_up = set(ELEMENT_LOOKUP.findall(script))
+    if looked_up != ELEMENT_IDS[kind]:
+        raise BertvizTemplateError(f"bertviz's {kind}_view.js looks up the elements {sorted(looked_up)}; this "
+                                   f"module's page has {sorted(ELEMENT_IDS[kind])}")
+    if "</script" in script.lower():
+        raise BertvizTemplateError(f"bertviz's {kind}_view.js contains '</script' and cannot be inlined")
+
+
+def edited_script(kind: Literal["head", "model"]) -> str:
+    """bertviz's script for ``kind``, checked and edited, its data slot (:data:`PARAMS_SLOT`) still empty."""
+    script = bertviz_script(kind)
+    _check_template(kind, script)
+    for pattern, replacement, what in HEAD_EDITS if kind == "head" else MODEL_EDITS:
+        script = _edit(script, pattern, replacement, what)
+    return CDN_URL.sub("", script)
 
 
 @lru_cache(maxsize=1)
@@ -229,21 +282,31 @@ def offline_scripts() -> str:
     return f"<script>{d3}</script>\n<script>{jquery}</script>\n<script>{REQUIRE_SHIM}</script>\n"
 
 
-def _safe_tokens(tokens: list[str]) -> list[str]:
+def _attention_json(attention: np.ndarray) -> str:
+    """float [layer, head, q, k] -> nested JSON lists, values rounded to 3 decimals (0.0 written as 0)."""
+    rounded = np.round(np.asarray(attention, dtype=np.float64), 3)
+    return ZERO.sub("0", json.dumps(rounded.tolist(), separators=(",", ":")))
+
+
+def _shown_tokens(tokens: list[str]) -> list[str]:
     out = []
     for token in tokens:
-        for char, stand_in in _STAND_INS.items():
-            token = token.replace(char, stand_in)
+        for mark, shown in WORD_MARKS.items():
+            token = token.replace(mark, shown)
         out.append(token)
     return out
 
 
-def _rounded_layers(attention: np.ndarray) -> list:
-    """[layer, head, q, k] -> bertviz's input: one float64 [1, head, q, k] tensor per layer."""
-    import torch
-
-    rounded = np.round(attention.astype(np.float64), 3)
-    return [torch.from_numpy(rounded[layer][None]) for layer in range(rounded.shape[0])]
+def _params_json(attention: np.ndarray, tokens: list[str], settings: dict[str, object]) -> str:
+    """The object bertviz's script reads as ``params``: one attention entry (no sentence-pair filters)
+    followed by ``settings``, safe to place inside a ``<script>`` element."""
+    text = json.dumps(_shown_tokens(tokens), separators=(",", ":"))
+    entry = f'{{"name":null,"attn":{_attention_json(attention)},"left_text":{text},"right_text":{text}}}'
+    rest = json.dumps({"default_filter": "0", **settings}, separators=(",", ":"))
+    params = f'{{"attention":[{entry}],{rest[1:]}'
+    for char, escape in JSON_ESCAPES.items():  # only token strings can hold these
+        params = params.replace(char, escape)
+    return params
 
 
 def bertviz_html(kind: Literal["head", "model"], attention: np.ndarray, tokens: list[str],
@@ -271,51 +334,48 @@ def bertviz_html(kind: Literal["head", "model"], attention: np.ndarray, tokens: 
         grid fills the frame's width (see :func:`frame_size` for the height to give the frame).
 
     Raises:
-        ValueError: too many tokens, or ``heads`` empty or outside the model's heads.
-        BertvizTemplateError: the installed bertviz's page no longer has a line this module edits.
+        ValueError: too many tokens, ``attention`` not [layer, head, n, n] for the n tokens, ``layer``
+            not one of ``layer_indices``, or ``heads`` empty or outside the model's heads.
+        BertvizTemplateError: the installed bertviz's script no longer has a line this module edits,
+            or reads data or elements this module does not provide.
     """
-    from bertviz import head_view, model_view
-
     limit = MAX_HEAD_VIEW_TOKENS if kind == "head" else MAX_MODEL_VIEW_TOKENS
     if len(tokens) > limit:
         raise ValueError(f"the {kind} view takes at most {limit} tokens; got {len(tokens)}")
+    attention = np.asarray(attention)
+    if attention.ndim != 4 or attention.shape[2:] != (len(tokens), len(tokens)) or attention.shape[0] < 1:
+        raise ValueError(f"attention must be [layer, head, n, n] for the {len(tokens)} tokens; "
+                         f"got shape {attention.shape}")
     num_heads = int(attention.shape[1])
     if heads is not None and (not heads or any(not 0 <= int(h) < num_heads for h in heads)):
         raise ValueError(f"heads must be a non-empty list of heads between 0 and {num_heads - 1}; got {heads}")
-    layers = list(layer_indices) if layer_indices is not None else list(range(attention.shape[0]))
-    safe = _safe_tokens(list(tokens))
-    settings: dict[str, object] = {"heads": [h + 1 for h in range(num_heads)],
-                                   "layers": [int(index) + 1 for index in layers]}
+    layers = list(range(attention.shape[0])) if layer_indices is None else [int(index) for index in layer_indices]
+    if len(layers) != attention.shape[0]:
+        raise ValueError(f"layer_indices names {len(layers)} layers; attention has {attention.shape[0]}")
+    root = ROOT_ID.format(kind=kind)
+    settings: dict[str, object] = {"heads": [h + 1 for h in range(num_heads)], "layers": [index + 1 for index in layers]}
     if kind == "head":
-        row = layers.index(layer)
-        data = _rounded_layers(attention[row:row + 1])
+        if int(layer) not in layers:
+            raise ValueError(f"layer {layer} is not one of the layers sent ({layers})")
+        row = layers.index(int(layer))
         chosen = None if heads is None else sorted({int(h) for h in heads})
-        page = head_view(data, safe, layer=0, heads=chosen, html_action="return").data
-        edits = HEAD_EDITS
-        if page.count(LAYER_SELECT) != 1:
-            raise BertvizTemplateError("bertviz's head view no longer has its layer drop-down")
-        page = page.replace(LAYER_SELECT, f'<select id="layer" style="display:none"></select><b>{int(layer) + 1}</b>')
+        # One layer is sent; bertviz's drop-down of layers stays hidden and the layer's 1-based number shows.
+        params = _params_json(attention[row:row + 1], tokens,
+                              {"root_div_id": root, "layer": 0, "heads": chosen, "include_layers": [0]})
+        container = (f'<div id="{root}" style="{ROOT_FONT}"><span style="user-select:none">Layer: '
+                     f'<select id="layer" style="display:none"></select><b>{int(layer) + 1}</b></span>'
+                     f'<div id="vis"></div></div>')
         least = frame_size("head", len(layers), num_heads, len(tokens))[0]
         # Narrower frames scroll sideways rather than cut the right-hand tokens off.
         style = FRAME_STYLE + HEAD_HEADER_STYLE + f" div[id^='bertviz-'] #vis svg {{ min-width: {least}px; }}"
     else:
-        data = _rounded_layers(attention)
-        page = model_view(data, safe, display_mode="light", html_action="return").data
-        edits = MODEL_EDITS
+        params = _params_json(attention, tokens, {
+            "display_mode": "light", "root_div_id": root, "include_layers": list(range(len(layers))),
+            "include_heads": list(range(num_heads)), "total_heads": num_heads})
+        container = f'<div id="{root}" style="{ROOT_FONT}"><div id="vis"></div></div>'
         settings["naturalWidth"] = int(layout_constants("model")["DIV_WIDTH"])
         settings["minWidth"] = model_view_min_width(num_heads)
         style = FRAME_STYLE
-    page = PARAMS_IN_COMMENT.sub("", page)
-    params = PARAMS_LINE.search(page)
-    if params is None:
-        raise BertvizTemplateError("bertviz's page no longer holds its data on one 'const params = {' line")
-    parts = [page[:params.start()], page[params.end():]]  # edits never touch the data (it holds the note)
-    for pattern, replacement, what in edits:
-        parts = _edit(parts, pattern, replacement, what)
-    data_line = ZERO.sub("0", NUMBER_GAP.sub(",", params.group(0)))
-    page = parts[0] + data_line + parts[1]
-    page = CDN_SCRIPT.sub("", page)
-    page = CDN_URL.sub("", page)
-    for stand_in, escape in _JSON_ESCAPES.items():
-        page = page.replace(stand_in, escape)
-    return offline_scripts() + f"<style>{style}</style>\n" + FRAME_SCRIPT % json.dumps(settings) + page
+    script = edited_script(kind).replace(PARAMS_SLOT, f"const params = {params};")
+    return (offline_scripts() + f"<style>{style}</style>\n" + FRAME_SCRIPT % json.dumps(settings)
+            + container + '\n<script type="text/javascript">\n' + script + "\n</script>\n")
