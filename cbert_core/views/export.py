@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from cbert_core.errors import ExportError
 
@@ -153,8 +154,6 @@ def to_npz_bytes(record: Any, *, exclude: Iterable[str] = ()) -> bytes:
 
 def table_to_csv_bytes(table: Any, *, index: bool = False, excel: bool = False) -> bytes:
     """A pandas DataFrame as CSV bytes (UTF-8; with a byte-order mark when ``excel`` so Excel reads accents)."""
-    import pandas as pd
-
     if not isinstance(table, pd.DataFrame):
         raise ExportError("Only tables (pandas DataFrames) can be exported as CSV.")
     return table.to_csv(index=index).encode("utf-8-sig" if excel else "utf-8")
