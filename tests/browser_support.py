@@ -15,8 +15,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
+# Browser tests run where Debian's chromium is installed (make test installs it; playwright cannot download one here).
+needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                    reason="browser tests need Debian's chromium (make test installs it)")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 BUSY = '[data-testid="stStatusWidget"], [data-testid="stSpinner"], [data-testid="stProgress"]'

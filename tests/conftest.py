@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from cbert_core.model.loading import BUNDLED, LoadedModel, load_model  # noqa: E402
 from tiny_models import write_bert  # noqa: E402
@@ -84,3 +85,13 @@ def tab_and_traffic(chromium, app_server):
 @pytest.fixture()
 def tab(tab_and_traffic):
     return tab_and_traffic[0]
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run faster on one torch thread, and far faster on a busy 2-core machine (modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

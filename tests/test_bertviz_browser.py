@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import html
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from browser_support import CHROMIUM, open_page, pick, screenshot, set_note, settle, watch
+from browser_support import needs_chromium, open_page, pick, screenshot, set_note, settle, watch
 from cbert_core.views.bertviz_offline import bertviz_html, frame_size
 from notes import CLINICAL_NOTE
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason="browser tests need Debian's chromium (make test installs it)")
+pytestmark = needs_chromium
 
 # The iframe's page: where the drawing is, how far its page scrolls, what it wrote.
 MEASURE = """() => {
@@ -146,8 +144,6 @@ def test_token_text_is_drawn_as_written(framed) -> None:
 
 
 # ---------------------------------------------------------------- the app
-
-
 
 
 @pytest.fixture(scope="module")

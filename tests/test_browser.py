@@ -8,12 +8,9 @@ go to tests/screenshots/ (ignored by git).
 from __future__ import annotations
 
 import time
-from pathlib import Path
-
-import pytest
 
 from browser_support import (
-    CHROMIUM,
+    needs_chromium,
     open_page,
     screenshot,
     set_note,
@@ -22,8 +19,7 @@ from browser_support import (
 )
 from notes import CLINICAL_NOTE
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason="browser tests need Debian's chromium (make test installs it)")
+pytestmark = needs_chromium
 HOSTILE_NOTE = ("Pt denies <script>alert(1)</script> chest pain. <img src=x onerror=alert(2)> No fever. "
                 "</script> COPD [MASK] exacerbation.")
 PAGES = ["Note", "Inside the model", "Tokenization", "Attention", "Embeddings"]

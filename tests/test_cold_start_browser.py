@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import time
 import urllib.request
-from pathlib import Path
 
-import pytest
+from browser_support import browser, needs_chromium, running_app
 
-from browser_support import CHROMIUM, browser, running_app
-
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason="browser tests need Debian's chromium (make test installs it)")
+pytestmark = needs_chromium
 FOLDER_LISTING = {"app", "note", "inside", "tokenization", "attention", "embeddings", "predictions", "attribution",
                   "corpus", "compare", "finetune"}  # the pages/ files' own names
 NOTE_BOX = '[data-testid="stSidebar"] textarea[aria-label="Clinical note"]'

@@ -23,14 +23,7 @@ from cbert_core.run.trace import trace
 from cbert_core.views.compare_figures import cka_heatmap
 from notes import CLINICAL_NOTE
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run faster on one torch thread, and far faster on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_linear_cka_invariances_and_range() -> None:

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from cbert_core.corpus.collection import (
     CorpusLimits,
@@ -33,13 +32,7 @@ NOTES = [
 LONG_NOTE = " ".join(f"Patient denies chest pain and fever {i}." for i in range(12))  # > 62 pieces: 2+ windows
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run faster on one torch thread, and far faster on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _csv(rows: list[tuple[str, str, str]]) -> bytes:

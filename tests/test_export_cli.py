@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
-import torch
 
 from cbert_core.corpus.cli import EXIT_INPUT, EXIT_MODEL, EXIT_OTHER, EXIT_OUTPUT, main
 from cbert_core.errors import ExportError
@@ -28,13 +27,7 @@ NOTES = ["Patient denies chest pain.", "No fever. Cough with shortness of breath
 SECRET = "Patient denies chest pain."
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run faster on one torch thread, and far faster on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,7 @@ FILLER = "patient the history of with and for in on is was daily normal left rig
 FAST = dict(epochs=8, batch_size=8, unfreeze_layers=2, lr_encoder=3e-3, lr_head=1e-2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run faster on one torch thread, and far faster on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def toy_task(count: int = 80, seed: int = 0) -> Collection:

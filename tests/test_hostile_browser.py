@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
+from browser_support import needs_chromium, screenshot, set_note, settle
 
-from browser_support import CHROMIUM, screenshot, set_note, settle
-
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (make test)")
+pytestmark = needs_chromium
 
 
 def upload(page, path: Path) -> None:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from browser_support import CHROMIUM, running_app
+from browser_support import needs_chromium, running_app
 from load_sessions import run_load
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (make test)")
+pytestmark = needs_chromium
 
 
 def test_four_sessions_for_a_minute_each_see_only_their_own_note(tmp_path: Path) -> None:

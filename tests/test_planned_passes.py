@@ -10,7 +10,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
 
 from cbert_core.analyses import predict
 from cbert_core.corpus.collection import collection_from_texts
@@ -24,12 +23,7 @@ from cbert_core.training.finetune import planned_passes as planned_training
 WORDS = "patient denies chest pain and cough with no fever on aspirin".split()  # 11 words, 11 pieces
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_surprise_map_copies_per_window_counted_by_hand(tiny) -> None:

@@ -9,12 +9,19 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
-
-from browser_support import CHROMIUM, ROOT, browser, open_page, running_app, set_note, settle, wait_for_plots, watch
+from browser_support import (
+    ROOT,
+    browser,
+    needs_chromium,
+    open_page,
+    running_app,
+    set_note,
+    settle,
+    wait_for_plots,
+    watch,
+)
 
 GUARD = Path(__file__).resolve().parent / "netguard"
-needs_browser = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (make test)")
 
 
 def test_network_guard_records_and_blocks_outside_connections(tmp_path: Path) -> None:
@@ -46,7 +53,7 @@ def snapshot(roots: list[Path], skip: tuple[str, ...]) -> dict[str, float]:
     return files
 
 
-@needs_browser
+@needs_chromium
 def test_no_request_leaves_no_note_text_logged_nothing_written(tmp_path: Path) -> None:
     """Server on the bundled model, hub not disabled: the guard must see nothing; the debug log
     must not hold the note; no file may appear or change while a new note is analysed."""

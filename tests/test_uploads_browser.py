@@ -13,13 +13,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
-from browser_support import CHROMIUM, open_page, screenshot, settle
+from browser_support import needs_chromium, open_page, screenshot, settle
 from notes import labelled_rows
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason="browser tests need Debian's chromium (make test installs it)")
+pytestmark = needs_chromium
 
 # An invented consultation note in the MTSamples layout (inline headers, "HEADER:, text"); no patient data.
 NOTE = """CHIEF COMPLAINT:, Shortness of breath and productive cough for five days.
@@ -64,10 +61,6 @@ he develops chest pain or if the fever returns. Follow up in the clinic in one w
 pulmonary function tests after recovery.
 """
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
-
-
-
-
 
 
 def main_text(page) -> str:

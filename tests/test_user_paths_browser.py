@@ -8,13 +8,11 @@ model's 512 positions can be walked through and explained part by part.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from browser_support import (
-    CHROMIUM,
     listed,
+    needs_chromium,
     open_page,
     pick,
     picked,
@@ -25,8 +23,7 @@ from browser_support import (
 )
 from notes import LONG_NOTE
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason="browser tests need Debian's chromium (make test installs it)")
+pytestmark = needs_chromium
 SHORT_NOTE = "The patient denies shortness of breath and chest pain. No fever."
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 

@@ -68,8 +68,6 @@ DEFAULT_ATTRIBUTION_MEMORY = 3 << 29
 _PREFERRED_BATCH_TOKENS = 1536  # rows x tokens per gradient batch: moderate batches are fastest on CPU
 
 
-
-
 @dataclass(frozen=True, kw_only=True)
 class Attribution:
     """Scores per word piece and per word of one window, for one method and target."""

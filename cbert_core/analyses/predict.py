@@ -38,11 +38,10 @@ from cbert_core.run.forward import (
 )
 from cbert_core.run.plan import NotePlan, plan_note
 from cbert_core.serving.speed import Passes
+from cbert_core.text.tokens import mask_positions
 from cbert_core.text.windows import Window
 
 DEFAULT_TOP_K = 10
-
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,7 +110,7 @@ def fill_mask(loaded: LoadedModel, plan: NotePlan, *, top_k: int = DEFAULT_TOP_K
     """
     require_head(loaded, "masked-lm", "Fill-mask")
     mask = loaded.info.mask_token or "[MASK]"
-    masked = np.flatnonzero(plan.tokens.ids == plan.mask_id)
+    masked = mask_positions(plan.tokens.ids, plan.mask_id)
     if masked.size == 0:
         raise TargetError(f"The note has no {mask}. Type {mask} where you want the model to suggest a word, "
                           f"or select a word to mask.")
@@ -139,7 +138,7 @@ def mask_word(loaded: LoadedModel, plan: NotePlan, char_start: int, char_end: in
     ids = note.ids.copy()
     originals = np.where(ids[chosen] == plan.mask_id, -1, ids[chosen]).astype(np.int64)
     ids[chosen] = plan.mask_id
-    typed = np.setdiff1d(np.flatnonzero(note.ids == plan.mask_id), chosen)
+    typed = np.setdiff1d(mask_positions(note.ids, plan.mask_id), chosen)
     masked = np.concatenate([chosen, typed])
     original_ids = np.concatenate([originals, np.full(typed.size, -1, np.int64)])
     order = np.argsort(masked, kind="stable")

@@ -52,8 +52,6 @@ Verdict = Literal["stands out", "too close to call", "no closer than unrelated t
 STANDS_OUT, TOO_CLOSE, UNRELATED = get_args(Verdict)
 
 
-
-
 def pooled_embeddings(loaded: LoadedModel, sequences: Sequence[np.ndarray], *, cls_id: int, sep_id: int,
                       batch_size: int = 16) -> torch.Tensor:
     """Mean-pooled last-layer embeddings of content-id sequences (specials added), unnormalized.

@@ -32,10 +32,10 @@ from cbert_core.model.precision import float32
 from cbert_core.records import frozen_array
 from cbert_core.run.forward import embed, require_head, run_encoder, vocabulary_id, word_vectors
 from cbert_core.run.plan import NotePlan
+from cbert_core.text.tokens import mask_positions
 from cbert_core.text.windows import Window
 
 TargetKind = Literal["masked-token", "class", "token-class", "similarity"]
-
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,7 +137,7 @@ def resolve_target(loaded: LoadedModel, plan: NotePlan, target: Target, window: 
     content: int | None = None
     if target.kind == "masked-token":
         require_head(loaded, "masked-lm", "Explaining a masked word")
-        masks = np.flatnonzero(note.ids == plan.mask_id)
+        masks = mask_positions(note.ids, plan.mask_id)
         mask = loaded.info.mask_token or "[MASK]"
         if masks.size == 0:
             raise TargetError(f"The note has no {mask}. Type {mask} where the word to explain goes.")

@@ -30,7 +30,6 @@ LongNotes = Literal["mean", "first"]
 DEFAULT_EMBEDDING_BYTES = 1024**3  # 1 GiB of note vectors
 
 
-
 def note_embeddings(loaded: LoadedModel, plans: Sequence[NotePlan], *, pooling: Pooling = "mean",
                     batch_size: int = DEFAULT_BATCH_SIZE, long_notes: LongNotes = "mean",
                     dtype: type[np.floating] | str = np.float32, max_bytes: int = DEFAULT_EMBEDDING_BYTES,

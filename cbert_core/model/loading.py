@@ -229,7 +229,6 @@ class LoadedModel:
         return self.info.tokenizer_lowercases if lowercase is None else bool(lowercase)
 
 
-
 def load_model(spec: ModelSpec | str, progress: Progress | None = None) -> LoadedModel:
     """Load a checkpoint for tracing.
 

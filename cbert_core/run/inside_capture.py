@@ -26,6 +26,7 @@ from cbert_core.model.hooks import capture
 from cbert_core.model.loading import LoadedModel
 from cbert_core.records import frozen_array
 from cbert_core.run.plan import NotePlan
+from cbert_core.text.tokens import mask_positions
 
 INSIDE_SITES = frozenset({
     "embeddings.word", "embeddings.position", "embeddings.token_type", "embeddings.sum",
@@ -34,7 +35,6 @@ INSIDE_SITES = frozenset({
 EMBEDDING_PART_SITES = (("word", "embeddings.word"), ("position", "embeddings.position"),
                         ("segment", "embeddings.token_type"))
 DEFAULT_INSIDE_TOP_K = 10
-
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,9 +117,7 @@ class InsideTrace:
     @property
     def mask_positions(self) -> np.ndarray:
         """int64 [m]: positions holding the mask token."""
-        if self.mask_id is None:
-            return np.zeros(0, dtype=np.int64)
-        return np.flatnonzero(self.input_ids == self.mask_id)
+        return mask_positions(self.input_ids, self.mask_id)
 
     @property
     def nbytes(self) -> int:

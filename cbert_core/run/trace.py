@@ -26,12 +26,12 @@ from cbert_core.progress import Progress
 from cbert_core.records import frozen_array
 from cbert_core.run.plan import Budget, NotePlan
 from cbert_core.text.segment import Segmentation
+from cbert_core.text.tokens import mask_positions
 from cbert_core.text.windows import Window
 
 DEFAULT_TOP_K = 10
 DEFAULT_MAX_TRACE_BYTES = 2 * 2**30  # what one trace may hold in memory
 HEAD_SPLIT_SITES = frozenset({"query", "key", "value", "context"})  # kept per head: [layer, head, pos, head_dim]
-
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,9 +110,7 @@ class Trace:
     @property
     def mask_positions(self) -> np.ndarray:
         """int64 [m]: positions holding the mask token."""
-        if self.mask_id is None:
-            return np.zeros(0, dtype=np.int64)
-        return np.flatnonzero(self.input_ids == self.mask_id)
+        return mask_positions(self.input_ids, self.mask_id)
 
     def window_positions(self, window: int) -> np.ndarray:
         """int64 [window size + 2]: global position of each of a window's positions."""

@@ -156,3 +156,10 @@ def sentence_start_tokens(offsets: np.ndarray, sentence_starts: list[int]) -> li
     """Token indices at which a sentence begins (first piece at or after each start)."""
     starts = np.searchsorted(offsets[:, 0], np.asarray(sentence_starts, dtype=np.int64), side="left")
     return sorted({int(index) for index in starts if 0 < index < len(offsets)})
+
+
+def mask_positions(ids: np.ndarray, mask_id: int | None) -> np.ndarray:
+    """int64 [m]: the positions in ``ids`` holding the mask token (none when the tokenizer has no mask token)."""
+    if mask_id is None:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(np.asarray(ids) == mask_id).astype(np.int64)
