@@ -89,6 +89,14 @@ def choose(page, label: str, option: str) -> None:
     settle(page)
 
 
+def upload_on_page(page, source: str, file: Path) -> None:
+    """Choose the page's upload option, then give its uploader the file."""
+    page.locator('[data-testid="stRadio"]').get_by_text(source).click()
+    settle(page)
+    page.locator('[data-testid="stMain"] input[type="file"]').set_input_files(str(file))
+    settle(page)
+
+
 def test_every_uploader_takes_a_file_and_keeps_it_across_pages(tab, app_server, tmp_path: Path) -> None:
     # The sidebar's note uploader: a consultation note of several hundred words.
     assert len(NOTE.split()) > 300
@@ -112,10 +120,7 @@ def test_every_uploader_takes_a_file_and_keeps_it_across_pages(tab, app_server, 
     csv_file.write_text("id,text,finding\n" + "".join(f'{row["id"]},"{row["text"]}",{row["finding"]}\n'
                                                        for row in rows), encoding="utf-8")
     open_page(tab, "Corpus")
-    tab.locator('[data-testid="stRadio"]').get_by_text("Upload CSV or JSONL").click()
-    settle(tab)
-    tab.locator('[data-testid="stMain"] input[type="file"]').set_input_files(str(csv_file))
-    settle(tab)
+    upload_on_page(tab, "Upload CSV or JSONL", csv_file)
     no_errors(tab, "after the CSV upload")
     assert "In use: visits.csv" in main_text(tab) and "20 notes" in main_text(tab)
     choose(tab, "Label column (optional)", "finding")
@@ -138,10 +143,7 @@ def test_every_uploader_takes_a_file_and_keeps_it_across_pages(tab, app_server, 
     jsonl_file.write_text("".join(json.dumps({"text": row["text"], "label": row["finding"]}) + "\n" for row in rows),
                           encoding="utf-8")
     open_page(tab, "Fine-tune")
-    tab.locator('[data-testid="stRadio"]').get_by_text("Upload a labelled CSV or JSONL").click()
-    settle(tab)
-    tab.locator('[data-testid="stMain"] input[type="file"]').set_input_files(str(jsonl_file))
-    settle(tab)
+    upload_on_page(tab, "Upload a labelled CSV or JSONL", jsonl_file)
     no_errors(tab, "after the JSONL upload")
     assert "In use: training.jsonl" in main_text(tab)
     assert "20 labelled notes: affirmed 10, negated 10" in main_text(tab)
