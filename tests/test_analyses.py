@@ -58,15 +58,15 @@ def test_word_level_rows_sum_to_one_and_group_pieces(note_trace) -> None:
     groups, labels, firsts = attention.window_groups(note_trace, 0)
     assert labels[0] == "[CLS]" and labels[-1] == "[SEP]"
     assert "exacerbation" in labels  # several pieces, one word
-    words = attention.word_attention(note_trace, 0, 1, 3)
-    np.testing.assert_allclose(words.weights.sum(-1), 1.0, atol=2e-3)
-    assert words.weights.shape == (len(labels), len(labels))
+    words = attention.to_words(note_trace.attentions[0][1, 3], groups)
+    np.testing.assert_allclose(words.sum(-1), 1.0, atol=2e-3)
+    assert words.shape == (len(labels), len(labels))
     # A one-piece word's row equals its piece row summed over each key word's pieces.
     one_piece = [g for g in range(len(labels)) if (groups == g).sum() == 1][3]
     piece = int(np.flatnonzero(groups == one_piece)[0])
     row = note_trace.attentions[0][1, 3, piece].astype(np.float32)
     expected = np.bincount(groups, weights=row, minlength=len(labels))
-    np.testing.assert_allclose(words.weights[one_piece], expected, atol=1e-5)
+    np.testing.assert_allclose(words[one_piece], expected, atol=1e-5)
 
 
 def test_hide_specials_renormalizes(note_trace) -> None:

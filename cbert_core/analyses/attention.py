@@ -118,15 +118,6 @@ def head_statistics(result: Trace, window: int = 0) -> HeadStatistics:
     return HeadStatistics(window=window, **out)
 
 
-@dataclass(frozen=True, kw_only=True)
-class WordAttention:
-    """Attention between words (specials are words of their own)."""
-
-    labels: tuple[str, ...]  # [w] the word's text (or the special token)
-    weights: np.ndarray  # float32 [..., w, w]; rows sum to 1 (unless specials were hidden)
-    positions: np.ndarray  # int64 [w]: first window position of each word
-
-
 def window_groups(result: Trace, window: int) -> tuple[np.ndarray, tuple[str, ...], np.ndarray]:
     """Group id per window position (a word, or a special token alone), labels, first positions."""
     global_positions = result.window_positions(window)
@@ -160,13 +151,6 @@ def to_words(weights: np.ndarray, groups: np.ndarray) -> np.ndarray:
     sizes = membership.sum(0)  # [w]
     summed_keys = weights.astype(np.float32) @ membership  # [..., q, w]
     return np.swapaxes(np.swapaxes(summed_keys, -1, -2) @ membership, -1, -2) / sizes[:, None]
-
-
-def word_attention(result: Trace, window: int, layer: int, head: int) -> WordAttention:
-    """One head's attention between words of a window."""
-    groups, labels, firsts = window_groups(result, window)
-    weights = result.attentions[window][layer, head]
-    return WordAttention(labels=labels, weights=to_words(weights, groups), positions=firsts)
 
 
 def hide_specials(weights: np.ndarray, keep: np.ndarray) -> np.ndarray:

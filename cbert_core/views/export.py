@@ -168,23 +168,6 @@ def figure_to_html_bytes(figure: Any, *, full_html: bool = True) -> bytes:
     return html.encode("utf-8")
 
 
-def figure_to_png_bytes(figure: Any, *, width: int | None = None, height: int | None = None,
-                        scale: float = 2.0) -> bytes:
-    """A plotly figure as PNG bytes, when the image engine (kaleido) is installed.
-
-    Raises:
-        ExportError: PNG export is not available here (no kaleido / no browser for it) or failed.
-    """
-    try:
-        return figure.to_image(format="png", width=width, height=height, scale=scale)
-    except (ImportError, RuntimeError, ValueError, OSError) as failed:
-        raise ExportError(
-            "PNG export is not available on this installation: it needs the 'kaleido' package (and the "
-            "Chrome browser kaleido drives). Use the camera icon in the chart's toolbar to save a PNG, or "
-            "download the chart as HTML."
-        ) from failed
-
-
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (a temporary file in the same folder, then a rename).
 
