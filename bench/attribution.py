@@ -20,7 +20,10 @@ runs twice; the ratio is computed per round. Each row also shows the process's C
 time and the load average during the measurement: on a shared machine wall time can
 vary threefold between identical runs, CPU time much less.
 
-    .venv/bin/python bench/attribution.py
+    .venv/bin/python bench/attribution.py [--quick]
+
+``--quick``: a tiny masked-LM, notes of 32 and 64 positions, one round; only the first
+measurement runs in a fresh process (the rest run in this one, so peak memory is cumulative).
 """
 
 from __future__ import annotations
@@ -32,12 +35,14 @@ import statistics
 import time
 from typing import Any
 
-from common import note_with_tokens, shaped_checkpoint
+from common import announce, bench_checkpoint, bench_parser, note_with_tokens
 
 GOALS = {"ratio_128": 3.0, "seconds_512": 15.0, "gb_512": 3.0, "delta_pct": 5.0, "pll_512_s": 10.0}
+SIZES = (128, 512)  # positions, [CLS] and [SEP] included
+QUICK_SIZES = (32, 64)  # the tiny model's window holds 64
 
 
-def masked_note(tokenizer: Any, content_tokens: int) -> tuple[str, str, int]:
+def masked_note(tokenizer: Any, content_tokens: int, quick: bool) -> tuple[str, str, int]:
     """A note of exactly ``content_tokens`` pieces with one single-piece word replaced by [MASK].
 
     Returns:
@@ -45,7 +50,7 @@ def masked_note(tokenizer: Any, content_tokens: int) -> tuple[str, str, int]:
     """
     from cbert_core.text.tokens import tokenize_note
 
-    text = note_with_tokens(tokenizer, content_tokens)
+    text = note_with_tokens(tokenizer, content_tokens, quick=quick)
     note = tokenize_note(tokenizer, text)
     numbers = note.piece_numbers
     for index in range(content_tokens // 4, content_tokens):
@@ -67,7 +72,7 @@ def _peak_gb() -> float:
 
 
 def _child(kind: str, folder: str, positions: int, options: dict[str, Any], pipe: Any) -> None:
-    """Load the model and run one measurement; send back a dict (runs in a fresh process)."""
+    """Load the model and run one measurement; send back a dict (normally runs in a fresh process)."""
     try:
         import torch
 
@@ -92,11 +97,14 @@ def _child(kind: str, folder: str, positions: int, options: dict[str, Any], pipe
 def _ours(loaded: Any, positions: int, options: dict[str, Any]) -> dict[str, Any]:
     from cbert_core.analyses.attribution import attribute
     from cbert_core.analyses.targets import masked_token_target
+    from cbert_core.run.plan import RunOptions, plan_note
 
-    text, word, _ = masked_note(loaded.tokenizer(), positions - 2)
+    text, word, _ = masked_note(loaded.tokenizer(), positions - 2, options["quick"])
     target = masked_token_target(loaded, word)
     started = time.perf_counter()
-    result = attribute(loaded, plan_note(loaded, text, RunOptions(precision=options.get("precision", "fp32"))), target, steps=options.get("steps", 50), rule=options.get("rule", "gauss-legendre"), tolerance=options.get("tolerance"))
+    plan = plan_note(loaded, text, RunOptions(precision=options.get("precision", "fp32")))
+    result = attribute(loaded, plan, target, steps=options.get("steps", 50), rule=options.get("rule", "gauss-legendre"),
+                       tolerance=options.get("tolerance"))
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "delta": result.delta, "gap": result.score - result.baseline_score,
             "batch": result.batch_size, "tokens": len(result.tokens), "steps": result.steps}
@@ -107,12 +115,13 @@ def _captum(loaded: Any, positions: int, options: dict[str, Any]) -> dict[str, A
     from captum.attr import LayerIntegratedGradients
     from transformers import AutoModelForMaskedLM
 
-    text, word, position = masked_note(loaded.tokenizer(), positions - 2)
-    tokenizer = loaded.tokenizer()
-    from cbert_core.run.forward import prepare, vocabulary_id
+    from cbert_core.run.forward import vocabulary_id
+    from cbert_core.run.plan import plan_note
 
-    prepared = prepare(loaded, text)
-    ids = torch.from_numpy(prepared.window_ids(prepared.windows[0]))[None]
+    text, word, position = masked_note(loaded.tokenizer(), positions - 2, options["quick"])
+    tokenizer = loaded.tokenizer()
+    plan = plan_note(loaded, text)
+    ids = torch.from_numpy(plan.window_ids(plan.windows[0]))[None]
     baseline = ids.clone()
     keep = torch.zeros_like(ids, dtype=torch.bool)
     keep[0, [0, -1, position]] = True  # [CLS], [SEP] and the target [MASK], as ours
@@ -128,7 +137,8 @@ def _captum(loaded: Any, positions: int, options: dict[str, Any]) -> dict[str, A
 
     explainer = LayerIntegratedGradients(forward, model.base_model.embeddings.word_embeddings)
     started = time.perf_counter()
-    _, delta = explainer.attribute(ids, baseline, n_steps=50, internal_batch_size=options.get("internal_batch_size"), return_convergence_delta=True)
+    _, delta = explainer.attribute(ids, baseline, n_steps=50, internal_batch_size=options.get("internal_batch_size"),
+                                   return_convergence_delta=True)
     seconds = time.perf_counter() - started
     with torch.inference_mode():
         gap = float(forward(ids) - forward(baseline))
@@ -142,8 +152,9 @@ class _Enough(Exception):
 
 def _pll(loaded: Any, positions: int, options: dict[str, Any]) -> dict[str, Any]:
     from cbert_core.analyses.predict import pseudo_log_likelihood
+    from cbert_core.run.plan import RunOptions, plan_note
 
-    text = note_with_tokens(loaded.tokenizer(), positions - 2)
+    text = note_with_tokens(loaded.tokenizer(), positions - 2, quick=options["quick"])
     stop_after = options.get("stop_after")
     seen: dict[str, float] = {}
     started = time.perf_counter()
@@ -154,7 +165,8 @@ def _pll(loaded: Any, positions: int, options: dict[str, Any]) -> dict[str, Any]
             raise _Enough
 
     try:
-        result = pseudo_log_likelihood(loaded, plan_note(loaded, text, RunOptions(precision=options.get("precision", "fp32"))), stride=options.get("stride", 0), batch_size=8, progress=progress, tolerance=options.get("tolerance"))
+        plan = plan_note(loaded, text, RunOptions(precision=options.get("precision", "fp32")))
+        result = pseudo_log_likelihood(loaded, plan, stride=options.get("stride", 0), batch_size=8, progress=progress)
         rows = result.forward_rows
     except _Enough:
         rows = None
@@ -164,15 +176,19 @@ def _pll(loaded: Any, positions: int, options: dict[str, Any]) -> dict[str, Any]
             "tokens": positions}
 
 
-def measure(kind: str, folder: str, positions: int, **options: Any) -> dict[str, Any]:
-    """One measurement in a fresh process."""
+def measure(kind: str, folder: str, positions: int, *, fresh: bool = True, **options: Any) -> dict[str, Any]:
+    """One measurement, in a fresh process (``fresh=False``: in this one, the same way)."""
     context = mp.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=_child, args=(kind, folder, positions, options, sender))
-    process.start()
-    sender.close()
-    result = receiver.recv()
-    process.join()
+    if fresh:
+        process = context.Process(target=_child, args=(kind, folder, positions, options, sender))
+        process.start()
+        sender.close()
+        result = receiver.recv()
+        process.join()
+    else:
+        _child(kind, folder, positions, options, sender)
+        result = receiver.recv()
     if "error" in result:
         raise SystemExit(f"{kind} at {positions} positions failed: {result['error']}")
     return result
@@ -186,22 +202,35 @@ def _row(label: str, r: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    args = bench_parser(__doc__).parse_args()
+    announce(args.quick)
+
     import torch
 
     from cbert_core.model.precision import bf16_is_fast
 
-    folder = str(shaped_checkpoint())
-    print(f"checkpoint: {folder} (BERT-base shape, random weights); torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-          f"{os.cpu_count()} CPUs, {'native' if bf16_is_fast() else 'no native'} bf16; "
-          f"load average {os.getloadavg()[0]:.1f} at start")
+    folder = str(bench_checkpoint(args.quick))
+    small, large = QUICK_SIZES if args.quick else SIZES
+    measured = 0
 
+    def run(kind: str, positions: int, **options: Any) -> dict[str, Any]:
+        """Normal mode: every measurement in a fresh process; quick mode: only the first."""
+        nonlocal measured
+        measured += 1
+        return measure(kind, folder, positions, fresh=not args.quick or measured == 1, quick=args.quick, **options)
+
+    print(f"checkpoint: {folder} ({'tiny test model' if args.quick else 'BERT-base shape'}, random weights); "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} CPUs, "
+          f"{'native' if bf16_is_fast() else 'no native'} bf16; load average {os.getloadavg()[0]:.1f} at start")
+
+    rounds = 1 if args.quick else 2
     print("\nIntegrated gradients, 50 steps, target log p(word | [MASK] a quarter into the note)")
-    print("128 positions (two alternating rounds; captum: one batch of 50):")
+    print(f"{small} positions ({rounds} alternating round{'s' if rounds > 1 else ''}; captum: one batch of 50):")
     ratios: dict[str, tuple[list[float], list[float]]] = {"fp32": ([], []), "bf16": ([], [])}
-    for round_index in range(2):
-        runs = {precision: measure("ours", folder, 128, precision=precision) for precision in ("fp32", "bf16")}
-        theirs = measure("captum", folder, 128)
+    for round_index in range(rounds):
+        runs = {precision: run("ours", small, precision=precision) for precision in ("fp32", "bf16")}
+        theirs = run("captum", small)
         for precision, ours in runs.items():
             ratios[precision][0].append(theirs["seconds"] / ours["seconds"])
             ratios[precision][1].append(theirs["cpu"] / ours["cpu"])
@@ -214,47 +243,46 @@ def main() -> None:
               f"{statistics.median(cpu_ratios):.2f}x (goal >= {GOALS['ratio_128']:.0f}x: "
               f"{'met' if ratio >= GOALS['ratio_128'] else 'NOT met'} by wall time)")
 
-    print("512 positions (captum internal_batch_size=10):")
-    ours = measure("ours", folder, 512)
+    print(f"{large} positions (captum internal_batch_size=10):")
+    ours = run("ours", large)
     print(_row("ours fp32", ours))
-    fast = measure("ours", folder, 512, precision="bf16")
+    fast = run("ours", large, precision="bf16")
     print(_row("ours bf16", fast))
-    theirs = measure("captum", folder, 512, internal_batch_size=10)
+    theirs = run("captum", large, internal_batch_size=10)
     print(_row("captum LIG, internal_batch_size=10", theirs))
-    sdpa = measure("captum", folder, 512, internal_batch_size=10, sdpa=True)
+    sdpa = run("captum", large, internal_batch_size=10, sdpa=True)
     print(_row("captum LIG, ibs=10, SDPA model copy", sdpa))
-    fewer = measure("ours", folder, 512, steps=16)
+    fewer = run("ours", large, steps=16)
     print(_row("ours, 16 Gauss-Legendre steps (info)", fewer))
-    early = measure("ours", folder, 512, precision="bf16", tolerance=0.01)
+    early = run("ours", large, precision="bf16", tolerance=0.01)
     print(_row("ours bf16, stop early at 1 % (info)", early) + f"  ({early['steps']} steps)")
     for precision, mine in (("fp32", ours), ("bf16", fast)):
         pct = 100 * abs(mine["delta"]) / abs(mine["gap"])
         print(f"  ours {precision}: speed ratio captum / ours, wall (CPU): {theirs['seconds'] / mine['seconds']:.2f}x "
               f"({theirs['cpu'] / mine['cpu']:.2f}x) with the app's eager-attention model, "
               f"{sdpa['seconds'] / mine['seconds']:.2f}x ({sdpa['cpu'] / mine['cpu']:.2f}x) with an SDPA copy")
-        print(f"    goals at 512: <= {GOALS['seconds_512']:.0f} s: "
+        print(f"    goals at {large}: <= {GOALS['seconds_512']:.0f} s: "
               f"{'met' if mine['seconds'] <= GOALS['seconds_512'] else 'NOT met'} ({mine['seconds']:.1f} s); "
               f"<= {GOALS['gb_512']:.0f} GB peak: {'met' if mine['peak_gb'] <= GOALS['gb_512'] else 'NOT met'} "
               f"({mine['peak_gb']:.2f} GB); delta <= {GOALS['delta_pct']:.0f} %: "
               f"{'met' if pct <= GOALS['delta_pct'] else 'NOT met'} ({pct:.3f} %)")
 
     print("\nPseudo-log-likelihood (batch 8 masked copies; exact = one mask per copy):")
-    for positions, options, label in [(128, {}, "exact"), (512, {"stop_after": 0.08}, "exact"),
-                                      (512, {"stop_after": 0.08, "precision": "bf16"}, "exact, bf16"),
-                                      (512, {"stride": 16}, "stride 16 (32 masks per copy)"),
-                                      (512, {"stride": 16, "precision": "bf16"}, "stride 16, bf16")]:
-        r = measure("pll", folder, positions, **options)
+    for positions, options, label in [(small, {}, "exact"), (large, {"stop_after": 0.08}, "exact"),
+                                      (large, {"stop_after": 0.08, "precision": "bf16"}, "exact, bf16"),
+                                      (large, {"stride": 16}, f"stride 16 ({large // 16} masks per copy)"),
+                                      (large, {"stride": 16, "precision": "bf16"}, "stride 16, bf16")]:
+        r = run("pll", positions, **options)
         how = (f"extrapolated from {r['measured_s']:.1f} s for {100 * r['fraction']:.0f} % of the copies"
                if r["fraction"] < 1 else f"{r['rows']} copies")
         cpu = r["cpu"] / r["fraction"]
         print(f"  {positions} positions, {label:<30} {r['seconds']:7.1f} s wall {cpu:7.1f} s CPU (load "
               f"{r['load']:3.1f})  ({how}; peak {r['peak_gb']:.2f} GB)")
-        if positions == 512:
+        if positions == large:
             met = r["seconds"] <= GOALS["pll_512_s"]
-            print(f"    goal <= {GOALS['pll_512_s']:.0f} s at 512: {'met' if met else 'NOT met'}")
+            print(f"    goal <= {GOALS['pll_512_s']:.0f} s at {large}: {'met' if met else 'NOT met'}")
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end (2 CPUs shared with other work)")
 
 
 if __name__ == "__main__":
     main()
-from cbert_core.run.plan import RunOptions, plan_note

@@ -1,8 +1,20 @@
-"""Shared bench helpers: the real-size checkpoint, notes of an exact token count, timing."""
+"""Shared bench helpers: the checkpoint (real-size, or tiny in quick mode), notes of an exact token count,
+timing, and the app's port.
+
+Every bench takes ``--quick``: the same code path end to end on tiny models the bench writes itself and
+tiny sizes, without ../shared, in seconds. Its numbers mean nothing; it shows the script still runs
+(tests/test_bench.py runs each bench that way).
+"""
 
 from __future__ import annotations
 
+import argparse
+import atexit
 import csv
+import os
+import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -13,6 +25,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # tiny_models, browser_support, load_sessions
+# As app.py does, before torch is imported: OpenMP threads sleep instead of spinning while they wait
+# (spinning made torch several times slower when other work shares the two cores).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
 SHARED = ROOT.parent / "shared"
 SHAPED_TOOL = SHARED / "tools" / "make_shaped_checkpoint.py"
 MTSAMPLES = SHARED / "data" / "clinical_text" / "mtsamples_subset_240.csv"
@@ -22,31 +40,74 @@ FALLBACK_NOTE = (
     "metoprolol 25 mg b.i.d. and aspirin 81 mg q.d. ASSESSMENT/PLAN: COPD exacerbation. No evidence of "
     "pneumonia on chest x-ray. Start prednisone and nebulizers. "
 )
+QUICK_NOTICE = ("quick mode: tiny test models and tiny sizes; the numbers below mean nothing (this run only "
+                "shows that the bench still works)")
+APP_PORTS = range(8610, 8691)  # the app a bench starts listens on a free port in this range
+
+
+def bench_parser(doc: str) -> argparse.ArgumentParser:
+    """An argument parser whose description is the first line of ``doc``, with ``--quick``."""
+    parser = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny test models and sizes, no ../shared: checks in seconds that the bench runs "
+                             "(the numbers mean nothing)")
+    return parser
+
+
+def announce(quick: bool) -> None:
+    """Say first, in quick mode, that the numbers mean nothing."""
+    if quick:
+        print(QUICK_NOTICE, flush=True)
+
+
+def scratch_folder(prefix: str = "cbert-bench-") -> Path:
+    """A temporary folder removed when this process exits (also when it is stopped with SIGTERM)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    return folder
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # runs the atexit clean-up, which a plain SIGTERM skips
 
 
 def shaped_checkpoint(layout: str = "modern") -> Path:
     """Write (once per run) the Bio_ClinicalBERT-shaped random checkpoint from ../shared."""
     if not SHAPED_TOOL.is_file():
-        raise SystemExit(f"{SHAPED_TOOL} is missing: the benchmarks need ../shared for the real-size checkpoint.")
-    folder = Path(tempfile.mkdtemp(prefix="cbert-bench-")) / layout
+        raise SystemExit(f"{SHAPED_TOOL} is missing: the benchmarks need ../shared for the real-size checkpoint "
+                         f"(or run with --quick).")
+    folder = scratch_folder() / layout
     args = [sys.executable, str(SHAPED_TOOL), str(folder)] + (["--hub-layout"] if layout == "hub" else [])
     subprocess.run(args, check=True, capture_output=True)
     return folder
 
 
-def corpus_text() -> str:
-    """Public clinical text (MTSamples) when ../shared has it, else a synthetic note repeated."""
-    if MTSAMPLES.is_file():
+def tiny_checkpoint(head: str = "masked-lm", max_positions: int = 64) -> Path:
+    """A tiny seeded BERT (tests/tiny_models.py: 2 layers x 4 heads, hidden 32, a small cased vocabulary)."""
+    from tiny_models import write_bert
+
+    return write_bert(scratch_folder() / head, head=head, max_positions=max_positions)
+
+
+def bench_checkpoint(quick: bool) -> Path:
+    """The real-size checkpoint, or in quick mode a tiny masked-LM."""
+    return tiny_checkpoint() if quick else shaped_checkpoint()
+
+
+def corpus_text(quick: bool = False) -> str:
+    """Public clinical text (MTSamples) when ../shared has it (not in quick mode), else a synthetic note repeated."""
+    if MTSAMPLES.is_file() and not quick:
         with MTSAMPLES.open(encoding="utf-8") as handle:
             return " ".join(row["transcription"] for row in csv.DictReader(handle))
     return FALLBACK_NOTE * 400
 
 
-def note_with_tokens(tokenizer: object, content_tokens: int, text: str | None = None) -> str:
+def note_with_tokens(tokenizer: object, content_tokens: int, text: str | None = None, *, quick: bool = False) -> str:
     """A prefix of the corpus that tokenizes to exactly ``content_tokens`` word pieces."""
     from cbert_core.text.tokens import tokenize_note
 
-    source = text or corpus_text()
+    source = text or corpus_text(quick)
     tokens = tokenize_note(tokenizer, source[: content_tokens * 12])
     if len(tokens) < content_tokens:
         raise ValueError("corpus too short")
@@ -80,3 +141,23 @@ def paired_times(first: Callable[[], object], second: Callable[[], object], repe
         second()
         b_times.append(time.perf_counter() - started)
     return statistics.median(a_times), statistics.median(b_times)
+
+
+def free_app_port() -> int:
+    """A free port in :data:`APP_PORTS`."""
+    for port in APP_PORTS:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise SystemExit(f"no free port between {APP_PORTS.start} and {APP_PORTS.stop - 1} for the app")
+
+
+def running_bench_app(env: dict[str, str]) -> object:
+    """tests/browser_support.running_app (the app started as `make run` starts it), on a port in APP_PORTS."""
+    import browser_support
+
+    browser_support.free_port = free_app_port  # running_app asks browser_support.free_port for its port
+    return browser_support.running_app(env=env)

@@ -3,33 +3,51 @@
 Needs ../shared (the public NegEx test set). Prints wall time, the majority
 baseline, validation accuracy, macro-F1 and the confusion matrix.
 
-    .venv/bin/python bench/finetune.py [--epochs 2] [--unfreeze 2] [--input sentence|condition]
+    .venv/bin/python bench/finetune.py [--epochs 2] [--unfreeze 2] [--input sentence|condition] [--quick]
 
 ``--input sentence`` feeds the sentence alone (NegEx writes the condition in
 capitals, which an uncased model cannot see); ``--input condition`` feeds
 "<condition>: <sentence>" so the model knows which finding the label is about.
+
+``--quick``: a tiny BERT encoder and 40 made-up sentences in the NegEx file's format
+(written by the bench), one epoch, no ../shared.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# common sets OMP_WAIT_POLICY=PASSIVE before torch loads: busy-waiting OpenMP threads slow training
+# several-fold when other work shares the two cores (measured here: 2.7 s vs 0.41 s per step).
+from common import SHARED, announce, bench_parser, scratch_folder, tiny_checkpoint
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# Busy-waiting OpenMP threads slow torch down several-fold when other work shares the two cores
-# (measured here: 2.7 s vs 0.41 s per training step); passive waiting avoids that.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-NEGEX = ROOT.parent / "shared" / "data" / "clinical_text" / "negex_rsAnnotations-1-120-random.txt"
+NEGEX = SHARED / "data" / "clinical_text" / "negex_rsAnnotations-1-120-random.txt"
+NEGEX_HEADER = ("line number", "Condition", "sentence", "negation_status (negated, affirmed, possible)",
+                "temporality (historical, recent, hypothetical)", "experiencer (patient, other)")
+FINDINGS = ("chest pain", "fever", "cough", "shortness of breath", "pneumonia", "edema", "nausea", "headache",
+            "rash", "dizziness")
+
+
+def quick_negex() -> Path:
+    """40 made-up sentences, half negated, in the NegEx file's format (tab-separated, padded, capital findings)."""
+    path = scratch_folder() / "negex_quick.txt"
+    rows = ["\t".join(NEGEX_HEADER)]
+    for index in range(40):
+        finding = FINDINGS[index % len(FINDINGS)]
+        negated = index % 2 == 0
+        sentence = f"The patient {'denies' if negated else 'reports'}   {finding.upper()} today."
+        rows.append("\t".join([str(index + 1), finding, sentence, "Negated" if negated else "Affirmed", "Recent",
+                               "Patient"]))
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--unfreeze", type=int, default=2, help="top encoder layers to train with the head")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -37,8 +55,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    if not NEGEX.is_file():
-        print(f"{NEGEX} is missing: this bench needs ../shared (the public NegEx test set).", file=sys.stderr)
+    announce(args.quick)
+    if args.quick:
+        args.epochs = 1
+    elif not NEGEX.is_file():
+        print(f"{NEGEX} is missing: this bench needs ../shared (the public NegEx test set), or run with --quick.",
+              file=sys.stderr)
         return 2
 
     import numpy as np
@@ -50,7 +72,7 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    table = read_table(NEGEX).frame
+    table = read_table(quick_negex() if args.quick else NEGEX).frame
     status = next(column for column in table.columns if column.startswith("negation_status"))
     sentences = [" ".join(text.split()) for text in table["sentence"]]  # NegEx pads with runs of spaces
     if args.input == "condition":
@@ -59,11 +81,12 @@ def main() -> int:
     else:
         texts = sentences
     collection = collection_from_texts(texts, labels=[value.strip() for value in table[status]])
-    loaded = load_model(BUNDLED)
+    loaded = load_model(str(tiny_checkpoint("encoder")) if args.quick else BUNDLED)
     config = FineTuneConfig(epochs=args.epochs, batch_size=args.batch_size, unfreeze_layers=args.unfreeze,
                             lr_encoder=5e-5, lr_head=1e-3, max_length=128, seed=args.seed)
     counts = {name: int((np.asarray(collection.labels) == name).sum()) for name in collection.label_names}
-    print(f"data: {len(collection):,} NegEx sentences {counts}; input = {args.input}")
+    print(f"data: {len(collection):,} {'made-up' if args.quick else 'NegEx'} sentences {counts}; "
+          f"input = {args.input}")
     print(f"model: {loaded.info.name} ({loaded.info.num_layers} layers, hidden {loaded.info.hidden_size}); "
           f"torch threads {torch.get_num_threads()}")
     print(f"settings: epochs {config.epochs}, batch {config.batch_size}, top {config.unfreeze_layers} layers + head, "

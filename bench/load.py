@@ -3,28 +3,30 @@
 Prints rounds per session, median and worst page times, the server's resident memory at start,
 after 1 minute and at the end, cross-talk findings and the hooks left on the shared model.
 
-    .venv/bin/python bench/load.py [--sessions 8] [--minutes 5] [--model bundled]
+    .venv/bin/python bench/load.py [--sessions 8] [--minutes 5] [--model bundled] [--quick]
+
+``--quick``: 2 sessions for 15 seconds on the bundled model (a round may not finish).
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
+from common import announce, bench_parser, running_bench_app
 
-from common import ROOT
-
-sys.path.insert(0, str(ROOT / "tests"))
-from browser_support import running_app  # noqa: E402
-from load_sessions import run_load  # noqa: E402
+# isort: split
+# after common, which puts tests/ on the path
+from load_sessions import run_load
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--model", default="bundled", help="CBERT_MODEL for the server")
     args = parser.parse_args()
-    with running_app(env={"HF_HUB_OFFLINE": "1", "CBERT_MODEL": args.model}) as server:
+    announce(args.quick)
+    if args.quick:
+        args.sessions, args.minutes, args.model = 2, 0.25, "bundled"
+    with running_bench_app(env={"HF_HUB_OFFLINE": "1", "CBERT_MODEL": args.model}) as server:
         port = int(server.url.rsplit(":", 1)[1])
         report = run_load(server.url, port, sessions=args.sessions, seconds=args.minutes * 60)
     print(f"{args.sessions} sessions x {args.minutes:g} min on {args.model}: rounds per session {report.rounds}, "

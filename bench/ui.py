@@ -8,25 +8,28 @@ headless Chromium and prints, at 64, 256 and 512 tokens:
     (nothing recomputed), and after switching the layer;
   * the size of the page plain bertviz (html_action="return", every layer) would send.
 
-    .venv/bin/python bench/ui.py
+    .venv/bin/python bench/ui.py [--quick]
+
+``--quick``: the bundled model (6 layers, a bare encoder) at 48 tokens.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
 
-from common import ROOT, note_with_tokens, shaped_checkpoint
+from common import announce, bench_parser, note_with_tokens, running_bench_app, shaped_checkpoint
 
-sys.path.insert(0, str(ROOT / "tests"))
-from browser_support import browser, drawn_after, open_page, running_app, set_note, settle, watch  # noqa: E402
-from cbert_core.model.loading import load_model  # noqa: E402
+# isort: split
+# after common, which puts the repository and tests/ on the path
+from browser_support import browser, drawn_after, open_page, set_note, settle, watch
+from cbert_core.model.loading import load_model
 from cbert_core.run.plan import plan_note
-from cbert_core.run.trace import trace  # noqa: E402
+from cbert_core.run.trace import trace
 
 SIZES = (64, 256, 512)
+QUICK_SIZES = (48,)
 GOALS = {"payload_mb": 5.0, "first_draw_s": 2.0, "cached_draw_s": 1.0}
 
 
@@ -48,20 +51,23 @@ def choose_view(tab: object, name: str) -> None:
 
 
 def main() -> None:
-    folder = shaped_checkpoint()
-    loaded = load_model(str(folder))
+    args = bench_parser(__doc__).parse_args()
+    announce(args.quick)
+    sizes = QUICK_SIZES if args.quick else SIZES
+    model = "bundled" if args.quick else str(shaped_checkpoint())  # CBERT_MODEL for the server
+    loaded = load_model(model)
     tokenizer = loaded.tokenizer()
-    print(f"model: Bio_ClinicalBERT-shaped checkpoint ({loaded.info.num_layers} layers x {loaded.info.num_heads} "
-          f"heads), app started with make run")
+    print(f"model: {'the bundled ' + loaded.info.name if args.quick else 'Bio_ClinicalBERT-shaped checkpoint'} "
+          f"({loaded.info.num_layers} layers x {loaded.info.num_heads} heads), app started with make run")
     rows = []
-    with running_app(env={"CBERT_MODEL": str(folder), "HF_HUB_OFFLINE": "1"}) as server, browser() as chromium:
+    with running_bench_app(env={"CBERT_MODEL": model, "HF_HUB_OFFLINE": "1"}) as server, browser() as chromium:
         context = chromium.new_context(viewport={"width": 1500, "height": 1400})
         tab = context.new_page()
         traffic = watch(tab)
         tab.goto(server.url)
         settle(tab)
-        for round_, size in enumerate(SIZES):
-            text = note_with_tokens(tokenizer, size - 2)
+        for round_, size in enumerate(sizes):
+            text = note_with_tokens(tokenizer, size - 2, quick=args.quick)
             set_note(tab, text)
             reference = trace(loaded, plan_note(loaded, text))
             traffic.reset()
@@ -70,11 +76,13 @@ def main() -> None:
             open_page(tab, "Note")
             cached = open_page(tab, "Attention", plots=2)
             layer_input = tab.locator('[data-testid="stMain"] input[aria-label="Layer"]')
-            new_layer = str(3 + round_)  # a layer not shown yet (choices persist across rounds)
-            layer_input.fill(new_layer)
+            head = tab.locator('[data-testid="stMain"] input[aria-label="Head"]').input_value()
+            new_layer = int(layer_input.input_value()) % loaded.info.num_layers + 1  # the next layer
+            layer_input.fill(str(new_layer))
             started = time.perf_counter()
             layer_input.press("Enter")
-            layer_switch = drawn_after(tab, started, plots=2, text=f"L{new_layer} H1")
+            # drawn when the heatmap's title names the new layer (the page opens on the most structured head)
+            layer_switch = drawn_after(tab, started, plots=2, text=f"L{new_layer} H{head}")
             traffic.reset()
             choose_view(tab, "bertviz head view")
             settle(tab)
@@ -100,7 +108,7 @@ def main() -> None:
               f"                       | {first:5.2f} / {cached:5.2f} / {layer:5.2f}"
               f"             | {plain / 1e6:10.1f} ({how}) | {plain / biggest:7.0f}x smaller")
     last = rows[-1]
-    print(f"\n512 tokens: largest Attention-page payload {max(last[2:5]) / 1e6:.2f} MB (goal <= "
+    print(f"\n{last[0]} tokens: largest Attention-page payload {max(last[2:5]) / 1e6:.2f} MB (goal <= "
           f"{GOALS['payload_mb']} MB); first draw {last[5]:.2f} s (goal < {GOALS['first_draw_s']} s); "
           f"drawn again {last[6]:.2f} s, after a layer switch {last[7]:.2f} s (goal <= {GOALS['cached_draw_s']} s)")
 
