@@ -1,5 +1,5 @@
 """Shared bench helpers: the checkpoint (real-size, or tiny in quick mode), notes of an exact token count,
-timing, and the app's port.
+and timing.
 
 Every bench takes ``--quick``: the same code path end to end on tiny models the bench writes itself and
 tiny sizes, without ../shared, in seconds. Its numbers mean nothing; it shows the script still runs
@@ -14,7 +14,6 @@ import csv
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,7 +41,6 @@ FALLBACK_NOTE = (
 )
 QUICK_NOTICE = ("quick mode: tiny test models and tiny sizes; the numbers below mean nothing (this run only "
                 "shows that the bench still works)")
-APP_PORTS = range(8610, 8691)  # the app a bench starts listens on a free port in this range
 
 
 def bench_parser(doc: str) -> argparse.ArgumentParser:
@@ -142,22 +140,3 @@ def paired_times(first: Callable[[], object], second: Callable[[], object], repe
         b_times.append(time.perf_counter() - started)
     return statistics.median(a_times), statistics.median(b_times)
 
-
-def free_app_port() -> int:
-    """A free port in :data:`APP_PORTS`."""
-    for port in APP_PORTS:
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise SystemExit(f"no free port between {APP_PORTS.start} and {APP_PORTS.stop - 1} for the app")
-
-
-def running_bench_app(env: dict[str, str]) -> object:
-    """tests/browser_support.running_app (the app started as `make run` starts it), on a port in APP_PORTS."""
-    import browser_support
-
-    browser_support.free_port = free_app_port  # running_app asks browser_support.free_port for its port
-    return browser_support.running_app(env=env)

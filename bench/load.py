@@ -10,10 +10,11 @@ after 1 minute and at the end, cross-talk findings and the hooks left on the sha
 
 from __future__ import annotations
 
-from common import announce, bench_parser, running_bench_app
+from common import announce, bench_parser
 
 # isort: split
 # after common, which puts tests/ on the path
+from browser_support import running_app
 from load_sessions import run_load
 
 
@@ -26,7 +27,7 @@ def main() -> None:
     announce(args.quick)
     if args.quick:
         args.sessions, args.minutes, args.model = 2, 0.25, "bundled"
-    with running_bench_app(env={"HF_HUB_OFFLINE": "1", "CBERT_MODEL": args.model}) as server:
+    with running_app(env={"HF_HUB_OFFLINE": "1", "CBERT_MODEL": args.model}) as server:
         port = int(server.url.rsplit(":", 1)[1])
         report = run_load(server.url, port, sessions=args.sessions, seconds=args.minutes * 60)
     print(f"{args.sessions} sessions x {args.minutes:g} min on {args.model}: rounds per session {report.rounds}, "

@@ -1,7 +1,11 @@
 """What the browser receives for the Attention page, and how fast it draws, beside plain bertviz.
 
 Starts the app as `make run` does on the real-size (Bio_ClinicalBERT-shaped) checkpoint, drives it in
-headless Chromium and prints, at 64, 256 and 512 tokens:
+headless Chromium and prints:
+  * cold starts (a fresh server each, a browser opened the moment its health endpoint answers):
+    whether the sidebar ever showed the pages/ folder's listing, and the seconds from health to the
+    note box and to the model loaded (the note box's share of that wait is the ratio reported);
+and at 64, 256 and 512 tokens:
   * bytes the app sends (websocket) when opening the Attention page, for its default view and for
     the bertviz head and model views;
   * seconds from the click to a drawn page, first visit and again after visiting another page
@@ -10,7 +14,7 @@ headless Chromium and prints, at 64, 256 and 512 tokens:
 
     .venv/bin/python bench/ui.py [--quick]
 
-``--quick``: the bundled model (6 layers, a bare encoder) at 48 tokens.
+``--quick``: the bundled model (6 layers, a bare encoder) at 48 tokens, one cold start.
 """
 
 from __future__ import annotations
@@ -19,18 +23,40 @@ import time
 
 import numpy as np
 
-from common import announce, bench_parser, note_with_tokens, running_bench_app, shaped_checkpoint
+from common import announce, bench_parser, note_with_tokens, shaped_checkpoint
 
 # isort: split
 # after common, which puts the repository and tests/ on the path
-from browser_support import browser, drawn_after, open_page, set_note, settle, watch
+from browser_support import browser, drawn_after, open_page, running_app, set_note, settle, watch, watch_cold_start
 from cbert_core.model.loading import load_model
 from cbert_core.run.plan import plan_note
 from cbert_core.run.trace import trace
 
 SIZES = (64, 256, 512)
 QUICK_SIZES = (48,)
-GOALS = {"payload_mb": 5.0, "first_draw_s": 2.0, "cached_draw_s": 1.0}
+GOALS = {"payload_mb": 5.0, "first_draw_s": 2.0, "cached_draw_s": 1.0, "note_box_s": 3.0}
+COLD_STARTS = 3
+FOLDER_LISTING = {"app", "attention", "attribution", "compare", "corpus", "embeddings", "finetune", "inside", "note",
+                  "predictions", "tokenization"}  # Streamlit's own listing of pages/ (file names)
+
+
+def cold_starts(model: str, count: int) -> None:
+    """Start a fresh server ``count`` times and print what a browser opened at once saw, and when."""
+    servers = f"{count} fresh server{'s' if count > 1 else ''}"
+    checkpoint = "bundled" if model == "bundled" else "the checkpoint"
+    print(f"\ncold start ({servers}, CBERT_MODEL={checkpoint}): seconds after the health endpoint answered")
+    with browser() as chromium:
+        for attempt in range(1, count + 1):
+            with running_app(env={"CBERT_MODEL": model, "HF_HUB_OFFLINE": "1"}) as server:
+                seen = watch_cold_start(chromium, server)
+            listing = sorted(seen.navigation_seen & FOLDER_LISTING)
+            note_box = f"{seen.note_box_s:.2f}" if seen.note_box_s is not None else "never"
+            ready = f"{seen.model_ready_s:.2f}" if seen.model_ready_s is not None else "never"
+            share = (f"{seen.note_box_s / seen.model_ready_s:.2f}" if seen.note_box_s and seen.model_ready_s
+                     else "-")
+            print(f"  start {attempt}: folder listing {'SEEN ' + str(listing) if listing else 'never shown'}; "
+                  f"note box {note_box} s (goal < {GOALS['note_box_s']} s), model loaded {ready} s, "
+                  f"note box / model {share}")
 
 
 def plain_bertviz_bytes(attention: np.ndarray, tokens: list[str], exact: bool) -> tuple[int, str]:
@@ -59,8 +85,9 @@ def main() -> None:
     tokenizer = loaded.tokenizer()
     print(f"model: {'the bundled ' + loaded.info.name if args.quick else 'Bio_ClinicalBERT-shaped checkpoint'} "
           f"({loaded.info.num_layers} layers x {loaded.info.num_heads} heads), app started with make run")
+    cold_starts(model, 1 if args.quick else COLD_STARTS)
     rows = []
-    with running_bench_app(env={"CBERT_MODEL": model, "HF_HUB_OFFLINE": "1"}) as server, browser() as chromium:
+    with running_app(env={"CBERT_MODEL": model, "HF_HUB_OFFLINE": "1"}) as server, browser() as chromium:
         context = chromium.new_context(viewport={"width": 1500, "height": 1400})
         tab = context.new_page()
         traffic = watch(tab)

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -76,6 +77,62 @@ def running_app(env: dict[str, str] | None = None, log_dir: Path | None = None,
             process.wait(timeout=20)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             os.killpg(process.pid, signal.SIGKILL)
+
+
+def wait_for_health(url: str, timeout_s: float = 120.0) -> None:
+    """Return as soon as the server's health endpoint answers "ok"."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as answer:
+                if answer.read().strip() == b"ok":
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError("the server's health endpoint did not answer")
+
+
+# Records every page name the sidebar navigation ever shows, on every change of the page: a listing that is on
+# screen for a tenth of a second is caught, which polling from Python misses.
+RECORD_NAVIGATION = """
+window.navigationSeen = new Set();
+new MutationObserver(() => {
+  for (const link of document.querySelectorAll('[data-testid="stSidebarNav"] a')) {
+    const lines = link.innerText.trim().split("\\n");
+    if (lines[0]) window.navigationSeen.add(lines[lines.length - 1].trim());  // the icon's name comes first
+  }
+}).observe(document, {childList: true, subtree: true, characterData: true});
+"""
+NOTE_BOX = '[data-testid="stSidebar"] textarea[aria-label="Clinical note"]'
+MODEL_READY = '[data-testid="stSidebar"] :text("In force:")'
+
+
+@dataclass(frozen=True, kw_only=True)
+class ColdStart:
+    """What a browser opened the moment a fresh server's health endpoint answered saw, and when."""
+
+    navigation_seen: frozenset[str]  # every page name the sidebar navigation showed
+    note_box_s: float | None  # seconds from health to the note box on screen
+    model_ready_s: float | None  # seconds from health to the sidebar's "In force:" (the model loaded)
+
+
+def watch_cold_start(chromium: object, server: Server, timeout_s: float = 180.0) -> ColdStart:
+    """Open a tab on ``server`` the moment it is healthy and watch it until the model is loaded."""
+    tab = chromium.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    tab.add_init_script(RECORD_NAVIGATION)
+    wait_for_health(server.url)
+    started = time.perf_counter()
+    tab.goto(server.url, wait_until="commit")
+    note_box_s = model_ready_s = None
+    while time.perf_counter() - started < timeout_s and model_ready_s is None:
+        if note_box_s is None and tab.locator(NOTE_BOX).count():
+            note_box_s = time.perf_counter() - started
+        if tab.locator(MODEL_READY).count():
+            model_ready_s = time.perf_counter() - started
+        time.sleep(0.05)
+    seen = frozenset(tab.evaluate("[...window.navigationSeen]"))
+    tab.context.close()
+    return ColdStart(navigation_seen=seen, note_box_s=note_box_s, model_ready_s=model_ready_s)
 
 
 @contextmanager

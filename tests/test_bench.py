@@ -71,6 +71,8 @@ REPORTS = {
     ],
     "ui.py": [
         "model:",
+        "cold start (1 fresh server,",
+        "  start 1: folder listing never shown; note box",
         " tokens | Attention page MB (heads / bertviz head / model view) | draw s (first / again / layer)",
         "largest Attention-page payload",
         "after a layer switch",
