@@ -1,4 +1,4 @@
-"""Downloads: results as JSON / NPZ, tables as CSV, figures as HTML / PNG (all as bytes).
+"""Downloads: results as JSON / NPZ, tables as CSV, figures as HTML (all as bytes; PNGs come from the chart toolbar).
 
 These functions return bytes for the UI's download buttons and never write
 files; :func:`write_bytes` is the one place that writes, for callers (the CLI)
