@@ -7,9 +7,14 @@ the real thing where a GPU is present.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import streamlit.testing.v1.app_test as app_test_module
 import torch
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.testing.v1 import AppTest
 
 from cbert_core.errors import CbertError, DeviceError
 from cbert_core.model.device import DEVICE_ENV_VAR, requested_device, resolve_device
@@ -17,7 +22,9 @@ from cbert_core.model.loading import load_model
 from cbert_core.model.precision import autocast, float32, precisions_for
 from cbert_core.run.plan import plan_note
 from cbert_core.run.trace import trace
+from ui.sidebar import server_device
 
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
 NOTE = "Patient denies chest pain. Continue metoprolol 25 mg b.i.d."
 
 
@@ -85,3 +92,27 @@ def test_a_trace_on_the_chosen_device_comes_back_as_cpu_numpy(tiny_dir) -> None:
     result = trace(loaded, plan_note(loaded, NOTE))
     assert isinstance(result.hidden_states, np.ndarray) and isinstance(result.attentions[0], np.ndarray)
     assert isinstance(result.head.top_ids, np.ndarray)
+
+
+class _NavigationPagesManager(PagesManager):
+    """As in test_app_pages: leave Streamlit's legacy pages/ mode the way the real server does."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+
+def test_the_app_stops_at_start_when_cuda_is_asked_for_without_a_gpu(monkeypatch) -> None:
+    monkeypatch.setattr(app_test_module, "PagesManager", _NavigationPagesManager)
+    monkeypatch.setenv(DEVICE_ENV_VAR, "cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", no_gpu)
+    server_device.clear()  # decided once per server: forget what an earlier test's app decided
+    try:
+        at = AppTest.from_file(APP, default_timeout=120)
+        at.run()
+        assert not at.exception, at.exception
+        assert any("cannot start" in error.value and f"{DEVICE_ENV_VAR}=cuda" in error.value for error in at.error)
+        assert not any("In force" in caption.value for caption in at.sidebar.caption)  # no model was loaded
+        assert not at.get("plotly_chart") and not at.title  # no page ran
+    finally:
+        server_device.clear()

@@ -39,13 +39,13 @@ def requested_device(env: Mapping[str, str] | None = None) -> DeviceChoice:
 
 
 def resolve_device(choice: str | None = None, *,
-                   cuda_available: Callable[[], bool] = torch.cuda.is_available) -> torch.device:
+                   cuda_available: Callable[[], bool] | None = None) -> torch.device:
     """The torch device for ``choice`` (None: read ``CBERT_DEVICE``).
 
     Args:
         choice: ``auto``, ``cpu`` or ``cuda`` (case-insensitive).
-        cuda_available: whether torch can use a CUDA GPU here (a parameter so that tests can
-            ask "what if there were none").
+        cuda_available: whether torch can use a CUDA GPU here (None: ``torch.cuda.is_available``;
+            a parameter so that tests can ask "what if there were none").
 
     Raises:
         DeviceError: an unknown choice, or ``cuda`` on a machine where torch sees no GPU.
@@ -53,7 +53,7 @@ def resolve_device(choice: str | None = None, *,
     wanted = requested_device() if choice is None else requested_device({DEVICE_ENV_VAR: choice})
     if wanted == "cpu":
         return torch.device("cpu")
-    if cuda_available():
+    if (cuda_available or torch.cuda.is_available)():
         return torch.device("cuda")
     if wanted == "auto":
         return torch.device("cpu")
