@@ -108,6 +108,12 @@ def sign_in_as(tab, user: str) -> None:
     tab.get_by_role("button", name=user, exact=True).click()
 
 
+def sidebar_top_screenshot(tab, name: str) -> None:
+    """The sidebar scrolled to its top (the account line is above the model and note sections)."""
+    tab.locator('[data-testid="stSidebarContent"]').evaluate("element => element.scrollTo(0, 0)")
+    tab.locator('[data-testid="stSidebar"]').screenshot(path=str(screenshot(tab, name)))
+
+
 def signed_cookie(server, claims: dict, *, secret: str = SECRET, issued_s_ago: float = 60.0,
                   signed_s_ago: float = 0.0) -> str:
     """An identity cookie as Streamlit writes it after a sign-in, signed with ``secret``."""
@@ -152,6 +158,7 @@ def test_sign_in_use_the_app_sign_out_and_be_asked_again(chromium, signed_app) -
     set_note(tab, MARKER)
     settle(tab)
     screenshot(tab, "auth_signed_in")
+    sidebar_top_screenshot(tab, "auth_sidebar_signed_in")
     lines = [json.loads(line) for line in signed_app.audit_path.read_text(encoding="utf-8").splitlines()]
     mine = [line for line in lines if line["user"] == ALICE["email"] and line["event"] == "analysis"]
     assert any(line["analysis"] == "trace" and line["page"] == "Note" and line["outcome"] == "ok" for line in mine)
