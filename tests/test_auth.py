@@ -17,8 +17,9 @@ from streamlit.testing.v1 import AppTest
 
 from cbert_core.errors import NoteTooLongError
 from ui import state
-from ui.audit import AUDIT_LOGGER, audited, set_run
+from ui.audit import AUDIT_LOGGER, audit_work, audited, set_run
 from ui.auth import AccessRules, AuthConfigError, access_rules, refusal
+from ui.sidebar import MODEL_OTHER
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 MARKER = "Zebrafinch-Quillwort-7341 reports crushing chest pain radiating to the left arm."
@@ -176,6 +177,39 @@ def test_the_app_writes_one_audit_line_per_analysis_and_no_note_text(audit_lines
     assert traces[0]["model"] == "all-MiniLM-L6-v2 (bundled)" and traces[0]["outcome"] == "ok"
     for word in MARKER_WORDS:
         assert all(word not in line for line in audit_lines), word
+
+
+def test_work_outside_the_shared_caches_gets_a_line_every_time_with_its_outcome(audit_lines) -> None:
+    set_run(user="dr@hospital.example", page="Fine-tune")
+    for _ in range(2):  # each run is its own line (a training run is never handed over from a cache)
+        with audit_work("fine_tune", "tiny-model"):
+            pass
+    with audit_work("fine_tune", "tiny-model") as fields:
+        fields["outcome"] = "cancelled"
+    with pytest.raises(NoteTooLongError), audit_work("fine_tune", "tiny-model"):
+        raise NoteTooLongError(f"The note is too long: {MARKER}")
+    records = [json.loads(line) for line in audit_lines]
+    assert [(entry["analysis"], entry["outcome"]) for entry in records] == [
+        ("fine_tune", "ok"), ("fine_tune", "ok"), ("fine_tune", "cancelled"), ("fine_tune", "refused")]
+    assert {(entry["user"], entry["page"], entry["model"]) for entry in records} == {
+        ("dr@hospital.example", "Fine-tune", "tiny-model")}
+    assert records[-1]["error"] == "NoteTooLongError"
+    assert all(word not in line for word in MARKER_WORDS for line in audit_lines)
+
+
+def test_a_fine_tuning_run_in_the_app_writes_its_audit_line(audit_lines, tiny_dir: Path) -> None:
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state[state.MODEL_CHOICE] = MODEL_OTHER
+    at.session_state[state.MODEL_CUSTOM] = str(tiny_dir)
+    at.session_state["ft_epochs"] = 1
+    at.run()
+    at.switch_page("pages/finetune.py").run()
+    assert not at.exception, at.exception
+    at.button(key="go_train").click().run()
+    assert not at.exception, at.exception
+    runs = [entry for entry in map(json.loads, audit_lines) if entry["analysis"] == "fine_tune"]
+    assert len(runs) == 1
+    assert runs[0]["page"] == "Fine-tune" and runs[0]["outcome"] == "ok" and runs[0]["seconds"] > 0
 
 
 def test_without_auth_the_sidebar_says_unauthenticated_and_bound_to_this_machine() -> None:

@@ -8,7 +8,7 @@ user can fix, e.g. a note over the length limit; ``error`` names its type), ``fa
 ``error`` names the exception's type) or ``cancelled`` (the user changed the input while it ran).
 Messages are never logged: they can quote the note. An analysis a session already got is not logged
 again when the page is redrawn; a result another session computed is logged for this one too, with
-the time it took to hand it over.
+the time it took to hand it over. A fine-tuning run (:func:`audit_work`) is logged every time it runs.
 
 The lines go to the logger ``cbert.audit``, which has its own handler and does not pass them on:
 to the server's standard error, or, when ``CBERT_AUDIT_LOG`` names a file, appended to that file
@@ -28,7 +28,8 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -158,3 +159,24 @@ def audited(kind: str | None = None) -> Callable[[Accessor], Accessor]:
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+@contextmanager
+def audit_work(analysis: str, model: str) -> Iterator[dict[str, Any]]:
+    """One audit line for model work a session runs itself rather than gets from a shared cache (a
+    fine-tuning run): written every time, when the block ends.
+
+    Yields:
+        fields for the line that the block may set, e.g. ``{"outcome": "cancelled"}`` for a run the
+        user stopped that still returned.
+    """
+    fields: dict[str, Any] = {}
+    started = time.perf_counter()
+    try:
+        yield fields
+    except BaseException as problem:
+        record("analysis", analysis=analysis, model=model, seconds=round(time.perf_counter() - started, 3),
+               **outcome_of(problem))
+        raise
+    record("analysis", analysis=analysis, model=model, seconds=round(time.perf_counter() - started, 3),
+           **{**outcome_of(None), **fields})
