@@ -1,8 +1,10 @@
 """Clinical BERT explorer: the entry script (streamlit run app.py).
 
-Order matters for the first impression: the page set-up, the navigation and the note box come
-first (nothing heavy imported yet), then torch and the model load, with the sidebar's progress,
-then the page the user picked runs. Pages are thin views in pages/; the logic is in cbert_core.
+Order matters for the first impression: the page set-up, the sign-in gate (when the secrets configure
+sign-in, nothing below it is drawn or sent to a browser that is not signed in and allowed), the
+navigation and the note box come first (nothing heavy imported yet), then torch and the model load,
+with the sidebar's progress, then the page the user picked runs. Pages are thin views in pages/; the
+logic is in cbert_core.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import streamlit as st  # noqa: E402
 
+from ui.audit import set_run  # noqa: E402
+from ui.auth import account_sidebar, sign_in_gate  # noqa: E402
 from ui.icon import tab_icon  # noqa: E402
 from ui.note_inputs import note_inputs  # noqa: E402
 
@@ -27,6 +31,7 @@ st.set_option("client.showSidebarNavigation", True)
 # fetch from a CDN: nothing may leave the machine.
 st.set_page_config(page_title="Clinical BERT explorer", page_icon=tab_icon(), layout="wide",
                    initial_sidebar_state="expanded")
+identity = sign_in_gate()  # stops here unless sign-in is off, or the user is signed in and allowed
 
 PAGES = [
     st.Page("pages/note.py", title="Note", icon=":material/description:", default=True),
@@ -42,6 +47,8 @@ PAGES = [
 ]
 
 navigation = st.navigation(PAGES)
+set_run(user=identity.user, page=navigation.title)  # for the audit log's lines
+account_sidebar(identity)
 model_box = st.sidebar.container()  # filled once the model is loaded, drawn above the note box
 note = note_inputs()
 

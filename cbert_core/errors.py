@@ -56,3 +56,7 @@ class ExportError(CbertError):
 
 
 SUPPORTED_FAMILIES_TEXT = "BERT, RoBERTa, DistilBERT and ELECTRA encoders"
+
+
+class DeviceError(CbertError):
+    """``CBERT_DEVICE`` asks for a device this machine does not have (or is not a known device)."""

@@ -27,6 +27,7 @@ from cbert_core.training.finetune import (
 from cbert_core.views.labels import escape
 from cbert_core.views.training_figures import confusion_figure, loss_figure
 from ui import state
+from ui.audit import audit_work
 from ui.caches import computed, estimate_text, speed_book
 from ui.context import page
 from ui.sidebar import use_model
@@ -112,9 +113,11 @@ if st.button("Train", type="primary", key="go_train"):
             last_draw[0] = time.perf_counter()
 
     st.caption("Change any input or press Stop (top right) to cancel training.")
-    with user_errors():
+    with user_errors(), audit_work("fine_tune", info.name) as audit_fields:  # the audit log's line for this run
         trained = fine_tune(loaded, collection, config=config, on_step=on_step,
                             progress=lambda fraction, message: bar.progress(min(fraction, 1.0), text=message))
+        if trained.result.cancelled:
+            audit_fields["outcome"] = "cancelled"
     bar.empty()
     curve.empty()
     if work is not None and not trained.result.cancelled:  # a whole run: the speed of training this model

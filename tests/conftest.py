@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # tests never reach a hub
+os.environ.setdefault("CBERT_DEVICE", "cpu")  # the CPU path (a GPU machine can opt in with CBERT_DEVICE=auto)
 # OpenMP threads sleep instead of spinning while waiting: on a shared 2-core machine spinning
 # made torch 7-100x slower under load (measured). Must be set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -69,6 +69,15 @@ REPORTS = {
         "macro-F1:",
         "confusion matrix (rows = true, columns = predicted):",
     ],
+    "device.py": [
+        "machine:",
+        "device: ",
+        "checkpoint on cpu:",
+        "trace, ",
+        "Integrated Gradients, ",
+        "fine-tune step (batch 16",
+        "load average",
+    ],
     "ui.py": [
         "model:",
         "cold start (1 fresh server,",

@@ -34,6 +34,7 @@ from cbert_core.run.trace import Trace, trace, trace_budget
 from cbert_core.serving.cache import ResultCache, payload_bytes
 from cbert_core.serving.speed import Estimate, Passes, SpeedBook
 from cbert_core.serving.status import ServerStatus, server_status
+from ui.audit import audited
 from ui.widgets import progress_bar
 
 ANALYSIS_CACHE_BYTES = 2**30  # projections, statistics, attributions... shared by all sessions
@@ -125,6 +126,7 @@ def get_collection_plans(loaded: LoadedModel, texts: tuple[str, ...], options: R
         return collection_plan_cache().get_or_compute(key, lambda: tuple(plan_notes(loaded, texts, base)))
 
 
+@audited("trace")
 def get_trace(loaded: LoadedModel, plan: NotePlan, *, label: str = "Running the note through the model",
               capture_qk: bool = False) -> Trace:
     """The trace of ``plan`` (computed once per plan and captured sites), with a progress bar; its time is
@@ -146,6 +148,7 @@ def get_trace(loaded: LoadedModel, plan: NotePlan, *, label: str = "Running the 
         done()
 
 
+@audited("inside walk")
 def get_inside(loaded: LoadedModel, plan: NotePlan, window: int) -> InsideTrace:
     """The exact float32 walk of one window for the "Inside the model" page (computed on that page only)."""
     key = ("inside", plan.key, window)
@@ -188,6 +191,7 @@ def analysis_key(function: Callable[..., Any], inputs: tuple[Any, ...], argument
             tuple(sorted((name, _key_part(value)) for name, value in arguments.items())))
 
 
+@audited()
 def computed(function: Callable[..., Any], *inputs: Any, label: str, passes: Passes | None = None,
              progress: bool = True, measure: Callable[[Any, float], None] | None = None, **arguments: Any) -> Any:
     """``function(*inputs, progress=..., **arguments)``, computed once for every session.

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
+from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 
 from cbert_core.model.loading import LoadedModel, ModelInfo
 from cbert_core.run.plan import NotePlan, RunOptions
@@ -89,3 +90,20 @@ def page() -> PageContext:
 def with_options(settings: Settings, **changes: object) -> Settings:
     """``settings`` with some run options changed (e.g. another model's casing)."""
     return dataclasses.replace(settings, options=dataclasses.replace(settings.options, **changes))
+
+
+def _leave_legacy_pages_mode() -> None:
+    """A page file that Streamlit runs on its own reruns through the entry script before it draws anything.
+
+    Until the entry script has called ``st.navigation`` once, Streamlit treats the app as a legacy
+    pages/ app: the first request for a page's address after a server start (``/attention``) runs
+    that page file alone, without app.py and so without its sign-in gate. Every page imports this
+    module before it draws, and the first import in the process happens in exactly that run: switch
+    the legacy mode off and rerun, so that app.py (the gate first) runs instead.
+    """
+    if PagesManager.uses_pages_directory and get_script_run_ctx(suppress_warning=True) is not None:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_leave_legacy_pages_mode()

@@ -1,15 +1,20 @@
 """The sidebar's model section and run options: which model, which casing, window overlap, precision,
 length limit, and the server's status line. Decides this run's :class:`ui.context.Settings`.
+
+The device the model runs on (``CBERT_DEVICE``) is decided once per server: :func:`require_device`
+stops the app with a message when it cannot be honoured, and the sidebar says where the model runs.
 """
 
 from __future__ import annotations
 
 import streamlit as st
+import torch
 from streamlit.delta_generator import DeltaGenerator
 
-from cbert_core.errors import CbertError
+from cbert_core.errors import CbertError, DeviceError
+from cbert_core.model.device import describe_device, resolve_device
 from cbert_core.model.loading import BIO_CLINICALBERT, BUNDLED_NAME, LoadedModel
-from cbert_core.model.precision import PRECISIONS, bf16_is_fast
+from cbert_core.model.precision import bf16_is_fast, precisions_for
 from cbert_core.run.plan import RunOptions
 from cbert_core.text.tokens import DEFAULT_MAX_CHARS
 from cbert_core.text.windows import DEFAULT_OVERLAP
@@ -74,18 +79,44 @@ def _casing(box: DeltaGenerator, loaded: LoadedModel) -> bool | None:
     return not keep_case
 
 
-def _advanced() -> tuple[int, str, int]:
-    """Window overlap, precision and the length limit, and the server's status line."""
+@st.cache_resource(show_spinner=False)
+def server_device() -> torch.device:
+    """The device every model of this server runs on (``CBERT_DEVICE``), decided once."""
+    return resolve_device()
+
+
+def require_device() -> torch.device:
+    """This server's device; stops the app with a message when ``CBERT_DEVICE`` cannot be honoured
+    (``cuda`` on a machine without a GPU, or an unknown value)."""
+    try:
+        return server_device()
+    except DeviceError as problem:
+        st.error(f"The app cannot start: {problem}", icon=":material/memory:")
+        st.stop()
+        raise  # st.stop() raises; this keeps type checkers informed
+
+
+def _precision_help(device: torch.device) -> str:
+    if device.type == "cuda":
+        return ("fp32 is exact. bf16 and fp16 run the model's matrix products under the GPU's autocast in bfloat16 "
+                "or float16 (softmax and layer norm stay float32): several times faster on the GPU; attention weights "
+                "differ by about 1e-3. Applies to the analysis, the surprise map and attribution.")
+    fast_bf16 = bf16_is_fast()
+    return ("fp32 is exact. bf16 runs the model's matrix products in bfloat16: 2-3x faster on CPUs with native bf16 "
+            "(AVX512-BF16 or AMX), several times slower on others; attention weights differ by about 1e-4. Applies "
+            "to the analysis, the surprise map and attribution. This server's CPU: "
+            f"{'native bf16, fast here' if fast_bf16 else 'no native bf16, slow here'}. fp16 needs a GPU.")
+
+
+def _advanced(device: torch.device) -> tuple[int, str, int]:
+    """Window overlap, precision (the choices the device has) and the length limit, and the server's status line."""
     with st.sidebar.expander("Advanced"):
         overlap = st.number_input("Window overlap for long notes (tokens)", min_value=0, max_value=256,
                                   value=DEFAULT_OVERLAP, step=16, key=state.OVERLAP)
-        fast_bf16 = bf16_is_fast()
-        precision = st.radio("Precision", list(PRECISIONS), key=state.PRECISION, horizontal=True,
-                             help="fp32 is exact. bf16 runs the model's matrix products in bfloat16: 2-3x faster "
-                                  "on CPUs with native bf16 (AVX512-BF16 or AMX), several times slower on others; "
-                                  "attention weights differ by about 1e-4. Applies to the analysis, the surprise "
-                                  "map and attribution. This server's CPU: "
-                                  f"{'native bf16, fast here' if fast_bf16 else 'no native bf16, slow here'}.")
+        choices = list(precisions_for(device))
+        if st.session_state.get(state.PRECISION) not in (None, *choices):
+            st.session_state[state.PRECISION] = "fp32"
+        precision = st.radio("Precision", choices, key=state.PRECISION, horizontal=True, help=_precision_help(device))
         max_chars = st.number_input("Longest note accepted (characters)", min_value=1_000, max_value=1_000_000,
                                     value=DEFAULT_MAX_CHARS, step=10_000, key=state.MAX_CHARS)
         now = status()
@@ -102,6 +133,7 @@ def model_sidebar(box: DeltaGenerator, note: str) -> Settings | None:
     """Fill the sidebar's model section (``box``, drawn above the note) and the Advanced options; decide
     this run's settings (None: the model could not be loaded, the message is in the sidebar)."""
     box.markdown("### Model")
+    device = require_device()
     spec_text = _model_choice(box)
     loaded = None
     with box:
@@ -113,9 +145,10 @@ def model_sidebar(box: DeltaGenerator, note: str) -> Settings | None:
     if loaded is not None:
         info = loaded.info
         box.caption(f"**In force:** {info.name} · {info.family} · {info.num_layers} layers × {info.num_heads} heads "
-                    f"· head: {info.head_kind} · {info.max_tokens} positions")
+                    f"· head: {info.head_kind} · {info.max_tokens} positions · runs on "
+                    f"{describe_device(loaded.device)}")
         lowercase = _casing(box, loaded)
-    overlap, precision, max_chars = _advanced()
+    overlap, precision, max_chars = _advanced(device)
     settings = None if loaded is None else Settings(
         model_spec=spec_text, note=note,
         options=RunOptions(lowercase=lowercase, overlap=overlap, max_chars=max_chars, precision=precision))

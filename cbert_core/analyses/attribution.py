@@ -187,12 +187,12 @@ def _gradient_sum(loaded: LoadedModel, target: Target, resolved: ResolvedTarget,
         ([t, e] weighted gradient sum, [steps] scores).
     """
     total = torch.zeros_like(start)
-    scores = torch.zeros(len(alphas), dtype=torch.float64)
-    position = torch.tensor([max(resolved.position, 0)], dtype=torch.long)
+    scores = torch.zeros(len(alphas), dtype=torch.float64, device=start.device)
+    position = torch.tensor([max(resolved.position, 0)], dtype=torch.long, device=start.device)
     with torch.enable_grad():
         for first in range(0, len(alphas), batch_size):
-            alpha = torch.from_numpy(alphas[first:first + batch_size]).to(start.dtype)
-            weight = torch.from_numpy(weights[first:first + batch_size]).to(start.dtype)
+            alpha = torch.from_numpy(alphas[first:first + batch_size]).to(device=start.device, dtype=start.dtype)
+            weight = torch.from_numpy(weights[first:first + batch_size]).to(device=start.device, dtype=start.dtype)
             points = (start[None] + alpha[:, None, None] * direction[None]).requires_grad_(True)  # [b, t, e]
             values = target_scores(loaded, target, points, position.expand(len(alpha)))
             (gradient,) = torch.autograd.grad(values.sum(), points)
@@ -246,14 +246,15 @@ def attribute(loaded: LoadedModel, plan: NotePlan, target: Target, *, method: Me
     rows_per_batch = fit_batch(loaded, tokens, wanted, memory_limit, backward=backward,
                                what=f"Attribution ({method})")
     base_ids = baseline_ids(loaded, plan, resolved, baseline)
-    position = torch.tensor([max(resolved.position, 0)], dtype=torch.long)
+    device = loaded.device
+    position = torch.tensor([max(resolved.position, 0)], dtype=torch.long, device=device)
     baseline_score, delta, rule_used, evaluations = float("nan"), float("nan"), "", 1
     # inference_mode(False): gradients work even when the caller runs under inference mode.
-    with torch.inference_mode(False), knockout(loaded.anatomy, knocked_out) as heads, autocast(precision):
+    with torch.inference_mode(False), knockout(loaded.anatomy, knocked_out) as heads, autocast(precision, device):
         # The end points in float32 even under bf16: the score, and IG's delta, are then exact.
         with torch.no_grad(), float32():
-            inputs = word_vectors(loaded, torch.from_numpy(resolved.ids)[None])[0]  # [t, e]
-            reference = word_vectors(loaded, torch.from_numpy(base_ids)[None])[0]  # [t, e]
+            inputs = word_vectors(loaded, torch.from_numpy(resolved.ids)[None].to(device))[0]  # [t, e]
+            reference = word_vectors(loaded, torch.from_numpy(base_ids)[None].to(device))[0]  # [t, e]
             ends = target_scores(loaded, target, torch.stack([inputs, reference]), position.expand(2))
         score = float(ends[0])
         forward_rows = 2
@@ -282,7 +283,7 @@ def attribute(loaded: LoadedModel, plan: NotePlan, target: Target, *, method: Me
             pieces, evaluations = _occlusion(loaded, plan, target, resolved, base_ids, score, rows_per_batch,
                                              progress)
             forward_rows += evaluations
-    piece_scores = pieces.detach().double().numpy().astype(np.float32) if isinstance(pieces, torch.Tensor) \
+    piece_scores = pieces.detach().double().cpu().numpy().astype(np.float32) if isinstance(pieces, torch.Tensor) \
         else pieces.astype(np.float32)
     return _record(loaded, plan, resolved, target, method, baseline, heads, piece_scores, score=score,
                    baseline_score=baseline_score, delta=delta, steps=evaluations, rule=rule_used, precision=precision,

@@ -45,6 +45,7 @@ from torch import nn
 
 from cbert_core.errors import TargetError
 from cbert_core.model.architecture import anatomy_of
+from cbert_core.model.device import device_of
 from cbert_core.model.loading import LoadedModel, ModelInfo
 from cbert_core.model.precision import autocast
 from cbert_core.progress import Progress, part
@@ -258,9 +259,9 @@ def random_weight_copy(loaded: LoadedModel, seed: int = REFERENCE_SEED) -> Loade
     config = copy.deepcopy(encoder.config)
     with torch.device("meta"):  # no memory and no initialization yet
         fresh = type(encoder)(config)
-    fresh.to_empty(device="cpu")
+    fresh.to_empty(device=device_of(encoder))
     std = float(getattr(config, "initializer_range", 0.02))
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = torch.Generator(device=device_of(encoder)).manual_seed(int(seed))
     done: set[int] = set()
     with torch.no_grad():
         for module in fresh.modules():
@@ -287,7 +288,8 @@ def random_weight_copy(loaded: LoadedModel, seed: int = REFERENCE_SEED) -> Loade
     fresh.requires_grad_(False)
     info = dataclasses.replace(loaded.info, name=f"{loaded.info.name} (random weights)",
                                folder=f"{loaded.info.folder}#random-weights-{seed}", head_kind="encoder", labels=())
-    return LoadedModel(model=fresh, anatomy=anatomy_of(fresh), info=info, tokenizers=loaded.tokenizers)
+    return LoadedModel(model=fresh, anatomy=anatomy_of(fresh), info=info, tokenizers=loaded.tokenizers,
+                       device=device_of(fresh))
 
 
 def window_hidden_states(encoder: nn.Module, result: Trace, positions: np.ndarray,
@@ -305,13 +307,14 @@ def window_hidden_states(encoder: nn.Module, result: Trace, positions: np.ndarra
     owners = result.owner[positions]
     windows = np.unique(owners).tolist()
     states: np.ndarray | None = None
-    with torch.inference_mode(), autocast(result.precision):
+    device = device_of(encoder)
+    with torch.inference_mode(), autocast(result.precision, device):
         for step, index in enumerate(windows):
-            ids = torch.from_numpy(result.input_ids[result.window_positions(index)].copy())[None]  # [1, t]
+            ids = torch.from_numpy(result.input_ids[result.window_positions(index)].copy())[None].to(device)  # [1, t]
             hidden = encoder(input_ids=ids, output_hidden_states=True).hidden_states  # (layer + 1) x [1, t, d]
             mine = np.flatnonzero(owners == index)
-            local = torch.from_numpy(positions[mine] - result.windows[index].start)  # window-local positions
-            chosen = torch.stack([layer[0, local] for layer in hidden]).float().numpy()  # [layer + 1, m, d]
+            local = torch.from_numpy(positions[mine] - result.windows[index].start).to(device)  # window-local
+            chosen = torch.stack([layer[0, local] for layer in hidden]).float().cpu().numpy()  # [layer + 1, m, d]
             if states is None:
                 states = np.empty((chosen.shape[0], len(positions), chosen.shape[2]), dtype=np.float32)
             states[:, mine] = chosen

@@ -80,14 +80,14 @@ def _outcome(loaded: LoadedModel, plan: NotePlan, target: Target, *, window: int
     text = plan.text
     resolved = resolve_target(loaded, plan, target, window)
     with torch.inference_mode(), knockout(loaded.anatomy, plan.options.knocked_out):
-        ids = torch.from_numpy(resolved.ids)[None]
+        ids = torch.from_numpy(resolved.ids)[None].to(loaded.device)
         hidden = embed(loaded, word_vectors(loaded, ids))
         if target.kind == "similarity":
             score = float(read_target_score(loaded, target, run_encoder(loaded, hidden))[0])
             single = np.array([score], np.float32)
             return Outcome(text=text, score=score, names=(target.label,), probs=single, attribution=None), single
-        logits = head_logits(loaded, run_encoder(loaded, hidden, rows=torch.tensor([[max(resolved.position, 0)]])))
-        probs = torch.softmax((logits if target.kind == "class" else logits[:, 0])[0].float(), dim=-1).numpy()
+        logits = head_logits(loaded, run_encoder(loaded, hidden, rows=torch.tensor([[max(resolved.position, 0)]], device=ids.device)))
+        probs = torch.softmax((logits if target.kind == "class" else logits[:, 0])[0].float(), dim=-1).cpu().numpy()
     index = target.token_id if target.kind == "masked-token" else target.class_index
     score = float(np.log(max(float(probs[index]), 1e-45)))
     if target.kind == "masked-token":

@@ -261,7 +261,7 @@ def logit_lens(loaded: LoadedModel, inside: InsideTrace, position: int, *,
             f"{loaded.info.name} has no fill-mask head, so its layers cannot be read as word predictions. "
             "Load a masked-language model such as emilyalsentzer/Bio_ClinicalBERT for this panel.")
     head = mlm_head(loaded.model)
-    hidden = torch.from_numpy(inside.hidden_states[:, position].copy())  # [layer + 1, d]
+    hidden = torch.from_numpy(inside.hidden_states[:, position].copy()).to(loaded.device)  # [layer + 1, d]
     with torch.inference_mode():
         probs = torch.softmax(head(hidden).float(), dim=-1)  # [layer + 1, vocab]
         values, indices = torch.topk(probs, k=min(top_k, probs.shape[-1]), dim=-1)
@@ -273,11 +273,11 @@ def logit_lens(loaded: LoadedModel, inside: InsideTrace, position: int, *,
     return LogitLens(
         position=position, token=inside.tokens[position],
         layer_names=("embeddings", *(f"layer {index + 1}" for index in range(inside.num_layers))),
-        top_ids=indices.numpy().astype(np.int64),
+        top_ids=indices.cpu().numpy().astype(np.int64),
         top_tokens=tuple(tuple(str(token) for token in convert(row)) for row in indices.tolist()),
-        top_probs=values.numpy().copy(), final_id=final_id, final_token=str(convert(final_id)),
-        final_probs=final_probs.numpy().copy(),
-        final_ranks=final_ranks.numpy().astype(np.int64), input_token_probs=input_token_probs.numpy().copy(),
+        top_probs=values.cpu().numpy().copy(), final_id=final_id, final_token=str(convert(final_id)),
+        final_probs=final_probs.cpu().numpy().copy(),
+        final_ranks=final_ranks.cpu().numpy().astype(np.int64), input_token_probs=input_token_probs.cpu().numpy().copy(),
     )
 
 
@@ -312,7 +312,7 @@ def verify_layer(loaded: LoadedModel, inside: InsideTrace, layer: int) -> LayerC
     parts = loaded.anatomy.layers[layer]
 
     def tensor(array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(array.copy())
+        return torch.from_numpy(array.copy()).to(loaded.device)
 
     def error(computed: torch.Tensor, captured: np.ndarray) -> float:
         return float((computed.float() - tensor(captured)).abs().max())

@@ -81,9 +81,10 @@ def head_importance(loaded: LoadedModel, plan: NotePlan, target: Target, *, batc
     scores = np.zeros((layers, heads_per_layer), np.float32)
     positional = target.kind != "similarity"
     with torch.inference_mode(), knockout(loaded.anatomy, knocked_out) as base_heads:
-        ids = torch.from_numpy(resolved.ids)[None]
+        device = loaded.device
+        ids = torch.from_numpy(resolved.ids)[None].to(device)
         inputs: list[torch.Tensor] = []
-        rows = torch.tensor([[max(resolved.position, 0)]]) if positional else None
+        rows = torch.tensor([[max(resolved.position, 0)]], device=device) if positional else None
         final = run_encoder(loaded, embed(loaded, word_vectors(loaded, ids)), rows=rows, layer_inputs=inputs)
         intact = float(read_target_score(loaded, target, final)[0])
         total, done = layers * heads_per_layer, 0
@@ -94,14 +95,14 @@ def head_importance(loaded: LoadedModel, plan: NotePlan, target: Target, *, batc
             context = attention_context(loaded, layer, hidden, queries)  # [1, q, h * dh]
             for first in range(0, heads_per_layer, rows_per_batch):
                 chosen = list(range(first, min(first + rows_per_batch, heads_per_layer)))
-                gate = torch.ones(len(chosen), heads_per_layer)
-                gate[torch.arange(len(chosen)), torch.tensor(chosen)] = 0
+                gate = torch.ones(len(chosen), heads_per_layer, device=device)
+                gate[torch.arange(len(chosen), device=device), torch.tensor(chosen, device=device)] = 0
                 gated = gate_heads(loaded, context.expand(len(chosen), -1, -1), gate)
                 out = finish_layer(loaded, layer, gated, queries.expand(len(chosen), -1, -1))
                 if not last:
                     out = run_encoder(loaded, out, start=layer + 1,
                                       rows=rows.expand(len(chosen), -1) if positional else None)
-                scores[layer, chosen] = (read_target_score(loaded, target, out) - intact).numpy()
+                scores[layer, chosen] = (read_target_score(loaded, target, out) - intact).cpu().numpy()
                 done += len(chosen)
                 report(progress, done / total, f"Head importance: {done} of {total} heads")
     for layer, head in base_heads:

@@ -115,9 +115,10 @@ def _run_windows(loaded: LoadedModel, plan: NotePlan, *, rows_for: Callable[[Win
     with torch.inference_mode(), knockout(loaded.anatomy, plan.options.knocked_out) as heads:
         for window in plan.windows:
             rows = rows_for(window)
-            row_tensor = None if rows is None else torch.from_numpy(rows.astype(np.int64))[None]
-            logits = forward_ids(loaded, torch.from_numpy(plan.window_ids(window))[None], rows=row_tensor)
-            outputs.append(logits[0].float().numpy())
+            row_tensor = None if rows is None else torch.from_numpy(rows.astype(np.int64))[None].to(loaded.device)
+            logits = forward_ids(loaded, torch.from_numpy(plan.window_ids(window))[None].to(loaded.device),
+                                 rows=row_tensor)
+            outputs.append(logits[0].float().cpu().numpy())
             report(progress, (window.index + 1) / len(plan.windows),
                     f"{message}: window {window.index + 1} of {len(plan.windows)}")
     return outputs, heads
@@ -136,7 +137,7 @@ def token_labels(loaded: LoadedModel, plan: NotePlan, *, progress: Progress | No
     n = len(plan.tokens)
     probs = np.zeros((n + 2, len(labels)), np.float32)
     for window, logits in zip(plan.windows, outputs):
-        window_probs = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()  # [t, label]
+        window_probs = torch.softmax(torch.from_numpy(logits), dim=-1).cpu().numpy()  # [t, label]
         owned = np.flatnonzero(plan.owner == window.index)
         probs[owned + 1] = window_probs[owned - window.start + 1]
         if window.index == 0:
@@ -185,7 +186,7 @@ def classify(loaded: LoadedModel, plan: NotePlan, *, progress: Progress | None =
     text = plan.text
     outputs, heads = _run_windows(loaded, plan, rows_for=lambda window: np.array([0]), progress=progress,
                                   message="Classifying")
-    window_probs = torch.softmax(torch.from_numpy(np.stack(outputs)), dim=-1).numpy().astype(np.float32)
+    window_probs = torch.softmax(torch.from_numpy(np.stack(outputs)), dim=-1).cpu().numpy().astype(np.float32)
     labels = loaded.info.labels or tuple(f"LABEL_{i}" for i in range(window_probs.shape[-1]))
     return ClassProbabilities(model_key=loaded.info.key, text=text, lowercase=plan.lowercase, knocked_out=heads,
                               labels=labels, windows=plan.windows, window_probs=window_probs,

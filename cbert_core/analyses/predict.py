@@ -160,23 +160,25 @@ def _predict_masks(loaded: LoadedModel, plan: NotePlan, ids: np.ndarray, masked:
     original_probs = np.full(m, np.nan, np.float32)
     candidate_probs = np.zeros((m, len(candidate_ids)), np.float32)
     owners = plan.owner[masked]
+    device = loaded.device
     with torch.inference_mode(), knockout(loaded.anatomy, plan.options.knocked_out) as heads:
         for window_index in np.unique(owners):
             window = plan.windows[int(window_index)]
             mine = np.flatnonzero(owners == window_index)
             window_ids = np.concatenate([[plan.cls_id], ids[window.start:window.stop], [plan.sep_id]])
-            rows = torch.from_numpy(masked[mine] - window.start + 1)[None]  # [1, r]
-            logits = forward_ids(loaded, torch.from_numpy(window_ids.astype(np.int64))[None], rows=rows)[0]
+            rows = torch.from_numpy(masked[mine] - window.start + 1)[None].to(device)  # [1, r]
+            logits = forward_ids(loaded, torch.from_numpy(window_ids.astype(np.int64))[None].to(device), rows=rows)[0]
             logprobs = torch.log_softmax(logits.float(), dim=-1)  # [r, vocab]
             values, indices = torch.topk(logprobs, k, dim=-1)
-            top_ids[mine] = indices.numpy()
-            top_probs[mine] = values.exp().numpy()
+            top_ids[mine] = indices.cpu().numpy()
+            top_probs[mine] = values.exp().cpu().numpy()
             known = original_ids[mine] >= 0
             if known.any():
-                picked = logprobs[torch.from_numpy(np.flatnonzero(known)), torch.from_numpy(original_ids[mine][known])]
-                original_probs[mine[known]] = picked.exp().numpy()
+                picked = logprobs[torch.from_numpy(np.flatnonzero(known)).to(device),
+                                  torch.from_numpy(original_ids[mine][known]).to(device)]
+                original_probs[mine[known]] = picked.exp().cpu().numpy()
             if candidate_ids:
-                candidate_probs[mine] = logprobs[:, candidate_ids].exp().numpy()
+                candidate_probs[mine] = logprobs[:, candidate_ids].exp().cpu().numpy()
     note = plan.tokens
     return FillMaskResult(
         model_key=loaded.info.key, text=plan.text, lowercase=plan.lowercase, knocked_out=heads,
@@ -308,16 +310,17 @@ def pseudo_log_likelihood(loaded: LoadedModel, plan: NotePlan, *, batch_size: in
     logprobs = np.full(n, np.nan, np.float32)
     expected = np.full(n, -1, np.int64)
     done = 0
-    with torch.inference_mode(), knockout(loaded.anatomy, knocked_out) as heads, autocast(precision):
+    device = loaded.device
+    with torch.inference_mode(), knockout(loaded.anatomy, knocked_out) as heads, autocast(precision, device):
         for window in plan.windows:
             mine = [group for index, group in jobs if index == window.index]
-            base = torch.from_numpy(plan.window_ids(window))
+            base = torch.from_numpy(plan.window_ids(window)).to(device)
             for first in range(0, len(mine), batch_size):
                 batch = mine[first:first + batch_size]
                 width = max(group.size for group in batch)
                 rows = np.stack([np.resize(group, width) for group in batch]) - window.start + 1  # [b, m] local
                 ids = base.repeat(len(batch), 1)
-                row_index = torch.from_numpy(rows)
+                row_index = torch.from_numpy(rows).to(device)
                 ids.scatter_(1, row_index, int(plan.mask_id))
                 logits = forward_ids(loaded, ids, rows=row_index).float()  # [b, m, vocab]
                 originals = base[row_index]  # [b, m]
@@ -325,8 +328,8 @@ def pseudo_log_likelihood(loaded: LoadedModel, plan: NotePlan, *, batch_size: in
                 picked = logits.gather(-1, originals[..., None])[..., 0] - lse  # [b, m]
                 best = logits.argmax(-1)
                 for row, group in enumerate(batch):
-                    logprobs[group] = picked[row, :group.size].numpy()
-                    expected[group] = best[row, :group.size].numpy()
+                    logprobs[group] = picked[row, :group.size].cpu().numpy()
+                    expected[group] = best[row, :group.size].cpu().numpy()
                 done += len(batch)
                 report(progress, done / max(len(jobs), 1), f"Scored {done} of {len(jobs)} masked copies")
     tokenizer = loaded.tokenizer(plan.lowercase)

@@ -81,8 +81,9 @@ def pooled_windows(loaded: LoadedModel, pieces: Sequence[tuple[int, np.ndarray]]
         float32 [count, hidden].
     """
     hidden = loaded.info.hidden_size
-    sums = torch.zeros(count, hidden)
-    weights = torch.zeros(count)
+    device = loaded.device
+    sums = torch.zeros(count, hidden, device=device)
+    weights = torch.zeros(count, device=device)
     order = sorted(range(len(pieces)), key=lambda i: len(pieces[i][1]))
     for first in range(0, len(order), batch_size):
         chunk = [pieces[i] for i in order[first:first + batch_size]]
@@ -93,6 +94,7 @@ def pooled_windows(loaded: LoadedModel, pieces: Sequence[tuple[int, np.ndarray]]
             full = np.concatenate([[cls_id], content, [sep_id]]).astype(np.int64)
             ids[row, :full.size] = torch.from_numpy(full)
             keep[row, :full.size] = True
+        ids, keep = ids.to(device), keep.to(device)
         states = run_encoder(loaded, embed(loaded, word_vectors(loaded, ids)),
                              key_mask=None if bool(keep.all()) else keep)  # [b, t, d]
         mean = (states * keep[..., None]).sum(1) / keep.sum(1, keepdim=True)  # [b, d]
@@ -123,7 +125,7 @@ def _description_matrix(loaded: LoadedModel, descriptions: Sequence[str], *, low
     with torch.inference_mode(), knockout(loaded.anatomy, knocked_out):
         vectors = pooled_embeddings(loaded, sequences, cls_id=int(tokenizer.cls_token_id),
                                     sep_id=int(tokenizer.sep_token_id))
-    return F.normalize(vectors, dim=-1).numpy().astype(np.float32)
+    return F.normalize(vectors, dim=-1).cpu().numpy().astype(np.float32)
 
 
 def standing_out(similarity: np.ndarray, reference_similarity: np.ndarray
@@ -272,10 +274,10 @@ def embedding_similarity(loaded: LoadedModel, plan: NotePlan, descriptions: Sequ
     with torch.inference_mode(), knockout(loaded.anatomy, knocked_out) as heads:
         vectors = F.normalize(pooled_windows(loaded, pieces, 1 + len(spans), cls_id=plan.cls_id,
                                              sep_id=plan.sep_id), dim=-1)
-    cosines = (vectors @ torch.from_numpy(targets).T).numpy().astype(np.float32)  # [1 + sentence, label + ref]
+    cosines = (vectors.cpu() @ torch.from_numpy(targets).T).numpy().astype(np.float32)  # [1 + sentence, label + ref]
     labels = len(cleaned)
     similarity, reference_similarity = cosines[:, :labels], cosines[:, labels:]
-    probs = torch.softmax(torch.from_numpy(similarity) / temperature, dim=-1).numpy().astype(np.float32)
+    probs = torch.softmax(torch.from_numpy(similarity) / temperature, dim=-1).cpu().numpy().astype(np.float32)
     reference, margin, verdicts = standing_out(similarity, reference_similarity)
     report(progress, 1.0, "Done")
     return SimilarityResult(

@@ -197,7 +197,7 @@ def target_scores(loaded: LoadedModel, target: Target, words: torch.Tensor, posi
                 pooled = states.mean(1)
             else:
                 pooled = (states * key_mask[..., None]).sum(1) / key_mask.sum(1, keepdim=True)
-            reference = torch.tensor(target.reference, dtype=torch.float32)
+            reference = torch.tensor(target.reference, dtype=torch.float32, device=pooled.device)
             return F.cosine_similarity(pooled, reference[None], dim=-1)
     assert positions is not None
     states = run_encoder(loaded, hidden, rows=positions[:, None], key_mask=key_mask)  # [b, 1, d]
@@ -221,15 +221,17 @@ def target_scores_for_ids(loaded: LoadedModel, target: Target, sequences: list[n
             ids[row, :sequences[i].size] = torch.tensor(sequences[i], dtype=torch.long)
             keep[row, :sequences[i].size] = True
         rows = torch.tensor([max(positions[i], 0) for i in chunk], dtype=torch.long)
-        scores = target_scores(loaded, target, word_vectors(loaded, ids), rows, None if bool(keep.all()) else keep)
-        out[chunk] = scores.double().numpy()
+        device = loaded.device
+        scores = target_scores(loaded, target, word_vectors(loaded, ids.to(device)), rows.to(device),
+                               None if bool(keep.all()) else keep.to(device))
+        out[chunk] = scores.double().cpu().numpy()
     return out
 
 
 def read_target_score(loaded: LoadedModel, target: Target, states: torch.Tensor) -> torch.Tensor:
     """float64 [b] target scalar from last-layer states ([b, 1, d] at the target row, or [b, t, d])."""
     if target.kind == "similarity":
-        reference = torch.tensor(target.reference, dtype=torch.float32)
+        reference = torch.tensor(target.reference, dtype=torch.float32, device=states.device)
         return F.cosine_similarity(states.mean(1), reference[None], dim=-1).double()
     logits = head_logits(loaded, states)
     logits = (logits if target.kind == "class" else logits[:, 0]).float()

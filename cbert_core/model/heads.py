@@ -99,13 +99,13 @@ def mlm_head(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def _probabilities(logits: torch.Tensor, multi_label: bool) -> np.ndarray:
-    return (torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=-1)).numpy()
+    return (torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=-1)).cpu().numpy()
 
 
 def _common(outputs: object, last: torch.Tensor) -> dict:
     pooled = getattr(outputs, "pooler_output", None)
-    return dict(cls_vector=last[0].numpy().copy(), mean_vector=last.mean(0).numpy(),
-                pooled_vector=None if pooled is None else pooled[0].float().numpy().copy())
+    return dict(cls_vector=last[0].cpu().numpy().copy(), mean_vector=last.mean(0).cpu().numpy(),
+                pooled_vector=None if pooled is None else pooled[0].float().cpu().numpy().copy())
 
 
 class HeadAdapter:
@@ -152,7 +152,7 @@ class MaskedLanguageModel(HeadAdapter):
         logits = outputs.logits[0].float()  # [t, vocab]
         values, indices = torch.topk(logits, k=min(top_k, logits.shape[-1]), dim=-1)  # [t, k]
         logprobs = values - torch.logsumexp(logits, dim=-1, keepdim=True)  # no [t, vocab] copy
-        return {"top_ids": indices.numpy().astype(np.int32)[None], "top_logprobs": logprobs.numpy()[None]}
+        return {"top_ids": indices.cpu().numpy().astype(np.int32)[None], "top_logprobs": logprobs.cpu().numpy()[None]}
 
     def stitched(self, labels: tuple[str, ...], parts: list[dict[str, np.ndarray]], stitch: Stitch) -> HeadOutput:
         return HeadOutput(kind=self.kind, top_ids=stitch("top_ids", 1)[0], top_logprobs=stitch("top_logprobs", 1)[0])
@@ -163,8 +163,8 @@ class MaskedLanguageModel(HeadAdapter):
         values, indices = torch.topk(probs, k=min(top_k, probs.shape[-1]), dim=-1)  # [t, k]
         convert = loaded.tokenizer(lowercase).convert_ids_to_tokens
         tokens = tuple(tuple(str(token) for token in convert(row)) for row in indices.tolist())
-        return OutputLayer(kind=self.kind, **_common(outputs, last), top_ids=indices.numpy().astype(np.int64),
-                           top_tokens=tokens, top_probs=values.numpy().copy())
+        return OutputLayer(kind=self.kind, **_common(outputs, last), top_ids=indices.cpu().numpy().astype(np.int64),
+                           top_tokens=tokens, top_probs=values.cpu().numpy().copy())
 
     def rows(self, output: OutputLayer, tokens: tuple[str, ...], query: int,
              shown: np.ndarray) -> list[dict[str, object]]:
@@ -184,7 +184,7 @@ class TokenClassifier(HeadAdapter):
         return loaded.model.classifier(hidden)
 
     def trace_part(self, outputs: object, top_k: int) -> dict[str, np.ndarray]:
-        return {"token_logits": outputs.logits[0].float().numpy()[None]}
+        return {"token_logits": outputs.logits[0].float().cpu().numpy()[None]}
 
     def stitched(self, labels: tuple[str, ...], parts: list[dict[str, np.ndarray]], stitch: Stitch) -> HeadOutput:
         return HeadOutput(kind=self.kind, labels=labels, token_logits=stitch("token_logits", 1)[0])
@@ -194,7 +194,7 @@ class TokenClassifier(HeadAdapter):
         multi_label = getattr(loaded.model.config, "problem_type", None) == "multi_label_classification"
         logits = outputs.logits[0].float()
         return OutputLayer(kind=self.kind, **_common(outputs, last), labels=loaded.info.labels,
-                           token_logits=logits.numpy().copy(), token_probs=_probabilities(logits, multi_label),
+                           token_logits=logits.cpu().numpy().copy(), token_probs=_probabilities(logits, multi_label),
                            multi_label=multi_label)
 
     def rows(self, output: OutputLayer, tokens: tuple[str, ...], query: int,
@@ -222,7 +222,7 @@ class SequenceClassifier(HeadAdapter):
         return model.classifier(hidden)  # RoBERTa/ELECTRA heads read row 0 themselves
 
     def trace_part(self, outputs: object, top_k: int) -> dict[str, np.ndarray]:
-        return {"sequence_logits": outputs.logits[0].float().numpy()}
+        return {"sequence_logits": outputs.logits[0].float().cpu().numpy()}
 
     def stitched(self, labels: tuple[str, ...], parts: list[dict[str, np.ndarray]], stitch: Stitch) -> HeadOutput:
         return HeadOutput(kind=self.kind, labels=labels,
@@ -233,7 +233,7 @@ class SequenceClassifier(HeadAdapter):
         multi_label = getattr(loaded.model.config, "problem_type", None) == "multi_label_classification"
         logits = outputs.logits[0].float()
         return OutputLayer(kind=self.kind, **_common(outputs, last), labels=loaded.info.labels,
-                           sequence_logits=logits.numpy().copy(), sequence_probs=_probabilities(logits, multi_label),
+                           sequence_logits=logits.cpu().numpy().copy(), sequence_probs=_probabilities(logits, multi_label),
                            multi_label=multi_label)
 
     def rows(self, output: OutputLayer, tokens: tuple[str, ...], query: int,
@@ -243,7 +243,7 @@ class SequenceClassifier(HeadAdapter):
 
     def trace_rows(self, head: HeadOutput, tokens: tuple[str, ...], masks: np.ndarray,
                    names: Callable[[list[int]], list[str]]) -> list[dict[str, object]]:
-        probs = torch.softmax(torch.from_numpy(head.sequence_logits), dim=-1).numpy().mean(0)  # windows averaged
+        probs = torch.softmax(torch.from_numpy(head.sequence_logits), dim=-1).cpu().numpy().mean(0)  # windows averaged
         return [{"label": label, "probability": float(prob)} for label, prob in zip(head.labels, probs)]
 
 
@@ -254,7 +254,7 @@ class BareEncoder(HeadAdapter):
         return hidden  # no head: the states are the output
 
     def trace_part(self, outputs: object, top_k: int) -> dict[str, np.ndarray]:
-        return {"cls_vectors": outputs.last_hidden_state[0, 0].float().numpy()}  # [hidden]
+        return {"cls_vectors": outputs.last_hidden_state[0, 0].float().cpu().numpy()}  # [hidden]
 
     def stitched(self, labels: tuple[str, ...], parts: list[dict[str, np.ndarray]], stitch: Stitch) -> HeadOutput:
         return HeadOutput(kind=self.kind, cls_vectors=np.stack([part["cls_vectors"] for part in parts]).astype(np.float32))

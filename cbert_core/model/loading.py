@@ -52,6 +52,7 @@ from cbert_core.model import hub
 from cbert_core.model.architecture import Anatomy, anatomy_of, check_supported, usable_positions
 from cbert_core.model.attention_kernel import NAME as ATTENTION
 from cbert_core.model.casing import tokenizer_lowercases, vocabulary_is_cased
+from cbert_core.model.device import device_of, resolve_device
 from cbert_core.progress import Progress, report
 
 BIO_CLINICALBERT = "emilyalsentzer/Bio_ClinicalBERT"
@@ -212,6 +213,7 @@ class LoadedModel:
     anatomy: Anatomy
     info: ModelInfo
     tokenizers: Mapping[bool, PreTrainedTokenizerBase]  # keyed by "lower-cases?"
+    device: torch.device  # where the model runs (it is moved there once, when loaded): analyses put inputs here
 
     def tokenizer(self, lowercase: bool | None = None) -> PreTrainedTokenizerBase:
         """The tokenizer with the asked-for casing (None: the checkpoint's default)."""
@@ -229,18 +231,23 @@ class LoadedModel:
         return self.info.tokenizer_lowercases if lowercase is None else bool(lowercase)
 
 
-def load_model(spec: ModelSpec | str, progress: Progress | None = None) -> LoadedModel:
+def load_model(spec: ModelSpec | str, progress: Progress | None = None, *,
+               device: torch.device | str | None = None) -> LoadedModel:
     """Load a checkpoint for tracing.
 
     Args:
         spec: a :class:`ModelSpec` or text for :func:`parse_spec`.
         progress: called with (fraction done, message) as loading advances.
+        device: where the model runs (None: as ``CBERT_DEVICE`` says, see
+            :func:`cbert_core.model.device.resolve_device`).
 
     Raises:
-        ModelNotFoundError, HubUnreachableError, UnsupportedModelError, ModelLoadError.
+        ModelNotFoundError, HubUnreachableError, UnsupportedModelError, ModelLoadError,
+        DeviceError (``CBERT_DEVICE=cuda`` on a machine without a GPU).
     """
     if isinstance(spec, str):
         spec = parse_spec(spec)
+    target = resolve_device() if device is None else torch.device(device)
     report(progress, 0.05, f"Finding {spec.label}")
     folder = _folder_for(spec, progress)
     name = spec.label
@@ -250,7 +257,7 @@ def load_model(spec: ModelSpec | str, progress: Progress | None = None) -> Loade
     weights = _weights_file(folder)
     head_kind = _head_kind(config, weights)
     report(progress, 0.4, f"Loading {name} weights ({weights.name})")
-    model = _load_weights(folder, config, head_kind, weights)
+    model = _load_weights(folder, config, head_kind, weights).to(target)
     report(progress, 0.8, "Loading the tokenizer")
     tokenizers, default_lowercase = _load_tokenizers(folder, family)
     default_tokenizer = tokenizers[default_lowercase]
@@ -281,7 +288,7 @@ def load_model(spec: ModelSpec | str, progress: Progress | None = None) -> Loade
         pad_token=default_tokenizer.pad_token,
     )
     report(progress, 1.0, f"{name} is ready")
-    return LoadedModel(model=model, anatomy=anatomy, info=info, tokenizers=tokenizers)
+    return LoadedModel(model=model, anatomy=anatomy, info=info, tokenizers=tokenizers, device=device_of(model))
 
 
 def load_tokenizer(spec: ModelSpec | str) -> PreTrainedTokenizerBase:

@@ -77,6 +77,7 @@ def run_sequences(loaded: LoadedModel, sequences: Sequence[np.ndarray], *, layer
     lengths = np.asarray([len(ids) for ids in sequences], dtype=np.int64)
     padding = pad_id(loaded)
     base = loaded.model.base_model
+    device = loaded.device
     done = 0
     total = len(sequences)
     for batch in _batches(lengths, max(1, int(batch_size)), max(1, int(batch_tokens))):
@@ -87,11 +88,11 @@ def run_sequences(loaded: LoadedModel, sequences: Sequence[np.ndarray], *, layer
             ids[row, :lengths[index]] = sequences[index]
             mask[row, :lengths[index]] = 1
         with torch.inference_mode():
-            outputs = base(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+            outputs = base(input_ids=torch.from_numpy(ids).to(device), attention_mask=torch.from_numpy(mask).to(device),
                            output_hidden_states=True)
             states = outputs.hidden_states  # (layer + 1) x [b, t, hidden]
             chosen = range(len(states)) if layers is None else layers
-            stacked = torch.stack([states[layer] for layer in chosen]).float().numpy()  # [kept, b, t, hidden]
+            stacked = torch.stack([states[layer] for layer in chosen]).float().cpu().numpy()  # [kept, b, t, hidden]
         for row, index in enumerate(batch):
             yield int(index), stacked[:, row, :lengths[index]]
         done += len(batch)

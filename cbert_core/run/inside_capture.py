@@ -169,14 +169,16 @@ def inside_trace(loaded: LoadedModel, plan: NotePlan, *, window: int | None = No
     note_positions = np.concatenate([[0], np.arange(chosen.start + 1, chosen.stop + 1),
                                      [plan.positions - 1]]).astype(np.int64)
     anatomy = loaded.anatomy
-    input_ids = torch.from_numpy(plan.window_ids(chosen))[None]  # [1, t]
+    device = loaded.device
+    input_ids = torch.from_numpy(plan.window_ids(chosen))[None].to(device)  # [1, t]
     with torch.inference_mode():
         with capture(anatomy, INSIDE_SITES) as recording:
             outputs = loaded.model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids))
         taken = {site: recording.take(site) for site in INSIDE_SITES}
         recording.clear()
         embedding_sum = taken["embeddings.sum"][0][0]  # [t, d_emb]
-        embedding_output = anatomy.embeddings.norm(embedding_sum)  # the model's own LayerNorm, no dropout in eval
+        # the model's own LayerNorm, no dropout in eval (where the model is; captures come back to the CPU)
+        embedding_output = anatomy.embeddings.norm(embedding_sum.to(device)).cpu()
         per_layer = {site: torch.stack(taken[site])[:, 0] for site in INSIDE_SITES if not site.startswith("emb")}
         heads = {site: _by_head(per_layer[site], anatomy.num_heads) for site in ("query", "key", "value", "context")}
         contribution_norms = torch.stack([
@@ -196,27 +198,27 @@ def inside_trace(loaded: LoadedModel, plan: NotePlan, *, window: int | None = No
         lowercase=lowercase,
         mask_id=note.mask_id,
         tokens=(str(tokenizer.cls_token), *note.tokens[chosen.start:chosen.stop], str(tokenizer.sep_token)),
-        input_ids=input_ids[0].numpy().copy(),
+        input_ids=input_ids[0].cpu().numpy().copy(),
         offsets=np.concatenate([[[-1, -1]], note.offsets[chosen.start:chosen.stop], [[-1, -1]]]).astype(np.int32),
         special=special,
         note_positions=note_positions,
         window=chosen.index,
         window_count=len(windows),
         embedding_part_names=tuple(name for name, _ in parts),
-        embedding_parts=torch.stack([part for _, part in parts]).numpy(),
-        embedding_sum=embedding_sum.numpy(),
-        embedding_output=embedding_output.numpy(),
+        embedding_parts=torch.stack([part for _, part in parts]).cpu().numpy(),
+        embedding_sum=embedding_sum.cpu().numpy(),
+        embedding_output=embedding_output.cpu().numpy(),
         embedding_projected=getattr(base, "embeddings_project", None) is not None,
-        hidden_states=per_layer["hidden"].numpy(),
-        queries=heads["query"].numpy(),
-        keys=heads["key"].numpy(),
-        values=heads["value"].numpy(),
-        contexts=heads["context"].numpy(),
+        hidden_states=per_layer["hidden"].cpu().numpy(),
+        queries=heads["query"].cpu().numpy(),
+        keys=heads["key"].cpu().numpy(),
+        values=heads["value"].cpu().numpy(),
+        contexts=heads["context"].cpu().numpy(),
         attention_scale=attention_scale(anatomy.layers[0], anatomy.head_dim),
-        attention_updates=per_layer["attention_update"].numpy(),
-        attention_outputs=per_layer["attention_out"].numpy(),
-        ffn_updates=per_layer["ffn_update"].numpy(),
-        head_contribution_norms=contribution_norms.numpy(),
+        attention_updates=per_layer["attention_update"].cpu().numpy(),
+        attention_outputs=per_layer["attention_out"].cpu().numpy(),
+        ffn_updates=per_layer["ffn_update"].cpu().numpy(),
+        head_contribution_norms=contribution_norms.cpu().numpy(),
         output=output,
     )
 
@@ -233,7 +235,7 @@ def _head_contribution_norms(layer: LayerAnatomy, context: torch.Tensor) -> torc
         context: [h, t, dh] one layer's head outputs.
     """
     heads, _, head_dim = context.shape
-    weight = layer.attention_out_proj.weight.float().unflatten(1, (heads, head_dim))  # [d, h, dh]
+    weight = layer.attention_out_proj.weight.float().cpu().unflatten(1, (heads, head_dim))  # [d, h, dh]
     return torch.einsum("htk,dhk->thd", context, weight).norm(dim=-1)
 
 

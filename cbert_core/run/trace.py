@@ -202,10 +202,11 @@ def trace(
         streamed = np.empty((layers + 1, positions, info.hidden_size), dtype=np.float32)
         widest = max(w.size for w in windows) + 2
         scratch = torch.empty((layers + 1, 1, widest, info.hidden_size), dtype=torch.float32)
-    with torch.inference_mode(), autocast(precision), knockout(loaded.anatomy, knocked_out) as heads_out, \
+    device = loaded.device
+    with torch.inference_mode(), autocast(precision, device), knockout(loaded.anatomy, knocked_out) as heads_out, \
             capture(loaded.anatomy, sites) as recording:
         for window in windows:
-            input_ids = torch.from_numpy(plan.window_ids(window))[None]  # [1, t]
+            input_ids = torch.from_numpy(plan.window_ids(window))[None].to(device)  # [1, t]
             size = int(input_ids.shape[1])
             recording.reserve("attention", (layers, 1, heads, size, size), torch.float16)
             recording.reserve("hidden", (layers + 1, 1, size, info.hidden_size), torch.float32,

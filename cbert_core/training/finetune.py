@@ -41,6 +41,7 @@ from cbert_core.analyses.intervals import wilson_interval
 from cbert_core.corpus.collection import Collection
 from cbert_core.errors import DataFileError, ExportError, ModelLoadError
 from cbert_core.model.architecture import anatomy_of
+from cbert_core.model.device import device_of
 from cbert_core.model.loading import LoadedModel
 from cbert_core.progress import Progress, report
 from cbert_core.run.encode import pad_id
@@ -203,7 +204,7 @@ def _build_model(loaded: LoadedModel, labels: tuple[str, ...]) -> PreTrainedMode
     if missing or unexpected:
         raise ModelLoadError(f"The encoder of {loaded.info.name} does not fit a classification model "
                             f"({(missing + unexpected)[0]}).")
-    return model
+    return model.to(loaded.device)  # the new head is drawn on the CPU (the same on any device), then moved
 
 
 def _trainable(model: PreTrainedModel, unfreeze: int) -> tuple[list, list, tuple[int, ...]]:
@@ -228,13 +229,14 @@ def _evaluate(model: PreTrainedModel, examples: list[np.ndarray], rows: np.ndarr
               batch_size: int) -> np.ndarray:
     """int64 [rows]: predicted class of each held-out example (the whole model, eval mode)."""
     model.eval()
+    device = device_of(model)
     predictions = np.empty(len(rows), dtype=np.int64)
     order = np.argsort([-len(examples[row]) for row in rows], kind="stable")
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             chosen = order[start:start + batch_size]
-            ids, mask = padded(examples, rows[chosen], padding)
-            predictions[chosen] = model(input_ids=ids, attention_mask=mask).logits.argmax(-1).numpy()
+            ids, mask = padded(examples, rows[chosen], padding, device)
+            predictions[chosen] = model(input_ids=ids, attention_mask=mask).logits.argmax(-1).cpu().numpy()
     return predictions
 
 
@@ -320,16 +322,18 @@ def fine_tune(loaded: LoadedModel, collection: Collection, *, config: FineTuneCo
     total = steps_per_epoch * config.epochs
     if config.max_steps is not None:
         total = min(total, int(config.max_steps))
-    targets = torch.from_numpy(label_ids)
+    device = loaded.device
+    targets = torch.from_numpy(label_ids).to(device)
     counts = np.bincount(label_ids[train_rows], minlength=len(names)).astype(np.float64)
     weights = (counts.sum() / (len(names) * counts)) if config.class_weighted else np.ones(len(names))
-    loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32))
+    loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32, device=device))
     cache_fits = int(lengths[train_rows].sum()) * loaded.info.hidden_size * 4 <= config.cache_bytes
     prepare_share = 0.2 if cache_fits else 0.0
     losses: list[float] = []
     cancelled = False
 
-    with torch.random.fork_rng(devices=[]):  # seeded head and dropout, without disturbing anyone's RNG
+    # Seeded head and dropout, without disturbing anyone's RNG (on a GPU, dropout draws from the GPU's).
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)
         model = _build_model(loaded, names)
         head, encoder, trained_layers = _trainable(model, config.unfreeze_layers)
@@ -369,11 +373,11 @@ def fine_tune(loaded: LoadedModel, collection: Collection, *, config: FineTuneCo
                     if step >= total or (cancel is not None and cancel()):
                         cancelled = step < total
                         break
-                    ids, mask = padded(examples, rows, padding)
+                    ids, mask = padded(examples, rows, padding, device)
                     if feeder is not None:
-                        feeder.current = padded_states(states, rows)
+                        feeder.current = padded_states(states, rows, device)
                     logits = model(input_ids=ids, attention_mask=mask).logits  # [b, label]
-                    loss = loss_fn(logits, targets[rows])
+                    loss = loss_fn(logits, targets[torch.from_numpy(rows).to(device)])
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()

@@ -23,6 +23,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from cbert_core.model.architecture import anatomy_of
+from cbert_core.model.device import device_of
 
 
 class CachedEmbeddings(nn.Module):
@@ -81,24 +82,25 @@ def top_layers_only(model: PreTrainedModel, start: int) -> Iterator[CachedEmbedd
             base.embeddings_project = projection
 
 
-def padded(sequences: Sequence[np.ndarray], rows: np.ndarray, padding: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids int64 [b, t], mask int64 [b, t]) for ``rows``, padded to the longest."""
+def padded(sequences: Sequence[np.ndarray], rows: np.ndarray, padding: int,
+           device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids int64 [b, t], mask int64 [b, t]) for ``rows``, padded to the longest, on ``device``."""
     width = max(len(sequences[row]) for row in rows)
     ids = torch.full((len(rows), width), padding, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for index, row in enumerate(rows):
         ids[index, :len(sequences[row])] = torch.from_numpy(sequences[row])
         mask[index, :len(sequences[row])] = 1
-    return ids, mask
+    return ids.to(device), mask.to(device)
 
 
-def padded_states(states: Sequence[torch.Tensor], rows: np.ndarray) -> torch.Tensor:
-    """float32 [b, t, hidden]: cached per-example states [t_i, hidden], zero-padded to the longest."""
+def padded_states(states: Sequence[torch.Tensor], rows: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """float32 [b, t, hidden] on ``device``: cached per-example states [t_i, hidden], zero-padded to the longest."""
     width = max(states[row].shape[0] for row in rows)
     out = torch.zeros((len(rows), width, states[rows[0]].shape[1]), dtype=torch.float32)
     for index, row in enumerate(rows):
         out[index, :states[row].shape[0]] = states[row]
-    return out
+    return out.to(device)
 
 
 def trunk_states(model: PreTrainedModel, sequences: Sequence[np.ndarray], rows: np.ndarray, start: int,
@@ -106,8 +108,10 @@ def trunk_states(model: PreTrainedModel, sequences: Sequence[np.ndarray], rows: 
     """Input states of layer ``start`` (eval mode, no gradients) for ``rows``.
 
     Returns:
-        A list over all sequences: float32 [t_i, hidden] for each row asked for, None elsewhere.
+        A list over all sequences: float32 [t_i, hidden] on the CPU (the cache is bounded by host
+        memory) for each row asked for, None elsewhere.
     """
+    device = device_of(model)
     states: list[torch.Tensor | None] = [None] * len(sequences)
     order = rows[np.argsort([-len(sequences[row]) for row in rows], kind="stable")]
     was_training = model.training
@@ -116,11 +120,11 @@ def trunk_states(model: PreTrainedModel, sequences: Sequence[np.ndarray], rows: 
         with torch.no_grad():  # not inference_mode: these tensors feed layers that are trained
             for begin in range(0, len(order), batch_size):
                 chosen = order[begin:begin + batch_size]
-                ids, mask = padded(sequences, chosen, padding)
+                ids, mask = padded(sequences, chosen, padding, device)
                 hidden = model.base_model(input_ids=ids, attention_mask=mask,
                                           output_hidden_states=True).hidden_states[start]  # [b, t, hidden]
                 for index, row in enumerate(chosen):
-                    states[row] = hidden[index, :len(sequences[row])].clone()
+                    states[row] = hidden[index, :len(sequences[row])].to("cpu", copy=True)
                 if step is not None:
                     step(len(chosen))
     finally:
