@@ -170,3 +170,15 @@ def test_an_unwritable_folder_is_a_message(learned, tmp_path) -> None:
         learned[0].save(blocker / "model")
     with pytest.raises(ExportError, match="is a file, not a folder"):
         learned[0].save(blocker)
+
+
+def test_extra_checks_when_asked_and_examples_no_longer_than_the_model_reads(tiny) -> None:
+    long_notes = tuple(" ".join(SENTENCES * 6) for _ in range(10))  # about 150 pieces each
+    asked = []
+    trained = pretrain(tiny, long_notes, config=PretrainConfig(**{**FAST, "max_length": 100_000}, max_steps=3,
+                                                               checks=0, held_out_pieces=30),
+                       check_when=lambda step: asked.append(step) or step == 2)
+    result = trained.result
+    assert asked == [1, 2, 3] and [check.step for check in result.checks] == [0, 2, 3]  # 3: the last step
+    assert result.config.max_length == tiny.info.max_tokens  # cut to the positions the model has
+    assert result.examples > 9  # so each long note became several examples

@@ -261,6 +261,12 @@ def held_out_plans(loaded: LoadedModel, texts: Sequence[str], rows: np.ndarray, 
     return plans
 
 
+def fitted(loaded: LoadedModel, config: PretrainConfig | None) -> PretrainConfig:
+    """``config`` (or the defaults) with ``max_length`` no longer than the model reads at once."""
+    config = config or PretrainConfig()
+    return dataclasses.replace(config, max_length=min(config.max_length, loaded.info.max_tokens))
+
+
 def check_points(total: int, checks: int) -> set[int]:
     """The steps after which the held-out notes are scored: ``checks`` evenly spaced, the last at ``total``."""
     return {max(1, round(total * k / checks)) for k in range(1, checks + 1)} if total > 0 and checks > 0 else set()
@@ -269,7 +275,7 @@ def check_points(total: int, checks: int) -> set[int]:
 def planned_passes(loaded: LoadedModel, texts: Sequence[str], config: PretrainConfig | None = None) -> Training:
     """The work :func:`pretrain` does on ``texts`` (for time estimates): its examples trained for the planned
     steps, and the held-out notes' masked copies scored ``checks + 1`` times. Tokenizes every note."""
-    config = config or PretrainConfig()
+    config = fitted(loaded, config)
     train_rows, held_rows = random_split(len(texts), config.validation_fraction, config.seed, "notes")
     tokenizer = loaded.tokenizer(loaded.resolve_lowercase(config.lowercase))
     examples = note_examples(tokenizer, [texts[row] for row in train_rows.tolist()], config.max_length)
@@ -319,6 +325,7 @@ def pretrain(loaded: LoadedModel, texts: Sequence[str], *, config: PretrainConfi
              probe: NotePlan | None = None, probe_span: tuple[int, int] | None = None,
              progress: Progress | None = None, on_step: Callable[[StepReport], None] | None = None,
              on_check: Callable[[HeldOutCheck], None] | None = None,
+             check_when: Callable[[int], bool] | None = None,
              cancel: Callable[[], bool] | None = None) -> Pretrained:
     """Continue masked-LM pretraining of a private copy of ``loaded`` on ``texts``.
 
@@ -328,6 +335,8 @@ def pretrain(loaded: LoadedModel, texts: Sequence[str], *, config: PretrainConfi
         probe: the current note planned for ``loaded``: its fill-mask is computed at every check.
         probe_span: characters of a word to hide when the probe has no [MASK].
         on_step: told every step's loss; ``on_check``: told every held-out score (before training too).
+        check_when: asked after every step (its number); True scores the held-out notes then too, besides
+            the ``config.checks`` evenly spaced checks (e.g. after some minutes of training).
         cancel: checked before every step and between held-out notes; a cancelled run keeps the model as
             trained so far and the checks done so far.
 
@@ -335,7 +344,7 @@ def pretrain(loaded: LoadedModel, texts: Sequence[str], *, config: PretrainConfi
         DataFileError: too few notes to hold some out, or a note with no readable word.
         ModelLoadError: the checkpoint's encoder does not fit a masked-LM model.
     """
-    config = config or PretrainConfig()
+    config = fitted(loaded, config)
     started = time.perf_counter()
     train_rows, held_rows = random_split(len(texts), config.validation_fraction, config.seed, "notes")
     lowercase = loaded.resolve_lowercase(config.lowercase)
@@ -412,7 +421,8 @@ def pretrain(loaded: LoadedModel, texts: Sequence[str], *, config: PretrainConfi
             model, head=head, encoder=encoder, config=config, total=total,
             batches=lambda epoch: length_batches(lengths, np.arange(len(examples)), config.batch_size, shuffler),
             loss_of=batch_loss, cancel=cancel, on_step=on_step, progress=progress, span=(0.0, 0.95),
-            after_step=lambda step: check(step) if step in due else None)
+            after_step=lambda step: check(step) if step in due or (check_when is not None and check_when(step))
+            else None)
         train_seconds = time.perf_counter() - training_began - checking_seconds[0]
         if losses and not cancelled and (not checks or checks[-1].step != len(losses)):
             check(len(losses))  # the last score after the last step (a skipped batch moved it)
