@@ -97,7 +97,8 @@ def main() -> int:
         return False
 
     def on_check(check: object) -> None:
-        clock["checking"] += check.seconds
+        if clock["began"] is not None:  # the score before training is not inside the training time
+            clock["checking"] += check.seconds
         clock["checks"] += 1
         label = "before training" if check.step == 0 else f"after {training_seconds():.0f} s of training"
         print(f"held-out pseudo-perplexity {label} (step {check.step}): {check.pseudo_perplexity:,.2f} "

@@ -56,6 +56,7 @@ def test_pretraining_then_a_tagger_whose_spans_show_on_predictions(tab, app_serv
     assert "has no masked-LM head" in text and "untrained" in text
     assert "Held-out notes: 6 of 34" in text
     tab.get_by_text("Training settings").click()
+    set_number(tab, "Epochs", 3)
     set_number(tab, "Held-out pieces scored (0: all)", 500)
     screenshot(tab, "train_pretrain_1_ready")
     tab.get_by_role("button", name="Continue pretraining", exact=True).click()

@@ -71,7 +71,7 @@ def pretrain_stage(now: PageContext) -> None:
             texts = collection_from_table(table, text_column=text_column).texts
 
     with st.expander("Training settings", expanded=False):
-        chosen = common_settings("pt", info, epochs=1, unfreeze=min(2, info.num_layers), batch=16, validation=0.15,
+        chosen = common_settings("pt", info, epochs=5, unfreeze=min(2, info.num_layers), batch=16, validation=0.15,
                                  lr_head=5e-4, lr_enc=5e-5, max_length=min(128, info.max_tokens - 2))
         columns = st.columns(3)
         state.defaults(pt_whole_word=False, pt_checks=3, pt_held_pieces=2000)
