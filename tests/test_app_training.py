@@ -60,7 +60,7 @@ def test_a_bare_encoder_is_told_its_new_head_starts_untrained() -> None:
 def test_tagger_trains_lists_wrong_spans_and_its_spans_show_on_predictions(tiny_dir: Path, tmp_path: Path) -> None:
     app = start("pages/finetune.py", model_choice=MODEL_OTHER, model_custom=str(tiny_dir), ft_stage="Tag words",
                 tg_epochs=20, tg_lr_head=3e-2, tg_lr_enc=1e-2)
-    assert "48 texts with 60 spans" in captions(app)
+    assert "80 texts with 95 spans" in captions(app)
     app.button(key="go_tag").click().run()
     assert not app.exception, app.exception
     assert {"tg_loss", "tg_scores"} <= set(charts(app))

@@ -73,7 +73,7 @@ def test_pretraining_then_a_tagger_whose_spans_show_on_predictions(tab, app_serv
     screenshot(tab, "train_pretrain_3_saved")
 
     choose_stage(tab, "Tag words")
-    assert "48 texts with 60 spans" in main_text(tab)
+    assert "80 texts with 95 spans" in main_text(tab)
     tab.get_by_role("button", name="Train the tagger", exact=True).click()
     settle(tab, timeout_s=600)
     wait_for_plots(tab, 2)

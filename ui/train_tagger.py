@@ -36,7 +36,7 @@ def tagger_stage(now: PageContext) -> None:
     st.caption("Teach the model to tag words: it learns a label per word piece (B- begins a span, I- continues it, "
                "O is outside) from texts with labelled character spans, the way clinical entity and assertion "
                "taggers are made.")
-    source = st.radio("Training data", ["Example spans (conditions and their assertion in 48 sentences)",
+    source = st.radio("Training data", ["Example spans (conditions and their assertion in 80 sentences)",
                                         "Upload spans (CSV/JSONL with character spans, or CoNLL BIO)"],
                       horizontal=True, key="tg_source", **KEEP)
     with user_errors():
