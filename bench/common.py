@@ -12,6 +12,7 @@ import argparse
 import atexit
 import csv
 import os
+import platform
 import shutil
 import signal
 import statistics
@@ -56,6 +57,20 @@ def announce(quick: bool) -> None:
     """Say first, in quick mode, that the numbers mean nothing."""
     if quick:
         print(QUICK_NOTICE, flush=True)
+
+
+def cpu_line() -> str:
+    """The CPU's model name and whether it has bf16/AMX instructions, and the load average."""
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        text = ""
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Model name")),
+                 platform.processor() or "unknown")
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("Flags")), [])
+    extras = [flag for flag in ("avx512_bf16", "amx_bf16", "amx_tile") if flag in flags]
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    return f"cpu: {model} ({os.cpu_count()} cores; {' '.join(extras) or 'no avx512_bf16/amx'}); load average {load}"
 
 
 def scratch_folder(prefix: str = "cbert-bench-") -> Path:

@@ -8,7 +8,9 @@
 * ``widgets``: progress bars, per-note choices, the part of a long note, knocked-out heads, downloads,
   uploads kept across pages, buttons that ask once, errors shown as messages;
 * ``captions``: the plain-language captions of the "Inside the model" page;
-* ``icon``: the browser tab's icon, drawn in memory.
+* ``icon``: the browser tab's icon, drawn in memory;
+* ``training_run`` (what the Fine-tune page's stages share: settings, a stop that keeps the result, the
+  live loss, saving) and ``train_classify``, ``train_pretrain``, ``train_tagger`` (the three stages).
 
 Figures are built in ``cbert_core.views``; pages wire widgets to analyses to figures.
 """

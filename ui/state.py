@@ -46,6 +46,11 @@ NOTE_CHOICE_SCOPES = "note_choice_scopes"
 # Fine-tuning: this session's own trained copy and where it was saved.
 FT_MODEL = "ft_model"
 FT_SAVED_FOLDER = "ft_saved_folder"
+# The other training stages (continued pretraining, word tagger): the same, one pair each.
+PT_MODEL = "pt_model"
+PT_SAVED_FOLDER = "pt_saved_folder"
+TG_MODEL = "tg_model"
+TG_SAVED_FOLDER = "tg_saved_folder"
 
 
 def defaults(**values: Any) -> None:

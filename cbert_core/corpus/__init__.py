@@ -1,4 +1,5 @@
-"""Many notes at once: collections read from CSV/JSONL (``collection``), note embeddings and their
+"""Many notes at once: collections read from CSV/JSONL (``collection``), labelled spans read from CSV/JSONL
+or CoNLL files (``span_files``), note embeddings and their
 projections (``embeddings``), contextual token search (``token_search``), and the batch command line
 (``cli``, ``batch``, ``batch_columns``).
 

@@ -21,9 +21,6 @@ exception raised from ``progress``/``on_step`` propagates unchanged.
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import json
 import math
 import time
 from collections.abc import Callable
@@ -34,12 +31,16 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix, f1_score
 from sklearn.model_selection import train_test_split
-from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.utils import logging as hf_logging
+from transformers import (
+    AutoModelForSequenceClassification,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from cbert_core.analyses.intervals import wilson_interval
 from cbert_core.corpus.collection import Collection
-from cbert_core.errors import DataFileError, ExportError, ModelLoadError
+from cbert_core.errors import DataFileError
 from cbert_core.model.architecture import anatomy_of
 from cbert_core.model.device import device_of
 from cbert_core.model.loading import LoadedModel
@@ -47,41 +48,28 @@ from cbert_core.progress import Progress, report
 from cbert_core.run.encode import pad_id
 from cbert_core.serving.speed import Training
 from cbert_core.text.tokens import tokenize_note
-from cbert_core.training.frozen_trunk import length_batches, padded, padded_states, top_layers_only, trunk_states
+from cbert_core.training.frozen_trunk import padded, train_top
+from cbert_core.training.loop import (
+    StepReport,
+    TrainingConfig,
+    planned_steps,
+    private_model,
+    private_tokenizer,
+    seeded_rng,
+    trainable_parts,
+    write_checkpoint,
+)
 
 SUMMARY_FILE = "cbert_finetune.json"
 FEW_VALIDATION_NOTES = 30  # below this, a validation accuracy is shown with a warning and its 95% interval
 
 
 @dataclass(frozen=True, kw_only=True)
-class FineTuneConfig:
-    """Training settings (defaults suit a small encoder on a 2-core CPU)."""
+class FineTuneConfig(TrainingConfig):
+    """Training settings of a note classifier (the shared ones in :class:`TrainingConfig`)."""
 
-    epochs: int = 3
-    batch_size: int = 16
-    unfreeze_layers: int = 0  # top N encoder layers trained along with the head
-    lr_encoder: float = 5e-5
-    lr_head: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.1  # linear warm-up, then linear decay to 0
-    max_length: int = 128  # pieces per example, [CLS] and [SEP] included
-    validation_fraction: float = 0.2
     class_weighted: bool = True  # loss weights inversely proportional to class frequency
-    seed: int = 0
-    lowercase: bool | None = None  # None: the checkpoint's default casing
-    max_steps: int | None = None  # stop after this many steps (None: all epochs)
-    eval_batch_size: int = 64
     cache_bytes: int = 1024**3  # reuse the frozen bottom's outputs when they fit in this many bytes
-
-
-@dataclass(frozen=True, kw_only=True)
-class StepReport:
-    """Sent to ``on_step`` after every optimisation step."""
-
-    step: int  # 1-based
-    total_steps: int
-    epoch: int  # 0-based
-    loss: float
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,69 +172,27 @@ def _split(label_ids: np.ndarray, names: tuple[str, ...], fraction: float,
 
 
 def _build_model(loaded: LoadedModel, labels: tuple[str, ...]) -> PreTrainedModel:
-    config = copy.deepcopy(loaded.model.config)
-    config.num_labels = len(labels)
-    config.id2label = dict(enumerate(labels))
-    config.label2id = {label: index for index, label in enumerate(labels)}
-    config.problem_type = "single_label_classification"
-    config.architectures = None
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    # Copy the shared encoder's weights into the new model (state_dict() is read only; nothing is shared after).
-    incompatible = model.base_model.load_state_dict(loaded.model.base_model.state_dict(), strict=False)
-    unexpected = [key for key in incompatible.unexpected_keys
-                  if "position_ids" not in key and not key.startswith("pooler.")]  # e.g. RoBERTa drops its pooler
-    missing = [key for key in incompatible.missing_keys if "position_ids" not in key and not key.startswith("pooler.")]
-    if missing or unexpected:
-        raise ModelLoadError(f"The encoder of {loaded.info.name} does not fit a classification model "
-                            f"({(missing + unexpected)[0]}).")
-    return model.to(loaded.device)  # the new head is drawn on the CPU (the same on any device), then moved
+    def configure(config: PretrainedConfig) -> None:
+        config.num_labels = len(labels)
+        config.id2label = dict(enumerate(labels))
+        config.label2id = {label: index for index, label in enumerate(labels)}
+        config.problem_type = "single_label_classification"
 
-
-def _trainable(model: PreTrainedModel, unfreeze: int) -> tuple[list, list, tuple[int, ...]]:
-    """(head parameters, encoder parameters to train, trained layer indices); freezes everything else."""
-    model.requires_grad_(False)
-    base = model.base_model
-    base_ids = {id(p) for p in base.parameters()}
-    head = [p for p in model.parameters() if id(p) not in base_ids]
-    pooler = getattr(base, "pooler", None)
-    if pooler is not None:
-        head += list(pooler.parameters())
-    layers = anatomy_of(model).layers
-    count = max(0, min(int(unfreeze), len(layers)))
-    chosen = tuple(range(len(layers) - count, len(layers)))
-    encoder = [p for index in chosen for p in layers[index].layer.parameters()]
-    for parameter in head + encoder:
-        parameter.requires_grad_(True)
-    return head, encoder, chosen
+    return private_model(loaded, AutoModelForSequenceClassification, configure=configure)
 
 
 def _evaluate(model: PreTrainedModel, examples: list[np.ndarray], rows: np.ndarray, padding: int,
               batch_size: int) -> np.ndarray:
     """int64 [rows]: predicted class of each held-out example (the whole model, eval mode)."""
     model.eval()
-    device = device_of(model)
     predictions = np.empty(len(rows), dtype=np.int64)
     order = np.argsort([-len(examples[row]) for row in rows], kind="stable")
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             chosen = order[start:start + batch_size]
-            ids, mask = padded(examples, rows[chosen], padding, device)
+            ids, mask = padded(examples, rows[chosen], padding, device_of(model))
             predictions[chosen] = model(input_ids=ids, attention_mask=mask).logits.argmax(-1).cpu().numpy()
     return predictions
-
-
-def _frozen_to_eval(model: PreTrainedModel, first_trained: int) -> None:
-    """Train mode for the head and trained layers; eval mode (no dropout) for the frozen bottom."""
-    model.train()
-    anatomy = anatomy_of(model)
-    anatomy.embeddings.module.eval()
-    for part in anatomy.layers[:first_trained]:
-        part.layer.eval()
 
 
 def planned_passes(loaded: LoadedModel, collection: Collection, config: FineTuneConfig | None = None) -> Training:
@@ -275,10 +221,7 @@ def planned_passes(loaded: LoadedModel, collection: Collection, config: FineTune
         sizes, counts = np.unique(lengths[rows], return_counts=True)
         return tuple((int(size), int(count)) for size, count in zip(sizes, counts))
 
-    steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
-    steps = steps_per_epoch * config.epochs
-    if config.max_steps is not None:
-        steps = min(steps, int(config.max_steps))
+    steps_per_epoch, steps = planned_steps(len(train_rows), config)
     layers = loaded.info.num_layers
     trained = max(0, min(int(config.unfreeze_layers), layers))
     return Training(examples=counted(train_rows), validation=counted(validation_rows),
@@ -318,77 +261,24 @@ def fine_tune(loaded: LoadedModel, collection: Collection, *, config: FineTuneCo
     examples, truncated = _examples(loaded, collection.texts, lowercase, config.max_length)
     lengths = np.asarray([len(example) for example in examples], dtype=np.int64)
     padding = pad_id(loaded)
-    steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
-    total = steps_per_epoch * config.epochs
-    if config.max_steps is not None:
-        total = min(total, int(config.max_steps))
+    _per_epoch, total = planned_steps(len(train_rows), config)
     device = loaded.device
     targets = torch.from_numpy(label_ids).to(device)
     counts = np.bincount(label_ids[train_rows], minlength=len(names)).astype(np.float64)
     weights = (counts.sum() / (len(names) * counts)) if config.class_weighted else np.ones(len(names))
     loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32, device=device))
     cache_fits = int(lengths[train_rows].sum()) * loaded.info.hidden_size * 4 <= config.cache_bytes
-    prepare_share = 0.2 if cache_fits else 0.0
-    losses: list[float] = []
-    cancelled = False
 
-    # Seeded head and dropout, without disturbing anyone's RNG (on a GPU, dropout draws from the GPU's).
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(config.seed)
+    with seeded_rng(device, config.seed):
         model = _build_model(loaded, names)
-        head, encoder, trained_layers = _trainable(model, config.unfreeze_layers)
-        first_trained = len(anatomy_of(model).layers) - len(trained_layers)
+        head, encoder, trained_layers = trainable_parts(model, config.unfreeze_layers)
         setup_seconds = time.perf_counter() - started
-        states = None
-        if cache_fits:
-            done = [0]
-
-            def prepared(count: int) -> None:
-                done[0] += count
-                if cancel is not None and cancel():
-                    raise _Cancelled
-                report(progress, prepare_share * done[0] / len(train_rows),
-                       f"Preparing: frozen layers on {done[0]:,} of {len(train_rows):,} notes")
-
-            try:
-                states = trunk_states(model, examples, train_rows, first_trained, padding,
-                                      config.eval_batch_size, prepared)
-            except _Cancelled:
-                cancelled = True
-        groups = [{"params": head, "lr": config.lr_head}]
-        if encoder:
-            groups.append({"params": encoder, "lr": config.lr_encoder})
-        optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-        warmup = max(1, int(total * config.warmup_fraction))
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup))))
-        shuffler = np.random.default_rng(config.seed)
-        _frozen_to_eval(model, first_trained)
-        step = 0
-        with top_layers_only(model, first_trained) if states is not None else contextlib.nullcontext() as feeder:
-            for epoch in range(config.epochs):
-                if cancelled or step >= total:
-                    break
-                for rows in length_batches(lengths, train_rows, config.batch_size, shuffler):
-                    if step >= total or (cancel is not None and cancel()):
-                        cancelled = step < total
-                        break
-                    ids, mask = padded(examples, rows, padding, device)
-                    if feeder is not None:
-                        feeder.current = padded_states(states, rows, device)
-                    logits = model(input_ids=ids, attention_mask=mask).logits  # [b, label]
-                    loss = loss_fn(logits, targets[torch.from_numpy(rows).to(device)])
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    schedule.step()
-                    step += 1
-                    losses.append(float(loss.detach()))
-                    if on_step is not None:
-                        on_step(StepReport(step=step, total_steps=total, epoch=epoch, loss=losses[-1]))
-                    report(progress, prepare_share + (0.95 - prepare_share) * step / total,
-                           f"Step {step} of {total} (epoch {epoch + 1}): loss {losses[-1]:.4f}")
-        del states
+        losses, cancelled = train_top(
+            model, examples=examples, lengths=lengths, rows=train_rows,
+            first_trained=len(anatomy_of(model).layers) - len(trained_layers), padding=padding, config=config,
+            total=total, cache=cache_fits, head=head, encoder=encoder,
+            loss_of=lambda logits, rows: loss_fn(logits, targets[torch.from_numpy(rows).to(device)]),  # logits [b, label]
+            cancel=cancel, on_step=on_step, progress=progress)
     model.eval()
     model.requires_grad_(False)
     validation_labels = label_ids[validation_rows]
@@ -413,13 +303,8 @@ def fine_tune(loaded: LoadedModel, collection: Collection, *, config: FineTuneCo
         truncated_examples=truncated, trained_layers=trained_layers, cached_trunk=cache_fits,
         seconds=time.perf_counter() - started, config=config, setup_seconds=setup_seconds, **fields,
     )
-    tokenizer = copy.deepcopy(loaded.tokenizer(lowercase))
-    tokenizer.model_max_length = loaded.info.max_tokens
-    return FineTuned(model=model, tokenizer=tokenizer, result=result, base_name=loaded.info.name)
-
-
-class _Cancelled(Exception):
-    """Raised inside the preparation when ``cancel()`` says stop."""
+    return FineTuned(model=model, tokenizer=private_tokenizer(loaded, lowercase), result=result,
+                     base_name=loaded.info.name)
 
 
 def save_checkpoint(fine_tuned: FineTuned, folder: str | Path, *, overwrite: bool = False) -> Path:
@@ -430,13 +315,6 @@ def save_checkpoint(fine_tuned: FineTuned, folder: str | Path, *, overwrite: boo
     Raises:
         ExportError: the folder cannot be written, or already holds a model and ``overwrite`` is False.
     """
-    target = Path(folder).expanduser()
-    if target.exists() and not target.is_dir():
-        raise ExportError(f"'{target}' is a file, not a folder. Choose a folder to save the model in.")
-    if target.is_dir() and not overwrite and any((target / name).exists() for name in
-                                                 ("config.json", "model.safetensors", "pytorch_model.bin")):
-        raise ExportError(f"The folder '{target}' already holds a model. Choose an empty folder, or allow "
-                          f"overwriting.")
     result = fine_tuned.result
     summary = {
         "base_model": fine_tuned.base_name, "labels": list(result.labels), "cancelled": result.cancelled,
@@ -447,13 +325,5 @@ def save_checkpoint(fine_tuned: FineTuned, folder: str | Path, *, overwrite: boo
         "confusion": None if result.confusion is None else result.confusion.tolist(),
         "config": asdict(result.config),
     }
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-        fine_tuned.model.save_pretrained(target, safe_serialization=True)
-        fine_tuned.tokenizer.save_pretrained(target)
-        (target / SUMMARY_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    except OSError as failed:
-        reason = failed.strerror or str(failed)
-        raise ExportError(f"The model could not be saved to '{target}' ({reason}). Choose a folder you can "
-                          f"write to, with enough free space.") from failed
-    return target
+    return write_checkpoint(fine_tuned.model, fine_tuned.tokenizer, folder, summary=summary,
+                            summary_file=SUMMARY_FILE, overwrite=overwrite)

@@ -14,6 +14,7 @@ the cache gives the same losses as running the whole model (tests/test_finetune.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -24,6 +25,8 @@ from transformers import PreTrainedModel
 
 from cbert_core.model.architecture import anatomy_of
 from cbert_core.model.device import device_of
+from cbert_core.progress import Progress, report
+from cbert_core.training.loop import Cancelled, StepReport, TrainingConfig, frozen_to_eval, train_steps
 
 
 class CachedEmbeddings(nn.Module):
@@ -147,3 +150,54 @@ def length_batches(lengths: np.ndarray, rows: np.ndarray, batch_size: int, rng: 
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
         batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
     return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def train_top(model: PreTrainedModel, *, examples: Sequence[np.ndarray], lengths: np.ndarray, rows: np.ndarray,
+              first_trained: int, padding: int, config: TrainingConfig, total: int, cache: bool, head: list,
+              encoder: list, loss_of: Callable[[torch.Tensor, np.ndarray], torch.Tensor],
+              cancel: Callable[[], bool] | None = None, on_step: Callable[[StepReport], None] | None = None,
+              progress: Progress | None = None) -> tuple[list[float], bool]:
+    """Train ``model``'s head and layers ``first_trained:`` on fixed examples, the frozen bottom cached.
+
+    Args:
+        examples: int64 [t_i] word-piece ids of every example ([CLS] ... [SEP]); ``lengths`` their lengths.
+        rows: the training examples; batched by similar length, reshuffled every epoch (``config.seed``).
+        cache: run the frozen bottom once for ``rows`` and reuse its outputs every epoch (the first 20 % of
+            the progress bar); otherwise the whole model runs at every step.
+        loss_of: (logits of a batch, its rows) -> the loss.
+        cancel: checked during the preparation and before every step; a cancelled run keeps what it did.
+
+    Returns:
+        As :func:`cbert_core.training.loop.train_steps`: (losses, cancelled).
+    """
+    prepare_share = 0.2 if cache else 0.0
+    states = None
+    if cache:
+        done = [0]
+
+        def prepared(count: int) -> None:
+            done[0] += count
+            if cancel is not None and cancel():
+                raise Cancelled
+            report(progress, prepare_share * done[0] / len(rows),
+                   f"Preparing: frozen layers on {done[0]:,} of {len(rows):,} examples")
+
+        try:
+            states = trunk_states(model, examples, rows, first_trained, padding, config.eval_batch_size, prepared)
+        except Cancelled:
+            return [], True
+    shuffler = np.random.default_rng(config.seed)
+    device = device_of(model)
+    frozen_to_eval(model, first_trained)
+    with top_layers_only(model, first_trained) if states is not None else contextlib.nullcontext() as feeder:
+
+        def batch_loss(batch: np.ndarray) -> torch.Tensor:
+            ids, mask = padded(examples, batch, padding, device)
+            if feeder is not None:
+                feeder.current = padded_states(states, batch, device)
+            return loss_of(model(input_ids=ids, attention_mask=mask).logits, batch)
+
+        return train_steps(model, head=head, encoder=encoder, config=config, total=total,
+                           batches=lambda epoch: length_batches(lengths, rows, config.batch_size, shuffler),
+                           loss_of=batch_loss, cancel=cancel, on_step=on_step, progress=progress,
+                           span=(prepare_share, 0.95))
