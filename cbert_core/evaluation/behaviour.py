@@ -47,6 +47,23 @@ class Edit:
             last = end
         return "".join(out) + text[last:]
 
+    def one_word(self, text: str) -> tuple[int, int, str] | None:
+        """The edit as one word of ``text`` replaced by non-empty text (words both sides share trimmed off), as
+        the Attribution page's counterfactual edit takes it; None when it is not one word's replacement."""
+        if len(self.spans) != 1:
+            return None
+        start, end, replacement = self.spans[0]
+        old, new = text[start:end].split(" "), replacement.split(" ")
+        while len(old) > 1 and len(new) > 1 and old[-1] == new[-1]:
+            old, new = old[:-1], new[:-1]
+        while len(old) > 1 and len(new) > 1 and old[0] == new[0]:
+            start += len(old[0]) + 1
+            old, new = old[1:], new[1:]
+        word = " ".join(old)
+        if len(old) != 1 or not word.strip() or not " ".join(new).strip() or not re.fullmatch(r"[\w/'-]+", word):
+            return None
+        return start, start + len(word), " ".join(new)
+
     def describe(self, text: str) -> str:
         """"'denies' → 'reports'" (the first spans, shortened)."""
         parts = [f"'{text[start:end]}' → '{replacement}'" for start, end, replacement in self.spans[:3]]
@@ -284,3 +301,35 @@ def compare(test: BehaviourTest, expectation: Expectation, applied: Sequence[tup
                            edits=tuple(edit for _row, edit in applied), before=before,
                            after=edited.argmax(-1).astype(np.int64), before_prob=original[index, before],
                            after_prob=edited[index, before], tested=tested)
+
+
+Planned = tuple[tuple[str, tuple[tuple[int, Edit], ...]], ...]  # (test name, ((row, edit), ...)) per test
+
+
+def plan_edits(names: Sequence[str], texts: Sequence[str], rows: Sequence[int] | None = None, *,
+               limit: int = 1000) -> Planned:
+    """The edits of each named test over ``rows`` of ``texts``, at most ``limit`` per test (evenly spread)."""
+    planned = []
+    for name in names:
+        applied = edits(TESTS[name], texts, rows)
+        if len(applied) > limit:
+            applied = [applied[int(i)] for i in np.linspace(0, len(applied) - 1, limit).round()]
+        planned.append((name, tuple(applied)))
+    return tuple(planned)
+
+
+def edited_texts(planned: Planned, texts: Sequence[str]) -> tuple[str, ...]:
+    """Every test's edited notes, test after test, in the order of ``planned``."""
+    return tuple(edit.apply(texts[row]) for _name, applied in planned for row, edit in applied)
+
+
+def score_all(planned: Planned, expectations: dict[str, Expectation], before_probs: np.ndarray,
+              after_probs: np.ndarray, tested: int) -> list[BehaviourResult]:
+    """:func:`compare` for each test of ``planned``; ``after_probs`` are the predictions of :func:`edited_texts`."""
+    results, start = [], 0
+    for name, applied in planned:
+        stop = start + len(applied)
+        results.append(compare(TESTS[name], expectations.get(name, TESTS[name].expectation), applied, before_probs,
+                               np.asarray(after_probs)[start:stop], tested))
+        start = stop
+    return results

@@ -7,7 +7,7 @@
   "no increase" and its scope terminators such as "but"; hedges such as "cannot be excluded" added as
   pseudo-triggers, since they are uncertainty, not negation); for uncertainty with the ConText-style
   hedges of :mod:`cbert_core.evaluation.lexicon` and the same terminators.
-* **section**: the header of the section the note's first sentence sits in
+* **section header**: the header of the section the note's first sentence sits in
   (:func:`cbert_core.text.segment.segment`), or "(none)".
 * **de-id placeholder**: a MIMIC ``[** ... **]`` placeholder is present.
 * **abbreviation**: a clinical abbreviation of :data:`cbert_core.evaluation.lexicon.ABBREVIATIONS`.
@@ -37,7 +37,7 @@ from cbert_core.evaluation.lexicon import (
 from cbert_core.progress import Progress, report
 from cbert_core.text.segment import PLACEHOLDER, segment
 
-NEGATION, UNCERTAINTY, SECTION = "negation cue", "uncertainty cue", "section"
+NEGATION, UNCERTAINTY, SECTION = "negation cue", "uncertainty cue", "section header"
 PLACEHOLDERS, ABBREVIATION, UPPER = "de-id placeholder", "abbreviation", "mostly upper case"
 PIECES, WINDOWS = "word pieces", "windows"
 TEXT_FEATURES = (NEGATION, UNCERTAINTY, SECTION, PLACEHOLDERS, ABBREVIATION, UPPER)

@@ -64,11 +64,16 @@ class Outcomes:
                         spans=self.spans[keep], unit=self.unit, left_out=self.left_out, warnings=self.warnings)
 
 
-def gold_names(predictions: CollectionPredictions, labels: Sequence[str]) -> tuple[str, ...]:
-    """The distinct gold label names to map: note labels, or the tags of a token classifier's tag sequences."""
-    if predictions.unit == "word":
+def label_names(labels: Sequence[str], unit: str) -> tuple[str, ...]:
+    """The distinct gold label names to map (sorted): note labels, or for ``unit`` "word" the tags of tag sequences."""
+    if unit == "word":
         return tuple(sorted({tag for label in labels for tag in str(label).split()}))
     return tuple(sorted(set(labels)))
+
+
+def gold_names(predictions: CollectionPredictions, labels: Sequence[str]) -> tuple[str, ...]:
+    """:func:`label_names` of ``labels`` for the unit ``predictions`` are made of."""
+    return label_names(labels, predictions.unit)
 
 
 def outcomes(predictions: CollectionPredictions, labels: Sequence[str],

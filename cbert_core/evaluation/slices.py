@@ -104,3 +104,13 @@ def slice_table(found: Outcomes, features: pd.DataFrame, *, metric: Metric = "ac
 def in_slice(found: Outcomes, features: pd.DataFrame, column: str, value: str) -> np.ndarray:
     """bool [unit]: the units of the slice ``column == value``."""
     return (slice_values(features[[column]], found)[column].astype(str) == value).to_numpy()
+
+
+def slice_options(features: pd.DataFrame) -> list[tuple[str, str]]:
+    """(column, value) of every slice a filter can offer (columns with at most :data:`MAX_VALUES` values)."""
+    options = []
+    for column in features.columns:
+        values = features[column].astype(str).unique()
+        if len(values) <= MAX_VALUES:
+            options += [(str(column), str(value)) for value in sorted(values)]
+    return options
