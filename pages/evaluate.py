@@ -162,24 +162,29 @@ ready = is_computed(predict_collection, loaded, texts, **arguments)
 with user_errors():
     passes = computed(planned_passes, loaded, texts, lowercase=now.plan.lowercase, label="Estimating the work",
                       progress=False)
+    waiting = st.empty()  # the estimate and Cancel while the run goes on; cleared once it is done
     if not ready:
-        st.caption(f"Runs {len(texts):,} notes ({passes.rows:,} windows) through the model once: "
-                   f"{estimate(loaded, 'fp32', passes)}.")
-        if st.session_state.get(state.EVAL_RUN) != request:
-            if st.button("Evaluate", type="primary", key="go_evaluate"):
-                st.session_state[state.EVAL_RUN] = request
-                st.rerun()
-            st.stop()
-        st.button("Cancel", key="eval_cancel", icon=":material/cancel:",
-                  on_click=lambda: st.session_state.pop(state.EVAL_RUN, None),
-                  help="Stops the run at the next batch of notes; nothing half-done is kept.")
+        with waiting.container():
+            st.caption(f"Runs {len(texts):,} notes ({passes.rows:,} windows) through the model once: "
+                       f"{estimate(loaded, 'fp32', passes)}.")
+            if st.session_state.get(state.EVAL_RUN) != request:
+                if st.button("Evaluate", type="primary", key="go_evaluate"):
+                    st.session_state[state.EVAL_RUN] = request
+                    st.rerun()
+                st.stop()
+            st.button("Cancel", key="eval_cancel", icon=":material/cancel:",
+                      on_click=lambda: st.session_state.pop(state.EVAL_RUN, None),
+                      help="Stops the run at the next batch of notes; nothing half-done is kept.")
     predictions = computed(predict_collection, loaded, texts, **arguments,
                            label=f"Evaluating {len(texts):,} notes", passes=passes)
+    waiting.empty()
     found = computed(outcomes, predictions, labelled.labels, mapping=tuple(sorted(mapping.items())),
                      label="Matching labels", progress=False)
     clinical = computed(text_features, texts, label="Reading clinical features (negation, uncertainty, sections)")
     features = computed(features_table, labelled, clinical, predictions, label="Slices", progress=False)
 st.session_state.pop(state.EVAL_RUN, None)
+# Tables a click selects in are keyed by the evaluation, so a selection never carries over to another one.
+TAG = f"{abs(hash((request, tuple(sorted(mapping.items()))))) % 10**10:010d}"
 for warning in found.warnings:
     st.warning(warning, icon=":material/warning:")
 
@@ -267,7 +272,7 @@ if view == "Metrics":
         st.markdown(f"**Gold {escape(found.classes[gold])}, predicted {escape(found.classes[predicted])}**: "
                     f"{int(cell.sum()):,} {found.unit}(s). Click one to open it in Attribution.")
         table = units_table(found, ids, texts, features)[cell].sort_values("confidence", ascending=False)
-        clickable_units(table, "confusion", f"{gold},{predicted}", key=f"eval_cell_{gold}_{predicted}")
+        clickable_units(table, f"confusion {TAG}", f"{gold},{predicted}", key=f"eval_cell_{TAG}_{gold}_{predicted}")
 
 # ---------------------------------------------------------------- calibration
 elif view == "Calibration":
@@ -335,7 +340,8 @@ elif view == "Errors":
     st.caption(f"{len(table):,} misclassified of {total:,} {found.unit}s here, the most confident mistakes first. "
                "Click a row: its note becomes the current note and Attribution opens on the predicted class, with "
                "the note's negation flipped as the counterfactual edit; its Back link returns here.")
-    clickable_units(table, "errors", chosen_filter, key=f"eval_errors_{FILTERS.index(chosen_filter)}")
+    clickable_units(table, f"errors {TAG}", chosen_filter,
+                    key=f"eval_errors_{TAG}_{FILTERS.index(chosen_filter)}")
 
 # ---------------------------------------------------------------- behaviour tests
 elif view == "Behaviour tests":
@@ -392,10 +398,11 @@ elif view == "Behaviour tests":
     st.caption("Failures first. Click an example to open its original note in Attribution, with this edit as the "
                "counterfactual.")
     opened = st.session_state.get(state.EVAL_OPENED) or {}
-    same_place = opened.get("table") == f"behaviour {shown}" and opened.get("filter") == chosen_filter
+    table_name = f"behaviour {TAG} {shown} {abs(hash((tuple(names), int(limit)))) % 10**10}"
+    same_place = opened.get("table") == table_name and opened.get("filter") == chosen_filter
     position = [int(i) for i in np.flatnonzero(examples["example"].to_numpy() == opened.get("unit"))] \
         if same_place else []
-    event = st.dataframe(examples, key=f"eval_examples_{list(behaviour.TESTS).index(shown)}", on_select="rerun",
+    event = st.dataframe(examples, key=f"eval_examples_{table_name}_{FILTERS.index(chosen_filter)}", on_select="rerun",
                          selection_mode="single-row", hide_index=True, width="stretch",
                          selection_default={"selection": {"rows": position[:1]}} if position else None,
                          column_config={"example": None, "p(before class) before": NUMBER,
@@ -405,7 +412,7 @@ elif view == "Behaviour tests":
         example = int(examples.iloc[chosen[0]]["example"])
         if not (same_place and opened.get("unit") == example):
             unit = int(np.flatnonzero(found.rows == result.rows[example])[0])
-            open_unit(unit, f"behaviour {shown}", chosen_filter, edit=result.edits[example], place=example)
+            open_unit(unit, table_name, chosen_filter, edit=result.edits[example], place=example)
 
 # ---------------------------------------------------------------- exports
 else:

@@ -326,3 +326,79 @@ def test_zero_shot_and_token_level_predictions(classifier, tiny, tmp_path) -> No
     assert len(found) == 9 and found.gold.tolist() == [0, 0, 1, 1, 0, 0, 1, 0, 0]
     misfit = outcomes(words, ["O O", "O O B-X O O"])
     assert len(misfit) == 5 and any("number of tags" in warning for warning in misfit.warnings)
+
+
+# ---------------------------------------------------------------- what the Evaluate page shows and opens
+
+def test_behaviour_tests_planned_over_rows_edited_then_scored_test_by_test() -> None:
+    texts = ["Patient denies chest pain.", "Pt has SOB.", "No fever.", "History of COPD.", "Denies cough."]
+    planned = behaviour.plan_edits(["negation flip", "case change"], texts, rows=(0, 1, 2, 3))
+    assert [name for name, _applied in planned] == ["negation flip", "case change"]
+    assert [row for row, _edit in planned[0][1]] == [0, 2]  # row 4 is outside the rows asked for
+    edited = behaviour.edited_texts(planned, texts)
+    assert edited[:2] == ("Patient reports chest pain.", "Fever.")
+    assert len(edited) == sum(len(applied) for _name, applied in planned)
+    limited = behaviour.plan_edits(["negation flip"], texts, limit=2)
+    assert [row for row, _edit in limited[0][1]] == [0, 4]  # evenly spread: first and last of 0, 2, 4
+    before = np.tile([[0.9, 0.1]], (len(texts), 1))
+    after = np.tile([[0.2, 0.8]], (len(edited), 1))  # every edited note flips to class 1
+    results = behaviour.score_all(planned, {"case change": "same"}, before, after, tested=4)
+    assert [result.name for result in results] == ["negation flip", "case change"]
+    assert results[0].failure_rate == 0.0  # a negation flip should change the prediction: it did
+    assert results[1].failure_rate == 1.0  # a case change should not: it did
+    assert results[1].rows.tolist() == [row for row, _edit in planned[1][1]]
+
+
+@pytest.mark.parametrize("text, edit, expected", [
+    ("Patient denies chest pain.", behaviour.negation_flip("Patient denies chest pain."), (8, 14, "reports")),
+    ("No fever.", behaviour.negation_flip("No fever."), None),  # "No " -> "": no word put in its place
+    ("Patient denies chest pain.", behaviour.Edit(spans=((8, 20, "reports chest"),)), (8, 14, "reports")),
+    ("Pt has SOB.", behaviour.Edit(spans=((7, 10, "shortness of breath"),)), (7, 10, "shortness of breath")),
+    ("Pt has SOB.", behaviour.Edit(spans=((0, 2, "Patient"), (7, 10, "shortness of breath"))), None),
+])
+def test_an_edit_as_the_one_word_the_counterfactual_replaces(text: str, edit: behaviour.Edit, expected) -> None:
+    found = edit.one_word(text)
+    assert found == expected
+    if found is not None:
+        start, end, replacement = found
+        assert text[:start] + replacement + text[end:] == edit.apply(text)
+
+
+def test_errors_table_lists_only_mistakes_most_confident_first_within_a_slice() -> None:
+    from cbert_core.evaluation.slices import MAX_VALUES, slice_options
+    from cbert_core.evaluation.tables import behaviour_summary, errors_table, units_table
+
+    found = fixed([0, 0, 1, 1, 2, 2], [[.8, .1, .1], [.2, .7, .1], [.1, .8, .1], [.1, .6, .3], [.9, .05, .05],
+                                      [.3, .3, .4]])
+    ids = [f"n{i}" for i in range(6)]
+    texts = [f"note {i}" for i in range(6)]
+    features = pd.DataFrame({"ward": ["A", "A", "B", "B", "B", "A"], "text id": ids})
+    many = pd.DataFrame({"serial": [str(i) for i in range(MAX_VALUES + 1)]})
+    table = errors_table(found, ids, texts, features)
+    assert table["id"].tolist() == ["n4", "n1"]  # misclassified: n1 (0.7) and n4 (0.9), surest first
+    assert (table["gold"] != table["predicted"]).all() and "right" not in table.columns
+    ward_a = in_slice(found, features, "ward", "A")
+    assert errors_table(found, ids, texts, features, ward_a)["id"].tolist() == ["n1"]
+    every = units_table(found, ids, texts, features, with_probabilities=True)
+    assert every["right"].tolist() == found.correct.tolist()
+    np.testing.assert_allclose(every[["p(a)", "p(b)", "p(c)"]].to_numpy(), found.probs)
+    options = slice_options(features)
+    assert ("ward", "A") in options and ("ward", "B") in options
+    assert slice_options(many) == []  # too many values to offer as slices
+    applied = behaviour.edits(behaviour.TESTS["negation flip"], ["No fever.", "Cough."])
+    result = behaviour.compare(behaviour.TESTS["negation flip"], "change", applied, np.array([[.9, .1], [.5, .5]]),
+                               np.array([[.8, .2]]), tested=2)
+    summary = behaviour_summary([result])
+    assert summary.to_dict("records") == [{"test": "negation flip", "expect": "a change", "notes tried": 2,
+                                          "edited": 1, "changed": 0.0, "failed": 1.0}]
+
+
+def test_tables_export_as_parquet_that_reads_back() -> None:
+    import io
+
+    from cbert_core.views.export import table_to_parquet_bytes
+
+    table = pd.DataFrame({"id": ["a", "b"], "mixed": [1, "two"], 3: [0.5, 0.25]})
+    back = pd.read_parquet(io.BytesIO(table_to_parquet_bytes(table)))
+    assert back.columns.tolist() == ["id", "mixed", "3"]
+    assert back["mixed"].tolist() == ["1", "two"] and back["3"].tolist() == [0.5, 0.25]
