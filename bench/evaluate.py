@@ -11,7 +11,8 @@
 3. 20,000 rows (the NegEx sentences repeated) evaluated zero-shot through the bundled model:
    wall time and peak resident memory above the start.
 
-    .venv/bin/python bench/evaluate.py [--rows 20000] [--notes 60] [--rounds 2] [--threads 2] [--quick]
+    .venv/bin/python bench/evaluate.py [--rows 20000] [--notes 60] [--rounds 2] [--sentences N]
+        [--parts pipeline,one-pass,rows] [--threads 2] [--quick]
 
 ``--quick``: tiny models the bench writes, made-up sentences, tiny sizes; no ../shared.
 """
@@ -92,15 +93,15 @@ def classifier_checkpoint(quick: bool) -> str:
 
 
 def alternate(first: Callable[[], object], second: Callable[[], object], rounds: int) -> tuple[list[float],
-                                                                                              list[float]]:
-    """Wall times of ``rounds`` alternate runs of each (one warm-up call each first, on what they close over)."""
-    a_times, b_times = [], []
+                                                                                              list[float], tuple]:
+    """Wall times of ``rounds`` alternate runs of each, and the last result of each."""
+    a_times, b_times, last = [], [], [None, None]
     for _ in range(rounds):
-        for fn, times in ((first, a_times), (second, b_times)):
+        for index, (fn, times) in enumerate(((first, a_times), (second, b_times))):
             started = time.perf_counter()
-            fn()
+            last[index] = fn()
             times.append(time.perf_counter() - started)
-    return a_times, b_times
+    return a_times, b_times, tuple(last)
 
 
 def against_pipeline(texts: list[str], rounds: int, quick: bool) -> None:
@@ -127,8 +128,7 @@ def against_pipeline(texts: list[str], rounds: int, quick: bool) -> None:
                            for row in found], dtype=np.float32)
 
     ours(texts[:32]), theirs(texts[:32])  # warm-up
-    ours_times, pipe_times = alternate(ours, theirs, rounds)
-    mine, pipes = ours(), theirs()
+    ours_times, pipe_times, (mine, pipes) = alternate(ours, theirs, rounds)
     same = float((mine.argmax(-1) == pipes.argmax(-1)).mean())
     ratio = statistics.median(ours_times) / statistics.median(pipe_times)
     print(f"{len(texts):,} {'made-up' if quick else 'NegEx'} sentences, {rounds} alternate round(s):")
@@ -183,8 +183,8 @@ def one_pass_against_plain(notes: list[str], rounds: int, quick: bool) -> None:
             with torch.inference_mode():
                 loaded.model.base_model(input_ids=ids, attention_mask=mask)
 
-    engine(), plain()  # warm-up
-    engine_times, plain_times = alternate(engine, plain, rounds)
+    run_local(frame.iloc[:2], settings, loaded=loaded), plain()  # warm-up
+    engine_times, plain_times, _results = alternate(engine, plain, rounds)
     ratio = statistics.median(engine_times) / statistics.median(plain_times)
     print(f"{len(notes)} {'made-up' if quick or not MTSAMPLES.is_file() else 'MTSamples'} notes, {len(windows)} windows, "
           f"bundled model:")
@@ -241,6 +241,10 @@ def main() -> int:
     parser.add_argument("--notes", type=int, default=60, help="MTSamples notes of the one-pass comparison")
     parser.add_argument("--rounds", type=int, default=2, help="alternate timed rounds of each comparison")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sentences", type=int, default=0,
+                        help="an evenly spread sample of this many NegEx sentences (0: all 2,376)")
+    parser.add_argument("--parts", default="pipeline,one-pass,rows",
+                        help="which comparisons to run (comma-separated: pipeline, one-pass, rows)")
     args = parser.parse_args()
     announce(args.quick)
     if args.quick:
@@ -251,12 +255,20 @@ def main() -> int:
     print(cpu_line())
     print(load_line() + f"; torch threads {torch.get_num_threads()}")
     texts, gold = sentences(args.quick)
-    against_pipeline(texts, args.rounds, args.quick)
-    print(load_line())
-    one_pass_against_plain(mtsamples_notes(args.notes, args.quick), args.rounds, args.quick)
-    print(load_line())
-    many_rows(texts, gold, args.rows)
-    print(load_line())
+    if args.sentences and args.sentences < len(texts):
+        keep = [round(i * (len(texts) - 1) / (args.sentences - 1)) for i in range(args.sentences)]
+        texts, gold = [texts[i] for i in keep], [gold[i] for i in keep]
+        print(f"an evenly spread sample of {len(texts):,} sentences (--sentences)")
+    parts = {part.strip() for part in args.parts.split(",")}
+    if "pipeline" in parts:
+        against_pipeline(texts, args.rounds, args.quick)
+        print(load_line())
+    if "one-pass" in parts:
+        one_pass_against_plain(mtsamples_notes(args.notes, args.quick), args.rounds, args.quick)
+        print(load_line())
+    if "rows" in parts:
+        many_rows(texts, gold, args.rows)
+        print(load_line())
     return 0
 
 
