@@ -419,6 +419,7 @@ else:
     st.caption("Each file is made when you click and goes straight to your browser; nothing is stored on the server.")
     tables = {
         "predictions": lambda: units_table(found, ids, texts, features, with_probabilities=True),
+        "errors": lambda: errors_table(found, ids, texts, features),
         "per_class_metrics": lambda: per_class_table(measured),
         "confusion_matrix": lambda: confusion_table(measured),
         "slices_accuracy": lambda: computed(slice_table, found, features, metric="accuracy",
@@ -436,4 +437,4 @@ else:
             download("Parquet", lambda make=make: table_to_parquet_bytes(make()), f"evaluation_{name}.parquet",
                      "application/vnd.apache.parquet", key=f"eval_parquet_{name}")
     st.caption("The Calibration view exports its split (fit and check rows) with the table under *The split*; the "
-               "behaviour tests' tables download from their own table's toolbar.")
+               "behaviour tests' tables download from their own table's toolbar (CSV).")
