@@ -3,7 +3,8 @@
 Data flows one way, and the packages are layered the same way (each package's docstring says what
 it may import; ``tests/test_layering.py`` checks it):
 
-    model  ->  text  ->  run  ->  analyses  ->  training / corpus        views (numpy in, figure out)
+    model  ->  text  ->  run  ->  analyses  ->  training / corpus  ->  evaluation
+                                                                          views (numpy in, figure out)
 
 - ``model``: find and load a checkpoint without hanging on the hub, casing, where the layers and
   heads are, the only hooks (capture, knockout), precision, one adapter per head kind.
@@ -14,6 +15,8 @@ it may import; ``tests/test_layering.py`` checks it):
 - ``analyses``: what a run means (attention statistics, projections, predictions, attribution,
   faithfulness, head importance, counterfactuals, model comparison), as frozen records.
 - ``training``, ``corpus``: fine-tuning; many notes at once and the batch command line.
+- ``evaluation``: a labelled collection through the batch engine: metrics, calibration, slices by
+  metadata and clinical features, errors and behaviour tests (the Evaluate page's core).
 - ``serving``: bounded caches, measured speed and time estimates, the status line.
 - ``views``: plotly figures, HTML and export bytes; no torch.
 - Base modules any package may use: ``errors`` (what a user sees), ``progress`` (progress

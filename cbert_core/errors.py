@@ -51,6 +51,10 @@ class DataFileError(CbertError):
     """An uploaded collection (CSV/JSONL) that cannot be used."""
 
 
+class LabelMismatchError(DataFileError):
+    """A collection's labels that do not match the model's (unknown names, none left, a mapping needed)."""
+
+
 class ExportError(CbertError):
     """An export that could not be written."""
 

@@ -34,8 +34,38 @@ st.caption("Which words pushed the prediction up (red) or down (blue)? Several m
            "faithfulness scores below say which explanation holds up on this note.")
 now = page()
 loaded, info, settings, result = now.loaded, now.info, now.settings, now.trace
+if st.session_state.get(state.EVAL_RETURN):
+    st.page_link("pages/evaluate.py", label="Back to the Evaluate page, where this note was opened",
+                 icon=":material/arrow_back:")
 knocked = knockout_picker(info)
 precision = settings.options.precision
+
+
+def word_at(char: int) -> int:
+    """The word of the note that holds character ``char`` (or the last one before it)."""
+    return max(0, int(np.searchsorted(result.word_spans[:, 0], char, side="right")) - 1)
+
+
+# A row opened from the Evaluate page: explain its predicted class, with its edit as the counterfactual.
+pending = st.session_state.pop(state.ATTR_PENDING, None)
+if pending is not None:
+    if pending.get("zero_shot"):
+        st.session_state["attr_description"] = pending["class"]
+        st.session_state[state.ATTR_TARGET_KIND] = "similarity"
+    elif info.head_kind == "token-classification":
+        st.session_state["attr_token_label"] = pending["class"]
+        if pending.get("word") is not None:
+            spans = result.word_spans
+            st.session_state[note_choice("q_tokword", result.key, 0, options=range(len(spans)))] = \
+                word_at(pending["word"])
+    else:
+        st.session_state["attr_class"] = pending["class"]
+    if pending.get("cf") is not None:  # the edit, when it replaces one of the words this page offers
+        start, end, replacement = pending["cf"]
+        word = word_at(start)
+        if tuple(int(v) for v in result.word_spans[word]) == (start, end):
+            st.session_state[note_choice("q_cf", result.key, 0, options=range(len(result.word_spans)))] = word
+            st.session_state["attr_cf_with"] = replacement
 
 # ---------------------------------------------------------------- the target
 
@@ -99,7 +129,15 @@ def description_choice() -> tuple[Target, int | None]:
     return note_level_target(similarity_target(loaded, description, lowercase=now.plan.lowercase))
 
 
-TARGET_CHOICES = {"masked-lm": masked_word_target, "token-classification": word_label_target,
+def masked_lm_choice() -> tuple[Target, int | None]:
+    """A masked-LM explains a masked word, or (as the Evaluate page's zero-shot predictions) a similarity."""
+    kinds = {"masked word": "a masked word's probability", "similarity": "similarity to a label description"}
+    kind = st.radio("Explain", list(kinds), format_func=kinds.__getitem__, horizontal=True,
+                    key=state.ATTR_TARGET_KIND, persist_state="session")
+    return masked_word_target() if kind == "masked word" else description_choice()
+
+
+TARGET_CHOICES = {"masked-lm": masked_lm_choice, "token-classification": word_label_target,
                   "sequence-classification": class_choice, "encoder": description_choice}
 with user_errors():
     target, window = TARGET_CHOICES[info.head_kind]()

@@ -25,6 +25,8 @@ ALLOWED: dict[str, set[str]] = {
     "analyses": {"run", "model", "text", "serving"},
     "training": {"analyses", "run", "model", "text", "serving", "corpus.collection"},
     "corpus": {"analyses", "run", "model", "text", "serving", "views.export"},
+    # Evaluation runs a collection through the batch engine (corpus) and reads the analyses' records.
+    "evaluation": {"corpus", "analyses", "run", "model", "text", "serving.speed"},
     "views": set(),
 }
 # Imports allowed inside a function: optional or slow-to-import extras, imported only when asked for.

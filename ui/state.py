@@ -43,6 +43,14 @@ DEFAULT_DESCRIPTIONS = "pneumonia present\nno evidence of pneumonia"
 # Per-note choices (a word, a token, a part of the note): {widget key: scope it belongs to}.
 NOTE_CHOICE_SCOPES = "note_choice_scopes"
 
+# Evaluate: the evaluation asked for (Cancel forgets it), the row last opened from its errors or behaviour
+# tables (to find the same place on return), and what the Attribution page opens with.
+EVAL_RUN = "eval_run"
+EVAL_OPENED = "eval_opened"  # {"table": ..., "filter": ..., "unit": ...} of the row opened last
+EVAL_RETURN = "eval_return"  # Attribution was opened from Evaluate: it shows a way back
+ATTR_PENDING = "attr_pending"  # {"class": label or description, "word": char, "cf": (start, end, replacement)}
+ATTR_TARGET_KIND = "attr_target_kind"  # a masked-LM explains a masked word or a similarity to a description
+
 # Fine-tuning: this session's own trained copy and where it was saved.
 FT_MODEL = "ft_model"
 FT_SAVED_FOLDER = "ft_saved_folder"

@@ -131,13 +131,24 @@ def token_labels(loaded: LoadedModel, plan: NotePlan, *, progress: Progress | No
         WrongHeadError: the checkpoint has no token-classification head.
     """
     require_head(loaded, "token-classification", "Entity labelling")
-    text = plan.text
     outputs, heads = _run_windows(loaded, plan, rows_for=lambda window: None, progress=progress, message="Labelling")
-    labels = loaded.info.labels or tuple(f"LABEL_{i}" for i in range(outputs[0].shape[-1]))
+    return labels_from_windows(loaded, plan, outputs, knocked_out=heads)
+
+
+def labels_from_windows(loaded: LoadedModel, plan: NotePlan, window_logits: Sequence[np.ndarray], *,
+                        knocked_out: HeadSet = frozenset()) -> TokenLabels:
+    """:class:`TokenLabels` from a token-classification head's logits per window of ``plan``.
+
+    Args:
+        window_logits: float32 [window.size + 2, label] per window, in ``plan.windows`` order (from
+            :func:`token_labels`' own pass, or the batch engine's one pass over many notes).
+    """
+    text = plan.text
+    labels = loaded.info.labels or tuple(f"LABEL_{i}" for i in range(window_logits[0].shape[-1]))
     n = len(plan.tokens)
     probs = np.zeros((n + 2, len(labels)), np.float32)
-    for window, logits in zip(plan.windows, outputs):
-        window_probs = torch.softmax(torch.from_numpy(logits), dim=-1).cpu().numpy()  # [t, label]
+    for window, logits in zip(plan.windows, window_logits):
+        window_probs = torch.softmax(torch.from_numpy(np.array(logits, dtype=np.float32)), dim=-1).numpy()  # [t, label]
         owned = np.flatnonzero(plan.owner == window.index)
         probs[owned + 1] = window_probs[owned - window.start + 1]
         if window.index == 0:
@@ -150,7 +161,7 @@ def token_labels(loaded: LoadedModel, plan: NotePlan, *, progress: Progress | No
     word_labels = word_probs.argmax(-1).astype(np.int32)
     word_scores = word_probs[np.arange(len(word_labels)), word_labels].astype(np.float32)
     spans = np.array(note.word_spans, dtype=np.int32)
-    return TokenLabels(model_key=loaded.info.key, text=text, lowercase=plan.lowercase, knocked_out=heads,
+    return TokenLabels(model_key=loaded.info.key, text=text, lowercase=plan.lowercase, knocked_out=knocked_out,
                        windows=plan.windows, labels=labels, tokens=plan.global_tokens(), offsets=plan.global_offsets(), probs=probs,
                        word_spans=spans, word_labels=word_labels, word_scores=word_scores,
                        entities=merge_entities(text, labels, spans, word_labels, word_scores))
@@ -183,11 +194,36 @@ def classify(loaded: LoadedModel, plan: NotePlan, *, progress: Progress | None =
         WrongHeadError: the checkpoint has no sequence-classification head.
     """
     require_head(loaded, "sequence-classification", "Note classification")
-    text = plan.text
     outputs, heads = _run_windows(loaded, plan, rows_for=lambda window: np.array([0]), progress=progress,
                                   message="Classifying")
-    window_probs = torch.softmax(torch.from_numpy(np.stack(outputs)), dim=-1).cpu().numpy().astype(np.float32)
+    return probabilities_from_windows(loaded, plan, outputs, knocked_out=heads)
+
+
+def probabilities_from_windows(loaded: LoadedModel, plan: NotePlan, window_logits: Sequence[np.ndarray], *,
+                               knocked_out: HeadSet = frozenset()) -> ClassProbabilities:
+    """:class:`ClassProbabilities` from a sequence classifier's logits per window of ``plan``.
+
+    Args:
+        window_logits: float32 [label] per window, in ``plan.windows`` order (from :func:`classify`'s own
+            pass, or the batch engine's one pass over many notes).
+    """
+    logits = np.stack([np.asarray(row, dtype=np.float32) for row in window_logits])  # [window, label]
+    window_probs = torch.softmax(torch.from_numpy(logits), dim=-1).numpy().astype(np.float32)
     labels = loaded.info.labels or tuple(f"LABEL_{i}" for i in range(window_probs.shape[-1]))
-    return ClassProbabilities(model_key=loaded.info.key, text=text, lowercase=plan.lowercase, knocked_out=heads,
-                              labels=labels, windows=plan.windows, window_probs=window_probs,
+    return ClassProbabilities(model_key=loaded.info.key, text=plan.text, lowercase=plan.lowercase,
+                              knocked_out=knocked_out, labels=labels, windows=plan.windows, window_probs=window_probs,
                               probs=window_probs.mean(0).astype(np.float32))
+
+
+def span_probabilities(tagged: TokenLabels, spans: Sequence[tuple[int, int]]) -> np.ndarray:
+    """float32 [span, label]: the label probabilities of the first word piece that starts inside each span.
+
+    A span no piece starts in (only characters the tokenizer drops) gets NaN.
+    """
+    starts = tagged.offsets[:, 0]  # [pos]; -1 for [CLS]/[SEP]
+    out = np.full((len(spans), len(tagged.labels)), np.nan, dtype=np.float32)
+    for index, (start, end) in enumerate(spans):
+        inside = np.flatnonzero((starts >= start) & (starts < end))
+        if inside.size:
+            out[index] = tagged.probs[inside[0]]
+    return out

@@ -106,7 +106,7 @@ def pooled_windows(loaded: LoadedModel, pieces: Sequence[tuple[int, np.ndarray]]
 
 def description_embedding(loaded: LoadedModel, description: str, *, lowercase: bool | None = None) -> np.ndarray:
     """float32 [hidden]: the unit-length mean-pooled embedding of a label description."""
-    return _description_matrix(loaded, [description], lowercase=lowercase, knocked_out=())[0]
+    return description_matrix(loaded, [description], lowercase=lowercase, knocked_out=())[0]
 
 
 def _cleaned(descriptions: Sequence[str]) -> list[str]:
@@ -117,8 +117,12 @@ def _cleaned(descriptions: Sequence[str]) -> list[str]:
     return cleaned
 
 
-def _description_matrix(loaded: LoadedModel, descriptions: Sequence[str], *, lowercase: bool | None,
-                        knocked_out: Iterable[tuple[int, int]]) -> np.ndarray:
+def description_matrix(loaded: LoadedModel, descriptions: Sequence[str], *, lowercase: bool | None,
+                       knocked_out: Iterable[tuple[int, int]] = ()) -> np.ndarray:
+    """float32 [description, hidden]: unit-length mean-pooled embeddings of descriptions (empty ones refused).
+
+    The batch engine computes this once for a whole collection (descriptions and references together).
+    """
     tokenizer = loaded.tokenizer(loaded.resolve_lowercase(lowercase))
     cleaned = _cleaned(descriptions)
     sequences = [tokenize_note(tokenizer, d).ids for d in cleaned]
@@ -256,9 +260,9 @@ def embedding_similarity(loaded: LoadedModel, plan: NotePlan, descriptions: Sequ
     if len(reference_texts) < 2 or not all(reference_texts):
         raise ValueError("give at least two non-empty reference descriptions")
     cleaned = _cleaned(descriptions)
-    text, lowercase, knocked_out = plan.text, plan.lowercase, plan.options.knocked_out
-    targets = _description_matrix(loaded, cleaned + reference_texts, lowercase=lowercase,
-                                  knocked_out=knocked_out)  # [label + ref, d]
+    lowercase, knocked_out = plan.lowercase, plan.options.knocked_out
+    targets = description_matrix(loaded, cleaned + reference_texts, lowercase=lowercase,
+                                 knocked_out=knocked_out)  # [label + ref, d]
     note = plan.tokens
     spans: list[tuple[int, int]] = []
     pieces = [(0, note.ids[window.start:window.stop]) for window in plan.windows]  # the note, as the model reads it
@@ -272,21 +276,39 @@ def embedding_similarity(loaded: LoadedModel, plan: NotePlan, descriptions: Sequ
                            for w in plan_windows(inside.size, limit, DEFAULT_OVERLAP)]
     report(progress, 0.1, "Embedding the note")
     with torch.inference_mode(), knockout(loaded.anatomy, knocked_out) as heads:
-        vectors = F.normalize(pooled_windows(loaded, pieces, 1 + len(spans), cls_id=plan.cls_id,
-                                             sep_id=plan.sep_id), dim=-1)
-    cosines = (vectors.cpu() @ torch.from_numpy(targets).T).numpy().astype(np.float32)  # [1 + sentence, label + ref]
-    labels = len(cleaned)
-    similarity, reference_similarity = cosines[:, :labels], cosines[:, labels:]
-    probs = torch.softmax(torch.from_numpy(similarity) / temperature, dim=-1).cpu().numpy().astype(np.float32)
-    reference, margin, verdicts = standing_out(similarity, reference_similarity)
+        vectors = pooled_windows(loaded, pieces, 1 + len(spans), cls_id=plan.cls_id, sep_id=plan.sep_id).cpu().numpy()
     report(progress, 1.0, "Done")
+    return similarity_result(loaded, plan, vectors, targets, descriptions=cleaned, references=reference_texts,
+                             sentence_spans=spans, temperature=temperature, knocked_out=heads)
+
+
+def similarity_result(loaded: LoadedModel, plan: NotePlan, vectors: np.ndarray, targets: np.ndarray, *,
+                      descriptions: Sequence[str], references: Sequence[str] = REFERENCE_DESCRIPTIONS,
+                      sentence_spans: Sequence[tuple[int, int]] = (), temperature: float = DEFAULT_TEMPERATURE,
+                      knocked_out: HeadSet = frozenset()) -> SimilarityResult:
+    """The :class:`SimilarityResult` of pooled text vectors against description vectors.
+
+    Args:
+        vectors: float [1 + sentence, hidden]: the note's (then each sentence's) mean-pooled vector, as
+            :func:`pooled_windows` gives it (length-weighted over windows; normalized here).
+        targets: float32 [label + ref, hidden]: :func:`description_matrix` of ``descriptions`` then ``references``.
+        sentence_spans: characters of each sentence row of ``vectors`` after the first.
+    """
+    if temperature <= 0:
+        raise ValueError("temperature must be positive")
+    unit = F.normalize(torch.from_numpy(np.array(vectors, dtype=np.float32)), dim=-1)  # a copy: may be read-only
+    cosines = (unit @ torch.from_numpy(np.array(targets, dtype=np.float32)).T).numpy().astype(np.float32)
+    labels = len(descriptions)
+    similarity, reference_similarity = cosines[:, :labels], cosines[:, labels:]  # [1 + sentence, label], [.., ref]
+    probs = torch.softmax(torch.from_numpy(similarity) / temperature, dim=-1).numpy().astype(np.float32)
+    reference, margin, verdicts = standing_out(similarity, reference_similarity)
     return SimilarityResult(
-        model_key=loaded.info.key, text=text, lowercase=lowercase, knocked_out=heads, windows=plan.windows,
-        descriptions=tuple(cleaned), temperature=float(temperature),
+        model_key=loaded.info.key, text=plan.text, lowercase=plan.lowercase, knocked_out=frozenset(knocked_out),
+        windows=plan.windows, descriptions=tuple(descriptions), temperature=float(temperature),
         note_similarity=np.ascontiguousarray(similarity[0]), note_probs=probs[0],
-        sentence_spans=np.array(spans, dtype=np.int32).reshape(-1, 2),
+        sentence_spans=np.array(list(sentence_spans), dtype=np.int32).reshape(-1, 2),
         sentence_similarity=np.ascontiguousarray(similarity[1:]), sentence_probs=probs[1:],
-        reference_descriptions=tuple(reference_texts),
+        reference_descriptions=tuple(references),
         note_reference_similarity=np.ascontiguousarray(reference_similarity[0]),
         note_reference=float(reference[0]), note_margin=float(margin[0]), note_verdict=verdicts[0],
         sentence_reference_similarity=np.ascontiguousarray(reference_similarity[1:]),

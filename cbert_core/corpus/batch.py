@@ -1,10 +1,14 @@
-"""Per-note batch work for the command line: the same code under a local loop or Ray Data.
+"""Per-note batch work for the command line and the Evaluate page: the same code under a local loop or Ray Data.
 
-:class:`NoteProcessor` is a callable class: built once (it loads the model),
-then called on pandas batches of notes (columns ``row``, ``id``, ``text``), it
-returns one result row per note. The local engine calls it on consecutive
-chunks of ``chunk_size`` notes; the Ray engine hands it to
-``Dataset.map_batches`` (one actor per worker, so the model loads once per
+:class:`NoteProcessor` is a callable class: built once (it loads the model, or
+takes the one the app already holds), then called on pandas batches of notes
+(columns ``row``, ``id``, ``text``), it returns one result row per note. Each
+batch runs through the model once for everything asked (token counts, the
+embedding, zero-shot similarity and a classifier's predictions all read
+:func:`cbert_core.corpus.note_pass.pass_notes`); only a masked-LM's
+pseudo-likelihood and attributions need passes of their own. The local engine
+calls it on consecutive chunks of ``chunk_size`` notes; the Ray engine hands it
+to ``Dataset.map_batches`` (one actor per worker, so the model loads once per
 worker) over blocks of the same chunks, in order. Both engines therefore run
 exactly the same computations and give the same numbers. Nothing here logs note
 text: progress counts notes only.
@@ -31,13 +35,13 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from cbert_core.corpus.batch_columns import extra_columns
-from cbert_core.corpus.embeddings import note_embeddings
+from cbert_core.corpus.batch_columns import BatchColumns
+from cbert_core.corpus.note_pass import pass_notes
 from cbert_core.errors import CbertError
 from cbert_core.model.loading import LoadedModel, load_model
-from cbert_core.run.plan import NotePlan, RunOptions, plan_notes
+from cbert_core.run.plan import RunOptions, plan_notes
 
-ANALYSES = ("tokens", "embeddings", "predictions", "attributions")
+ANALYSES = ("tokens", "embeddings", "predictions", "zero-shot", "attributions")
 Engine = Literal["local", "ray"]
 DEFAULT_CHUNK = 32
 
@@ -52,7 +56,9 @@ class BatchSettings:
     pooling: Literal["mean", "cls"] = "mean"
     layer: int = -1  # hidden-state index of the embedding column (0 = embeddings, -1 = last)
     batch_size: int = 8  # windows per forward pass
-    labels: tuple[str, ...] = ()  # zero-shot descriptions for encoders (predictions)
+    labels: tuple[str, ...] = ()  # zero-shot descriptions (predictions of an encoder; "zero-shot" for any model)
+    temperature: float = 0.05  # zero-shot shares: softmax(cosine / temperature)
+    word_probs: bool = False  # token classifiers: also each whitespace-separated word's label probabilities
     pll_stride: int = 8  # masked-LM pseudo-log-likelihood: pieces this far apart are masked together (0: exact)
     attribution_method: str = "integrated-gradients"
     attribution_steps: int = 20
@@ -64,22 +70,26 @@ class BatchSettings:
 class NoteProcessor:
     """Loads the model once; each call turns a batch of notes into a batch of result rows."""
 
-    def __init__(self, settings: BatchSettings) -> None:
+    def __init__(self, settings: BatchSettings, loaded: LoadedModel | None = None) -> None:
         if settings.threads:
             torch.set_num_threads(int(settings.threads))
         self.settings = settings
-        self.loaded = load_model(settings.model)
+        self.loaded = loaded if loaded is not None else load_model(settings.model)
         layers = self.loaded.info.num_layers + 1
         if not -layers <= settings.layer < layers:
             raise CbertError(f"--layer {settings.layer} does not exist: {self.loaded.info.name} has layers 0 "
                              f"(embeddings) to {layers - 1}, or -1 for the last.")
-        self.extra = _extra_analyses(self.loaded, settings)
+        self.columns = BatchColumns(self.loaded, settings)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         settings = self.settings
         texts = [str(text) for text in batch["text"].tolist()]
         # The collection was already bounded by the command line's --max-chars.
         notes = plan_notes(self.loaded, texts, RunOptions(lowercase=settings.lowercase, max_chars=2**62))
+        embedded = "embeddings" in settings.analyses
+        passes = pass_notes(self.loaded, notes, embedding_layer=settings.layer if embedded else None,
+                            pooling=settings.pooling, text_vectors=self.columns.needs_text_vectors,
+                            head=self.columns.needs_head, batch_size=settings.batch_size)
         out = pd.DataFrame({
             "row": batch["row"].astype("int64").to_numpy(),
             "id": [str(value) for value in batch["id"].tolist()],
@@ -89,19 +99,11 @@ class NoteProcessor:
         })
         if "tokens" in settings.analyses:
             out["tokens"] = [list(note.tokens.tokens) for note in notes]
-        if "embeddings" in settings.analyses:
-            vectors = note_embeddings(self.loaded, notes, pooling=settings.pooling,
-                                      batch_size=settings.batch_size)[:, settings.layer]
-            out["embedding"] = [row.astype(np.float32) for row in vectors]
-        for name, compute in self.extra.items():
-            out[name] = [compute(note) for note in notes]
+        if embedded:
+            out["embedding"] = [note_pass.embedding for note_pass in passes]
+        for name, compute in self.columns.columns.items():
+            out[name] = [compute(note, note_pass) for note, note_pass in zip(notes, passes)]
         return out
-
-
-def _extra_analyses(loaded: LoadedModel, settings: BatchSettings) -> dict[str, Callable[[NotePlan], object]]:
-    """Columns for "predictions" and "attributions" (see :mod:`cbert_core.corpus.batch_columns`)."""
-    wanted = [name for name in ("predictions", "attributions") if name in settings.analyses]
-    return extra_columns(loaded, settings, wanted) if wanted else {}
 
 
 def _chunks(frame: pd.DataFrame, size: int) -> list[pd.DataFrame]:
@@ -109,9 +111,13 @@ def _chunks(frame: pd.DataFrame, size: int) -> list[pd.DataFrame]:
 
 
 def run_local(frame: pd.DataFrame, settings: BatchSettings, *, chunk_size: int = DEFAULT_CHUNK,
-              progress: Callable[[int], None] | None = None) -> pd.DataFrame:
-    """Process ``frame`` (columns row, id, text) in this process, chunk by chunk, in order."""
-    processor = NoteProcessor(settings)
+              progress: Callable[[int], None] | None = None, loaded: LoadedModel | None = None) -> pd.DataFrame:
+    """Process ``frame`` (columns row, id, text) in this process, chunk by chunk, in order.
+
+    ``loaded``: the model already in memory (the app's); None loads ``settings.model``. ``progress``
+    is told how many notes each chunk held; an exception it raises stops the work (the app's cancel).
+    """
+    processor = NoteProcessor(settings, loaded)
     parts = []
     for chunk in _chunks(frame, chunk_size):
         parts.append(processor(chunk))

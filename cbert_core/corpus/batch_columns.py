@@ -1,4 +1,4 @@
-"""The "predictions" and "attributions" columns of the batch command line.
+"""The "predictions", "zero-shot" and "attributions" columns of the batch command line.
 
 What a prediction means depends on the checkpoint's head:
 
@@ -7,6 +7,11 @@ What a prediction means depends on the checkpoint's head:
 * sequence classification: the predicted label and the label probabilities;
 * token classification: entity spans (characters, label, score; no text);
 * bare encoder: zero-shot embedding similarity to ``--labels`` descriptions.
+
+"zero-shot" asks for that similarity with any model (its encoder's last layer). A classifier's
+predictions and zero-shot similarity are read from the note's one pass
+(:class:`cbert_core.corpus.note_pass.NotePass`), which the embedding shares; the description
+vectors are computed once per run, not once per note.
 
 Attributions explain the note-level prediction: the predicted class of a
 sequence classifier, or the best-matching description of an encoder; a
@@ -24,30 +29,57 @@ from typing import Any
 import numpy as np
 
 from cbert_core.analyses.attribution import attribute
-from cbert_core.analyses.labelling import classify, token_labels
+from cbert_core.analyses.labelling import (
+    ClassProbabilities,
+    TokenLabels,
+    labels_from_windows,
+    probabilities_from_windows,
+    span_probabilities,
+)
 from cbert_core.analyses.predict import pseudo_log_likelihood
-from cbert_core.analyses.similarity import embedding_similarity
+from cbert_core.analyses.similarity import (
+    REFERENCE_DESCRIPTIONS,
+    SimilarityResult,
+    description_matrix,
+    similarity_result,
+)
 from cbert_core.analyses.targets import Target, class_target, similarity_target
+from cbert_core.corpus.note_pass import NotePass
 from cbert_core.errors import TargetError
+from cbert_core.model.heads import head_adapter
 from cbert_core.model.loading import HeadKind, LoadedModel
 from cbert_core.run.plan import NotePlan
+from cbert_core.text.words import whitespace_words
+
+Column = Callable[[NotePlan, NotePass], object]
+Columns = dict[str, Column]
 
 
 class _NoteResults:
-    """Per-note results several columns share (computed once for the note in hand)."""
+    """Per-note results several columns share, built from the note's one pass."""
 
     def __init__(self, loaded: LoadedModel, settings: Any) -> None:
         self.loaded, self.settings = loaded, settings
-        self.zero_shot = _last_only(lambda plan: embedding_similarity(loaded, plan, list(settings.labels),
-                                                                      per_sentence=False))
-        self.classified = _last_only(lambda plan: classify(loaded, plan))
+        self.descriptions = tuple(str(label).strip() for label in settings.labels)
+        self._targets: dict[bool, np.ndarray] = {}  # casing -> [description + reference, hidden]
 
+    def classified(self, plan: NotePlan, note_pass: NotePass) -> ClassProbabilities:
+        return probabilities_from_windows(self.loaded, plan, note_pass.window_logits)
 
-Columns = dict[str, Callable[[NotePlan], object]]
+    def tagged(self, plan: NotePlan, note_pass: NotePass) -> TokenLabels:
+        return labels_from_windows(self.loaded, plan, note_pass.window_logits)
+
+    def zero_shot(self, plan: NotePlan, note_pass: NotePass) -> SimilarityResult:
+        targets = self._targets.get(plan.lowercase)
+        if targets is None:  # once per run: every note is compared with the same descriptions
+            targets = self._targets[plan.lowercase] = description_matrix(
+                self.loaded, [*self.descriptions, *REFERENCE_DESCRIPTIONS], lowercase=plan.lowercase)
+        return similarity_result(self.loaded, plan, note_pass.text_vector[None], targets,
+                                 descriptions=self.descriptions, temperature=self.settings.temperature)
 
 
 def _likelihood_columns(shared: _NoteResults) -> Columns:
-    def likelihood(plan: NotePlan) -> dict[str, float]:
+    def likelihood(plan: NotePlan, _note_pass: NotePass) -> dict[str, float]:
         result = pseudo_log_likelihood(shared.loaded, plan, batch_size=max(8, shared.settings.batch_size),
                                        stride=shared.settings.pll_stride)
         scored = int(np.isfinite(result.token_logprobs).sum())
@@ -57,22 +89,27 @@ def _likelihood_columns(shared: _NoteResults) -> Columns:
 
 
 def _class_columns(shared: _NoteResults) -> Columns:
-    return {"predicted_label": lambda plan: _best(shared.classified(plan)),
-            "label_probs": lambda plan: shared.classified(plan).probs.astype(np.float32)}
+    return {"predicted_label": lambda plan, note_pass: _best(shared.classified(plan, note_pass)),
+            "label_probs": lambda plan, note_pass: shared.classified(plan, note_pass).probs.astype(np.float32)}
 
 
 def _entity_columns(shared: _NoteResults) -> Columns:
-    def entities(plan: NotePlan) -> list[dict[str, object]]:
+    def entities(plan: NotePlan, note_pass: NotePass) -> list[dict[str, object]]:
         return [{"label": e.label, "start": int(e.start), "end": int(e.end), "score": float(e.score)}
-                for e in token_labels(shared.loaded, plan).entities]
+                for e in shared.tagged(plan, note_pass).entities]
 
-    return {"entities": entities}
+    columns: Columns = {"entities": entities}
+    if shared.settings.word_probs:
+        columns["word_probs"] = lambda plan, note_pass: span_probabilities(
+            shared.tagged(plan, note_pass), whitespace_words(plan.text))
+    return columns
 
 
 def _zero_shot_columns(shared: _NoteResults) -> Columns:
-    return {"zero_shot_label": lambda plan: _best_description(shared.zero_shot(plan)),
-            "zero_shot_probs": lambda plan: shared.zero_shot(plan).note_probs.astype(np.float32),
-            "zero_shot_similarity": lambda plan: shared.zero_shot(plan).note_similarity.astype(np.float32)}
+    return {"zero_shot_label": lambda plan, note_pass: _best_description(shared.zero_shot(plan, note_pass)),
+            "zero_shot_probs": lambda plan, note_pass: shared.zero_shot(plan, note_pass).note_probs.astype(np.float32),
+            "zero_shot_similarity": lambda plan, note_pass: shared.zero_shot(
+                plan, note_pass).note_similarity.astype(np.float32)}
 
 
 # What "predictions" means for each head kind.
@@ -81,60 +118,61 @@ PREDICTION_COLUMNS: dict[HeadKind, Callable[[_NoteResults], Columns]] = {
     "token-classification": _entity_columns, "encoder": _zero_shot_columns,
 }
 # The note-level prediction an attribution explains, for the head kinds that make one.
-NOTE_LEVEL_TARGETS: dict[HeadKind, Callable[[_NoteResults, NotePlan], Target]] = {
-    "sequence-classification": lambda shared, plan: class_target(shared.loaded, _best(shared.classified(plan))),
-    "encoder": lambda shared, plan: similarity_target(shared.loaded, _best_description(shared.zero_shot(plan)),
-                                                      lowercase=plan.lowercase),
+NOTE_LEVEL_TARGETS: dict[HeadKind, Callable[[_NoteResults, NotePlan, NotePass], Target]] = {
+    "sequence-classification": lambda shared, plan, note_pass: class_target(
+        shared.loaded, _best(shared.classified(plan, note_pass))),
+    "encoder": lambda shared, plan, note_pass: similarity_target(
+        shared.loaded, _best_description(shared.zero_shot(plan, note_pass)), lowercase=plan.lowercase),
 }
 
 
-def extra_columns(loaded: LoadedModel, settings: Any, wanted: list[str]) -> Columns:
-    """Per-note functions (planned note -> value) keyed by output column name.
+class BatchColumns:
+    """The per-note columns of "predictions", "zero-shot" and "attributions", and what they need of the one pass.
 
     Raises:
-        TargetError: the analysis does not fit the checkpoint (e.g. an encoder without ``labels``).
+        TargetError: an analysis that does not fit the checkpoint (e.g. an encoder without ``labels``).
     """
-    kind = loaded.info.head_kind
-    if kind == "encoder" and not settings.labels:
-        raise TargetError(f"{loaded.info.name} is a bare encoder with no prediction head: give label descriptions "
-                          f"(--labels 'pneumonia present' 'no pneumonia') for zero-shot similarity, or drop "
-                          f"'predictions'/'attributions'.")
-    shared = _NoteResults(loaded, settings)
-    columns: Columns = dict(PREDICTION_COLUMNS[kind](shared)) if "predictions" in wanted else {}
-    if "attributions" in wanted:
-        if kind not in NOTE_LEVEL_TARGETS:
-            raise TargetError(f"Attributions explain a note-level prediction, which a {kind} model does not make. "
-                              f"Use a sequence classifier, or an encoder with --labels; drop 'attributions' here.")
-        target_for = NOTE_LEVEL_TARGETS[kind]
 
-        def explained(plan: NotePlan) -> dict[str, object]:
-            target = target_for(shared, plan)
-            result = attribute(loaded, plan, target, method=settings.attribution_method,
-                               steps=settings.attribution_steps, window=0)
-            order = np.argsort(-np.abs(result.word_scores), kind="stable")[:settings.top_words]
-            return {
-                "target": target.label,
-                "method": result.method,
-                "score": float(result.score),
-                "delta": float(result.delta),
-                "top_words": [{"start": int(result.word_spans[i, 0]), "end": int(result.word_spans[i, 1]),
-                               "score": float(result.word_scores[i])} for i in order],
-            }
+    def __init__(self, loaded: LoadedModel, settings: Any) -> None:
+        kind = loaded.info.head_kind
+        wanted = set(settings.analyses)
+        zero_shot = "zero-shot" in wanted or (kind == "encoder" and wanted & {"predictions", "attributions"})
+        if zero_shot and not settings.labels:
+            what = "is a bare encoder with no prediction head: give" if kind == "encoder" else "needs"
+            raise TargetError(f"{loaded.info.name} {what} label descriptions (--labels 'pneumonia present' "
+                              f"'no pneumonia') for zero-shot similarity, or drop "
+                              f"'{'zero-shot' if kind != 'encoder' else 'predictions'}'/'attributions'.")
+        if zero_shot and any(not str(label).strip() for label in settings.labels):
+            raise TargetError("Every label description needs some text (for example 'pneumonia present').")
+        shared = _NoteResults(loaded, settings)
+        self.columns: Columns = dict(PREDICTION_COLUMNS[kind](shared)) if "predictions" in wanted else {}
+        if "zero-shot" in wanted:
+            self.columns.update(_zero_shot_columns(shared))
+        self.needs_text_vectors = bool(zero_shot)
+        self.needs_head = bool(wanted & {"predictions", "attributions"}) and \
+            head_adapter(kind).one_pass_predictions
+        if "attributions" in wanted:
+            if kind not in NOTE_LEVEL_TARGETS:
+                raise TargetError(f"Attributions explain a note-level prediction, which a {kind} model does not "
+                                  f"make. Use a sequence classifier, or an encoder with --labels; drop "
+                                  f"'attributions' here.")
+            target_for = NOTE_LEVEL_TARGETS[kind]
 
-        columns["attribution"] = explained
-    return columns
+            def explained(plan: NotePlan, note_pass: NotePass) -> dict[str, object]:
+                target = target_for(shared, plan, note_pass)
+                result = attribute(loaded, plan, target, method=settings.attribution_method,
+                                   steps=settings.attribution_steps, window=0)
+                order = np.argsort(-np.abs(result.word_scores), kind="stable")[:settings.top_words]
+                return {
+                    "target": target.label,
+                    "method": result.method,
+                    "score": float(result.score),
+                    "delta": float(result.delta),
+                    "top_words": [{"start": int(result.word_spans[i, 0]), "end": int(result.word_spans[i, 1]),
+                                   "score": float(result.word_scores[i])} for i in order],
+                }
 
-
-def _last_only(compute: Callable[[NotePlan], Any]) -> Callable[[NotePlan], Any]:
-    """Remember the result for the last note, so several columns of one note share one run."""
-    last: dict[str, Any] = {}
-
-    def cached(plan: NotePlan) -> Any:
-        if last.get("plan") is not plan:
-            last["plan"], last["value"] = plan, compute(plan)
-        return last["value"]
-
-    return cached
+            self.columns["attribution"] = explained
 
 
 def _best(result: Any) -> str:

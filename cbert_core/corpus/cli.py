@@ -36,8 +36,10 @@ from cbert_core.errors import (
     UnsupportedModelError,
 )
 from cbert_core.model.loading import parse_spec, resolve_default_model
+from cbert_core.text.examples import LABELLED_COLUMNS, LABELLED_EXAMPLES
 from cbert_core.views.export import check_writable, write_bytes
 
+EXAMPLE_INPUT = "example"  # the input that names the built-in labelled example set (unless a file has that name)
 EXIT_OK, EXIT_OTHER, EXIT_USAGE, EXIT_INPUT, EXIT_OUTPUT, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
 
 
@@ -48,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "(one row per note).",
         epilog="Exit codes: 0 done, 2 bad arguments, 3 input problem, 4 output problem, 5 model problem, "
                "1 other problem.")
-    parser.add_argument("input", help="CSV, TSV or JSONL file of notes (UTF-8)")
+    parser.add_argument("input", help="CSV, TSV or JSONL file of notes (UTF-8), or 'example' for the built-in "
+                                      f"labelled example set ({len(LABELLED_EXAMPLES)} short sentences written "
+                                      "for the project)")
     parser.add_argument("-o", "--output", required=True, help="Parquet file to write")
     parser.add_argument("--text-column", help="column holding the note text (needed when several columns "
                                               "hold text)")
@@ -64,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="lower-case before tokenizing")
     casing.add_argument("--keep-case", dest="lowercase", action="store_false", help="keep case")
     parser.add_argument("--labels", nargs="+", default=[], metavar="DESCRIPTION",
-                        help="label descriptions for zero-shot predictions with an encoder")
+                        help="label descriptions for zero-shot similarity (the predictions of a bare encoder; "
+                             "'zero-shot' with any model)")
     parser.add_argument("--pll-stride", type=int, default=8,
                         help="masked-LM predictions: pieces this far apart are masked together (0 = exact, slow)")
     parser.add_argument("--attribution-method", default="integrated-gradients",
@@ -101,7 +106,12 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output).expanduser()
     check_writable(output)
     limits = CorpusLimits(max_rows=args.max_rows, max_chars=args.max_chars, max_bytes=int(args.max_mb * 1e6))
-    table = read_table(args.input, limits=limits)
+    if args.input == EXAMPLE_INPUT and not Path(args.input).exists():
+        table = pd.DataFrame(list(LABELLED_EXAMPLES), columns=list(LABELLED_COLUMNS)).iloc[:args.max_rows]
+        args.text_column = args.text_column or "text"
+        args.id_column = args.id_column or "id"
+    else:
+        table = read_table(args.input, limits=limits)
     text_column = args.text_column
     if text_column is None:
         candidates = candidate_text_columns(table)

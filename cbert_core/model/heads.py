@@ -8,7 +8,10 @@ An adapter says, for its kind of checkpoint:
   output, window by window, and how the windows' parts become one :class:`HeadOutput`;
 * :meth:`HeadAdapter.output_layer`: what the exact walk's output panel shows (:class:`OutputLayer`);
 * :meth:`HeadAdapter.rows` and :meth:`HeadAdapter.trace_rows`: what the output layer says, as table
-  rows a page can show (one pass; a whole trace).
+  rows a page can show (one pass; a whole trace);
+* :attr:`HeadAdapter.one_pass_predictions`: whether the head's predictions come out of one plain
+  pass over a window (a classifier's do; a masked-LM's need masked copies, a bare encoder has none),
+  so the batch engine reads them from the pass it runs anyway.
 
 :func:`head_adapter` looks the adapter up by ``ModelInfo.head_kind``. The analyses a head
 supports (fill-mask, classification, entity labels, zero-shot similarity) stay in
@@ -112,6 +115,7 @@ class HeadAdapter:
     """What one kind of head does; see the module notes. Subclasses override every method."""
 
     kind: HeadKind
+    one_pass_predictions: bool = False  # see the module notes
 
     def logits(self, loaded: LoadedModel, hidden: torch.Tensor) -> torch.Tensor:
         """The head on last-layer states [b, m, d] (row 0 is [CLS] where the head reads it)."""
@@ -179,6 +183,7 @@ class MaskedLanguageModel(HeadAdapter):
 
 class TokenClassifier(HeadAdapter):
     kind: HeadKind = "token-classification"
+    one_pass_predictions = True
 
     def logits(self, loaded: LoadedModel, hidden: torch.Tensor) -> torch.Tensor:
         return loaded.model.classifier(hidden)
@@ -211,6 +216,7 @@ class TokenClassifier(HeadAdapter):
 
 class SequenceClassifier(HeadAdapter):
     kind: HeadKind = "sequence-classification"
+    one_pass_predictions = True
 
     def logits(self, loaded: LoadedModel, hidden: torch.Tensor) -> torch.Tensor:
         model = loaded.model

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 EXAMPLE_NOTES: dict[str, str] = {
     "COPD admission (with [MASK])": """HISTORY OF PRESENT ILLNESS: 67 y/o M with COPD on 2L home O2, CAD s/p PCI, who presents with 3 days of \
 worsening dyspnea and productive cough. He denies chest pain or fever. He was seen by Dr. Lee in clinic on \
@@ -160,3 +162,108 @@ EXAMPLE_SPANS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("Vomiting since last night.", (("Vomiting", "affirmed"),)),
     ("No chills.", (("chills", "negated"),)),
 )
+
+
+# ------------------------------------------------------------------ a labelled evaluation set
+# A few hundred short sentences written for this project (no patient data), made from hand-written
+# sentence frames and findings, for the Evaluate page and the batch command line's example. The label
+# says whether the finding is negated or affirmed (as EXAMPLE_COLLECTION's); the metadata columns say
+# what kind of sentence it is, so slices can show where a model fails: uncertain findings (labelled
+# affirmed: they are not negated), a family member's history, abbreviations, upper-case radiology,
+# de-identification placeholders.
+LABELLED_COLUMNS = ("id", "text", "label", "note_type", "section", "style", "certainty", "experiencer", "finding")
+
+# (finding, its usual abbreviation or "")
+_FINDINGS: tuple[tuple[str, str], ...] = (
+    ("chest pain", "CP"), ("shortness of breath", "SOB"), ("fever", ""), ("cough", ""), ("pneumonia", "PNA"),
+    ("nausea and vomiting", "N/V"), ("headache", "HA"), ("deep vein thrombosis", "DVT"),
+    ("pulmonary embolism", "PE"), ("myocardial infarction", "MI"), ("congestive heart failure", "CHF"),
+    ("hypertension", "HTN"), ("diabetes mellitus", "DM"), ("urinary tract infection", "UTI"),
+    ("abdominal pain", "abd pain"), ("dizziness", ""), ("rash", ""), ("atrial fibrillation", "AFib"),
+    ("leg swelling", ""), ("syncope", ""), ("chronic obstructive pulmonary disease", "COPD"),
+    ("gastrointestinal bleeding", "GI bleed"), ("palpitations", ""),
+)
+_IMAGING: tuple[str, ...] = ("pleural effusion", "pneumothorax", "focal consolidation", "cardiomegaly",
+                             "pulmonary edema", "rib fracture", "pulmonary nodule", "intracranial hemorrhage",
+                             "hydronephrosis", "free air")
+# (frames, label, note type, section, style, certainty, experiencer); {f} a finding, {F} capitalised,
+# {a} its abbreviation, {R} an imaging finding in capitals, {r} in lower case.
+_FRAMES: tuple[tuple[tuple[str, ...], str, str, str, str, str, str], ...] = (
+    (("Patient denies {f}.", "He denies any {f}.", "She reports no {f}.", "No evidence of {f}.",
+      "There is no {f} at this time.", "{F} was ruled out.", "The patient has not had any {f}.",
+      "He has been free of {f} since discharge."),
+     "negated", "progress note", "HPI", "prose", "certain", "patient"),
+    (("REVIEW OF SYSTEMS: Negative for {f}.", "ROS: Denies {f}."),
+     "negated", "progress note", "ROS", "prose", "certain", "patient"),
+    (("Patient reports {f}.", "She presents with {f}.", "He complains of {f} since yesterday.",
+      "History is significant for {f}.", "{F} started two days ago.", "The patient was admitted with {f}.",
+      "She has had {f} for about a week."),
+     "affirmed", "progress note", "HPI", "prose", "certain", "patient"),
+    (("REVIEW OF SYSTEMS: Positive for {f}.",),
+     "affirmed", "progress note", "ROS", "prose", "certain", "patient"),
+    (("Possible {f}.", "Cannot rule out {f}.", "Findings are concerning for {f}.", "{F} is likely.",
+      "Questionable {f} on arrival.", "We suspect early {f}."),
+     "affirmed", "ED note", "Assessment", "prose", "uncertain", "patient"),
+    (("FAMILY HISTORY: Mother had {f}.", "Family history is significant for {f} in his father.",
+      "Her brother was diagnosed with {f}."),
+     "affirmed", "progress note", "Family history", "prose", "certain", "family"),
+    (("FAMILY HISTORY: No family history of {f}.", "Family history is negative for {f}."),
+     "negated", "progress note", "Family history", "prose", "certain", "family"),
+    (("Pt denies {a}.", "Neg for {a}.", "No {a} today.", "ROS neg for {a}."),
+     "negated", "ED note", "HPI", "abbreviated", "certain", "patient"),
+    (("Pt c/o {a} x 3 days.", "+ {a} on arrival.", "Hx of {a}.", "Admitted w/ {a}."),
+     "affirmed", "ED note", "HPI", "abbreviated", "certain", "patient"),
+    (("IMPRESSION: NO {R}.", "FINDINGS: NO EVIDENCE OF {R}.", "NO {R} IS SEEN."),
+     "negated", "radiology report", "Impression", "upper case", "certain", "patient"),
+    (("IMPRESSION: {R}.", "FINDINGS: SMALL {R} IS PRESENT.", "{R} IS SEEN ON THE LEFT."),
+     "affirmed", "radiology report", "Impression", "upper case", "certain", "patient"),
+    (("IMPRESSION: POSSIBLE {R}.", "FINDINGS: {R} CANNOT BE EXCLUDED."),
+     "affirmed", "radiology report", "Impression", "upper case", "uncertain", "patient"),
+    (("No {r} is seen.", "There is no {r}."),
+     "negated", "radiology report", "Findings", "prose", "certain", "patient"),
+    (("There is a small {r}.", "A {r} is present on the right."),
+     "affirmed", "radiology report", "Findings", "prose", "certain", "patient"),
+    (("Seen by Dr. [**Last Name 123**] on [**2101-3-4**]; denies {f}.",
+      "Per [**Name (NI) 456**], the patient has no {f}."),
+     "negated", "discharge summary", "Hospital course", "de-identified", "certain", "patient"),
+    (("Admitted on [**2101-3-4**] with {f}.", "Per [**Name (NI) 456**], the patient reports {f}.",
+      "Dr. [**Last Name 789**] was called for {f}."),
+     "affirmed", "discharge summary", "Hospital course", "de-identified", "certain", "patient"),
+)
+_PER_FRAME = 6  # findings per sentence frame
+
+
+def _labelled_examples() -> tuple[dict[str, str], ...]:
+    rows: list[dict[str, str]] = []
+    seen: set[str] = set()
+
+    def add(text: str, label: str, note_type: str, section: str, style: str, certainty: str, experiencer: str,
+            finding: str) -> None:
+        if text not in seen:
+            seen.add(text)
+            rows.append({"id": f"ex{len(rows) + 1:03d}", "text": text, "label": label, "note_type": note_type,
+                         "section": section, "style": style, "certainty": certainty, "experiencer": experiencer,
+                         "finding": finding})
+
+    for text, label in EXAMPLE_COLLECTION:
+        add(text, label, "progress note", "HPI", "prose", "certain", "patient", "")
+    frame_number = 0
+    for frames, *kind in _FRAMES:
+        for frame in frames:
+            frame_number += 1
+            if "{R}" in frame or "{r}" in frame:
+                pool = [(finding, "") for finding in _IMAGING]
+            elif "{a}" in frame:
+                pool = [(finding, short) for finding, short in _FINDINGS if short]
+            else:
+                pool = list(_FINDINGS)
+            step = next(step for step in (5, 3, 7) if math.gcd(step, len(pool)) == 1)  # distinct findings
+            for k in range(_PER_FRAME):
+                finding, short = pool[(frame_number * 7 + k * step) % len(pool)]
+                text = frame.format(f=finding, F=finding[0].upper() + finding[1:], a=short, R=finding.upper(),
+                                    r=finding)
+                add(text, *kind, finding)
+    return tuple(rows)
+
+
+LABELLED_EXAMPLES: tuple[dict[str, str], ...] = _labelled_examples()

@@ -19,3 +19,9 @@ READER_WORD = re.compile(
 def count_words(text: str) -> int:
     """How many words a reader would count in ``text`` (see the module docstring)."""
     return sum(1 for _ in READER_WORD.finditer(text))
+
+
+def whitespace_words(text: str) -> list[tuple[int, int]]:
+    """(start, end) characters of each whitespace-separated word: the words a tag sequence (one label per
+    word, as in CoNLL files) labels."""
+    return [match.span() for match in re.finditer(r"\S+", text)]

@@ -201,3 +201,15 @@ def check_writable(target: Path) -> None:
         raise ExportError(f"The folder '{folder}' does not exist. Create it first or choose another output path.")
     if not os.access(folder, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
         raise ExportError(f"Cannot write to '{target}': permission denied. Choose a folder you can write to.")
+
+
+def table_to_parquet_bytes(table: Any) -> bytes:
+    """A pandas table as Parquet bytes (zstd); columns of mixed objects are written as text."""
+    buffer = io.BytesIO()
+    frame = table.copy()
+    for column in frame.columns:
+        if frame[column].dtype == object:
+            frame[column] = frame[column].map(lambda value: value if value is None else str(value))
+    frame.columns = [str(column) for column in frame.columns]
+    frame.to_parquet(buffer, index=False, compression="zstd")
+    return buffer.getvalue()
