@@ -43,6 +43,10 @@ DEFAULT_DESCRIPTIONS = "pneumonia present\nno evidence of pneumonia"
 # Per-note choices (a word, a token, a part of the note): {widget key: scope it belongs to}.
 NOTE_CHOICE_SCOPES = "note_choice_scopes"
 
+# Opened from another page (the Attention grid, a Mechanisms heatmap), shown on that page's next run.
+OPEN_HEAD = "pending_head"  # (layer, head), 1-based: the head the Attention page shows
+OPEN_INSIDE_LAYER = "pending_inside_layer"  # 1-based: the layer "Inside the model" shows
+
 # Fine-tuning: this session's own trained copy and where it was saved.
 FT_MODEL = "ft_model"
 FT_SAVED_FOLDER = "ft_saved_folder"

@@ -71,3 +71,12 @@ EXAMPLE_COLLECTION: tuple[tuple[str, str], ...] = (
     ("COPD exacerbation with increased sputum production.", "affirmed"),
     ("No wheezing, rales or rhonchi.", "negated"),
 )
+
+# The finding each sentence of EXAMPLE_COLLECTION is about (its target phrase, as NegEx's Condition column), in
+# the same order: probes can read the label at the finding's pieces.
+EXAMPLE_COLLECTION_FINDINGS: tuple[str, ...] = (
+    "chest pain", "pneumonia", "fever", "shortness of breath", "pleural effusion", "focal consolidation", "diabetes",
+    "nausea", "deep vein thrombosis", "tenderness", "hemorrhage", "headache", "myocardial infarction", "rash",
+    "shortness of breath", "pneumonia", "fever", "chest pain", "pleural effusion", "wheezes", "diabetes", "nausea",
+    "deep vein thrombosis", "tender", "hemorrhage", "headache", "myocardial infarction", "rash", "sputum", "wheezing",
+)
