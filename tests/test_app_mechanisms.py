@@ -80,3 +80,17 @@ def test_a_masked_word_target_on_a_masked_lm(tiny_dir: Path) -> None:
     at.button(key="go_patch").click().run()
     assert not at.exception, at.exception
     assert any(key.startswith("mech_chart_heads") for key in charts(at))
+
+
+def test_a_head_or_layer_opened_from_another_page_is_shown_there() -> None:
+    at = start(None, **{state.NOTE_TEXT: NOTE})
+    at.session_state[state.OPEN_HEAD] = (4, 7)
+    at.switch_page("pages/attention.py").run()
+    assert not at.exception, at.exception
+    assert (at.number_input(key="att_layer").value, at.number_input(key="att_head").value) == (4, 7)
+    assert state.OPEN_HEAD not in at.session_state
+    at.session_state[state.OPEN_INSIDE_LAYER] = 5
+    at.switch_page("pages/inside.py").run()
+    assert not at.exception, at.exception
+    assert at.number_input(key="inside_layer").value == 5
+    assert state.OPEN_INSIDE_LAYER not in at.session_state
