@@ -29,7 +29,7 @@ def _model_choice(box: DeltaGenerator) -> str:
         st.session_state[state.MODEL_CHOICE] = MODEL_OTHER
         st.session_state[state.MODEL_CUSTOM] = st.session_state.pop(state.PENDING_MODEL)
     choice = box.selectbox("Model", [MODEL_DEFAULT, MODEL_BUNDLED, MODEL_CLINICAL, MODEL_OTHER],
-                           key=state.MODEL_CHOICE)
+                           key=state.MODEL_CHOICE, persist_state="session")
     if choice == MODEL_DEFAULT:
         spec_text = resolution.spec.location if resolution.spec.kind != "bundled" else ""
         with box.expander(f"Why {resolution.spec.label}?", expanded=False):
@@ -41,7 +41,7 @@ def _model_choice(box: DeltaGenerator) -> str:
         return ""
     if choice == MODEL_CLINICAL:
         return BIO_CLINICALBERT
-    return box.text_input("Hub id or local folder", key=state.MODEL_CUSTOM,
+    return box.text_input("Hub id or local folder", key=state.MODEL_CUSTOM, persist_state="session",
                           placeholder="/path/to/model or owner/name").strip()
 
 
@@ -57,7 +57,7 @@ def _casing(box: DeltaGenerator, loaded: LoadedModel) -> bool | None:
         box.caption("Casing: fixed by this tokenizer.")
         return None
     keep_case = box.toggle(
-        "Keep upper/lower case", key=state.KEEP_CASE, value=not info.tokenizer_lowercases,
+        "Keep upper/lower case", key=state.KEEP_CASE, value=not info.tokenizer_lowercases, persist_state="session",
         help="The tokenizer's own setting is "
              f"{'to lower-case the text' if info.tokenizer_lowercases else 'to keep case'}. "
              "The vocabulary is cased ('The' and 'the' are different pieces).")
@@ -78,16 +78,16 @@ def _advanced() -> tuple[int, str, int]:
     """Window overlap, precision and the length limit, and the server's status line."""
     with st.sidebar.expander("Advanced"):
         overlap = st.number_input("Window overlap for long notes (tokens)", min_value=0, max_value=256,
-                                  value=DEFAULT_OVERLAP, step=16, key=state.OVERLAP)
+                                  value=DEFAULT_OVERLAP, step=16, key=state.OVERLAP, persist_state="session")
         fast_bf16 = bf16_is_fast()
-        precision = st.radio("Precision", list(PRECISIONS), key=state.PRECISION, horizontal=True,
+        precision = st.radio("Precision", list(PRECISIONS), key=state.PRECISION, horizontal=True, persist_state="session",
                              help="fp32 is exact. bf16 runs the model's matrix products in bfloat16: 2-3x faster "
                                   "on CPUs with native bf16 (AVX512-BF16 or AMX), several times slower on others; "
                                   "attention weights differ by about 1e-4. Applies to the analysis, the surprise "
                                   "map and attribution. This server's CPU: "
                                   f"{'native bf16, fast here' if fast_bf16 else 'no native bf16, slow here'}.")
         max_chars = st.number_input("Longest note accepted (characters)", min_value=1_000, max_value=1_000_000,
-                                    value=DEFAULT_MAX_CHARS, step=10_000, key=state.MAX_CHARS)
+                                    value=DEFAULT_MAX_CHARS, step=10_000, key=state.MAX_CHARS, persist_state="session")
         now = status()
         analyses = analysis_cache()
         st.caption(f"Server: {now.rss_bytes / 2**30:.2f} GB resident · {now.models} model(s) · "
