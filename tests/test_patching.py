@@ -312,3 +312,19 @@ def test_other_families_patch_the_same_way_batched_and_one_at_a_time(tmp_path: P
     np.testing.assert_allclose(patched_scores(loaded, corrupted, clean, runs, pair.corrupted_target), plain, atol=2e-5)
     np.testing.assert_allclose(plain[-2:], clean.score, atol=1e-5)  # a whole layer's input (ELECTRA: projected)
     assert hook_count(loaded.model) == 0
+
+
+def test_a_progress_callback_that_raises_cancels_the_scans_and_leaves_no_hooks(sharp: LoadedModel) -> None:
+    plan = plan_note(sharp, CLEAN, RunOptions(knocked_out=frozenset({(0, 1)})))
+    seen: list[float] = []
+
+    def cancel(fraction: float, _message: str) -> None:
+        seen.append(fraction)
+        if 0 < fraction < 1:
+            raise InterruptedError("the user changed an input")
+
+    with pytest.raises(InterruptedError):
+        patch_pair(sharp, plan, EDITED, masked_token_target(sharp, "chest"), scans=SCANS, batch_size=4,
+                   progress=cancel)
+    assert 0 < seen[-1] < 1
+    assert hook_count(sharp.model) == 0
