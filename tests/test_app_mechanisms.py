@@ -3,6 +3,7 @@ the probes, and what the page says for a pair with nothing to explain or a note 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,14 @@ def test_a_masked_word_target_on_a_masked_lm(tiny_dir: Path) -> None:
     at.button(key="go_patch").click().run()
     assert not at.exception, at.exception
     assert any(key.startswith("mech_chart_heads") for key in charts(at))
+    at.radio(key="mech_direction").set_value("noising")
+    at.multiselect(key="mech_scans").set_value(["heads_at"]).run()
+    assert at.selectbox(key="q_mech_position").value == 3  # "denies": the word the edit changed
+    at.button(key="go_patch").click().run()
+    assert not at.exception, at.exception
+    found = charts(at)
+    assert [key.rsplit("_", 1)[0] for key in found if key.startswith("mech_chart_")] == ["mech_chart_heads_at"]
+    assert "carried over at 3 denies" in json.dumps(found)
 
 
 def test_a_head_or_layer_opened_from_another_page_is_shown_there() -> None:
