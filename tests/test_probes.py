@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from cbert_core.analyses.probes import control_labels, fit_probes, phrase_span, probe_features, run_probes
+from cbert_core.corpus.collection import collection_from_table, column_values, read_table
 from cbert_core.errors import DataFileError
 from cbert_core.model.loading import LoadedModel
 from cbert_core.run.forward import embed, run_encoder, word_vectors
@@ -108,3 +109,13 @@ def test_bad_probe_inputs_are_messages(tiny: LoadedModel) -> None:
     dropped = run_probes(tiny, plans, ["n", "a", "a", "n", "a"], pooling="phrase",
                          phrases=["fever", "fever", "cough", "cough", "wheeze"], folds=2)
     assert dropped.dropped == 1 and dropped.examples == 4
+
+
+def test_an_uploaded_target_phrase_column_follows_the_notes_kept() -> None:
+    data = b"text,label,finding\nNo fever.,negated,fever\n,affirmed,cough\nReports cough.,affirmed, cough \n"
+    table = read_table(data, name="upload.csv")
+    collection = collection_from_table(table, text_column="text", label_column="label")
+    assert len(collection) == 2  # the empty note is left out
+    assert column_values(table, collection, "finding") == ("fever", "cough")
+    with pytest.raises(DataFileError):
+        column_values(table, collection, "Condition")
