@@ -35,7 +35,7 @@ SCAN_NAMES = {"residual": "Residual stream (each layer's input)", "attention": "
               "heads_at": "Each head's output at one position"}
 DIRECTIONS = {"denoising": "Denoising: clean activations into the edited run",
               "noising": "Noising: edited activations into the clean run"}
-POOLING_NAMES = {"cls": "[CLS] position", "mean": "mean of the note's pieces", "phrase": "the target phrase's pieces"}
+POOLING_NAMES = {"cls": "[CLS] position", "mean": "mean of the note's pieces", "phrase": "target phrase's pieces"}
 CLICKS = "mech_click_round"  # bumped after a heatmap click opens another page: the charts come back unselected
 
 st.title("Mechanisms")
@@ -337,6 +337,9 @@ if ask_once("Run the probes", key="go_probe", ready=probe_ready,
                 f"± {probed.accuracy[best].std():.0%} over {probed.accuracy.shape[1]} folds, control "
                 f"{probed.control[best].mean():.0%}, selectivity {probed.selectivity[best]:+.0%} "
                 f"({probed.examples:,} notes; always the commonest label: {probed.majority:.0%}).")
+    if probed.selectivity[best] <= 0.05:
+        st.caption("No layer reads the label clearly better than the control task: at these vectors the label is "
+                   "not linearly readable beyond what the words themselves give away (or the set is too small).")
     if other is not None:
         drop = probed.selectivity[best] - other[1].selectivity[best]
         st.caption(f"Without the knocked-out heads, selectivity at {layer_labels[best]} is "

@@ -49,3 +49,10 @@ def test_probe_figure_shows_fold_spread_and_selectivity_and_a_comparison() -> No
     np.testing.assert_allclose(selectivity.y, [0.1, 0.35])
     assert [trace.name for trace in figure.data[3:]] == ["probe (without 2 heads)", "control task (without 2 heads)",
                                                          "selectivity (without 2 heads)"]
+
+
+def test_a_negative_selectivity_stays_on_its_axis() -> None:
+    accuracy = np.array([[0.5, 0.5], [0.6, 0.6]])
+    control = np.array([[0.9, 0.9], [0.6, 0.6]])
+    figure = probe_figure(accuracy, control, ["embeddings", "layer 1"], "t")
+    assert figure.layout.yaxis2.range[0] <= -0.4

@@ -124,10 +124,13 @@ def probe_figure(accuracy: np.ndarray, control: np.ndarray, layer_labels: Sequen
     if majority is not None:
         figure.add_hline(y=majority, line=dict(color="#444444", dash="dot", width=1),
                          annotation_text="always the commonest label", annotation_position="bottom right")
+    selectivities = [accuracy.mean(1) - control.mean(1)] + ([compare[0].mean(1) - compare[1].mean(1)] if compare
+                                                            else [])
+    low = min(-0.05, float(min(values.min() for values in selectivities)) - 0.05)  # a negative selectivity shows
     figure.update_layout(title=wrap_title(title, 90), height=460, barmode="group",
                          yaxis=dict(title="accuracy (cross-validated)", range=[0, 1.05]),
                          yaxis2=dict(title="selectivity = probe - control", overlaying="y", side="right",
-                                     range=[-0.05, 1.05], showgrid=False),
+                                     range=[low, 1.05], showgrid=False, zeroline=True),
                          legend=dict(orientation="h", y=-0.2), **TWO_LINE_TITLE_LAYOUT)
     figure.update_xaxes(type="category")
     return figure
