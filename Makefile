@@ -40,6 +40,8 @@ test: test-deps
 bench: test-deps
 	$(PY) bench/trace.py
 	$(PY) bench/attribution.py
+	$(PY) bench/patching.py
+	$(PY) bench/probes.py
 	$(PY) bench/ui.py
 	$(PY) bench/finetune.py
 	$(PY) bench/load.py

@@ -41,6 +41,7 @@ PAGES = [
     st.Page("pages/embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
     st.Page("pages/predictions.py", title="Predictions", icon=":material/target:"),
     st.Page("pages/attribution.py", title="Attribution", icon=":material/balance:"),
+    st.Page("pages/mechanisms.py", title="Mechanisms", icon=":material/science:"),
     st.Page("pages/corpus.py", title="Corpus", icon=":material/library_books:"),
     st.Page("pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),

@@ -22,6 +22,7 @@ from cbert_core.views import export
 from cbert_core.views.attention_figures import attention_heatmap, head_grid, neuron_view, rollout_figure, word_list
 from cbert_core.views.bertviz_offline import MAX_HEAD_VIEW_TOKENS, MAX_MODEL_VIEW_TOKENS, bertviz_html, frame_size
 from cbert_core.views.labels import head_name, position_labels
+from ui import state
 from ui.caches import computed
 from ui.context import page
 from ui.widgets import download, note_choice
@@ -50,8 +51,8 @@ stats = computed(head_statistics, result, window=window, label="Summarizing ever
 best_layer, best_head = stats.most_structured()
 st.session_state.setdefault("att_layer", best_layer + 1)  # first visit: a head whose map shows a pattern
 st.session_state.setdefault("att_head", best_head + 1)
-if "pending_head" in st.session_state:  # a click in the grid on the previous run
-    st.session_state["att_layer"], st.session_state["att_head"] = st.session_state.pop("pending_head")
+if state.OPEN_HEAD in st.session_state:  # a click in the grid on the previous run, or on another page
+    st.session_state["att_layer"], st.session_state["att_head"] = st.session_state.pop(state.OPEN_HEAD)
 layer = controls[0].number_input("Layer", 1, layers, key="att_layer", persist_state="session") - 1
 head = controls[1].number_input("Head", 1, heads, key="att_head", persist_state="session") - 1
 view = controls[2].selectbox("View", VIEWS, key="att_view", persist_state="session")
@@ -90,7 +91,7 @@ if view == "Heads":
             index = int(points[0]["point_index"])
             clicked = (index // heads + 1, index % heads + 1)
             if clicked != (layer + 1, head + 1):
-                st.session_state["pending_head"] = clicked
+                st.session_state[state.OPEN_HEAD] = clicked
                 st.rerun()
         st.caption(f"{head_name(layer, head)}: entropy {stats.entropy[layer, head]:.2f}, mean distance "
                    f"{stats.mean_distance[layer, head]:.1f} tokens, on [CLS] {stats.cls_share[layer, head]:.0%}, "

@@ -18,6 +18,7 @@ from cbert_core.views.inside_figures import (
     logit_lens_figure,
 )
 from cbert_core.views.labels import escape, head_name, position_labels
+from ui import state
 from ui.caches import get_inside
 from ui.captions import CAPTIONS
 from ui.context import page
@@ -67,6 +68,8 @@ st.plotly_chart(embedding_parts_figure(walk.part_names, walk.norm_shares[shown],
 st.header("2 · Attention, step by step")
 st.caption(CAPTIONS["attention_step"])
 columns = st.columns(2)
+if state.OPEN_INSIDE_LAYER in st.session_state:  # a layer opened from another page (Mechanisms)
+    st.session_state["inside_layer"] = min(int(st.session_state.pop(state.OPEN_INSIDE_LAYER)), inside.num_layers)
 layer = columns[0].number_input("Layer", 1, inside.num_layers, key="inside_layer", persist_state="session") - 1
 head = columns[1].number_input("Head", 1, inside.num_heads, key="inside_head", persist_state="session") - 1
 step = attention_step(inside, layer, head, query)

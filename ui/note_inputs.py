@@ -46,7 +46,7 @@ def note_inputs() -> str:
     st.sidebar.markdown("### Note")
     st.sidebar.selectbox("Example notes", ["(choose an example)", *EXAMPLE_NOTES], key=state.EXAMPLE_CHOICE,
                          on_change=_load_example)
-    st.sidebar.text_area("Clinical note", key=state.NOTE_TEXT, height=220,
+    st.sidebar.text_area("Clinical note", key=state.NOTE_TEXT, height=220, persist_state="session",
                          help="Paste a note; type [MASK] where the model should fill in a word. "
                               "Press Ctrl+Enter (or click outside) to apply.")
     st.sidebar.file_uploader("...or upload a .txt note", type=["txt"], key=state.NOTE_UPLOAD, on_change=_load_upload)

@@ -34,7 +34,7 @@ def _model_choice(box: DeltaGenerator) -> str:
         st.session_state[state.MODEL_CHOICE] = MODEL_OTHER
         st.session_state[state.MODEL_CUSTOM] = st.session_state.pop(state.PENDING_MODEL)
     choice = box.selectbox("Model", [MODEL_DEFAULT, MODEL_BUNDLED, MODEL_CLINICAL, MODEL_OTHER],
-                           key=state.MODEL_CHOICE)
+                           key=state.MODEL_CHOICE, persist_state="session")
     if choice == MODEL_DEFAULT:
         spec_text = resolution.spec.location if resolution.spec.kind != "bundled" else ""
         with box.expander(f"Why {resolution.spec.label}?", expanded=False):
@@ -46,7 +46,7 @@ def _model_choice(box: DeltaGenerator) -> str:
         return ""
     if choice == MODEL_CLINICAL:
         return BIO_CLINICALBERT
-    return box.text_input("Hub id or local folder", key=state.MODEL_CUSTOM,
+    return box.text_input("Hub id or local folder", key=state.MODEL_CUSTOM, persist_state="session",
                           placeholder="/path/to/model or owner/name").strip()
 
 
@@ -62,7 +62,7 @@ def _casing(box: DeltaGenerator, loaded: LoadedModel) -> bool | None:
         box.caption("Casing: fixed by this tokenizer.")
         return None
     keep_case = box.toggle(
-        "Keep upper/lower case", key=state.KEEP_CASE, value=not info.tokenizer_lowercases,
+        "Keep upper/lower case", key=state.KEEP_CASE, value=not info.tokenizer_lowercases, persist_state="session",
         help="The tokenizer's own setting is "
              f"{'to lower-case the text' if info.tokenizer_lowercases else 'to keep case'}. "
              "The vocabulary is cased ('The' and 'the' are different pieces).")
@@ -112,13 +112,14 @@ def _advanced(device: torch.device) -> tuple[int, str, int]:
     """Window overlap, precision (the choices the device has) and the length limit, and the server's status line."""
     with st.sidebar.expander("Advanced"):
         overlap = st.number_input("Window overlap for long notes (tokens)", min_value=0, max_value=256,
-                                  value=DEFAULT_OVERLAP, step=16, key=state.OVERLAP)
+                                  value=DEFAULT_OVERLAP, step=16, key=state.OVERLAP, persist_state="session")
         choices = list(precisions_for(device))
         if st.session_state.get(state.PRECISION) not in (None, *choices):
             st.session_state[state.PRECISION] = "fp32"
-        precision = st.radio("Precision", choices, key=state.PRECISION, horizontal=True, help=_precision_help(device))
+        precision = st.radio("Precision", choices, key=state.PRECISION, horizontal=True, persist_state="session",
+                             help=_precision_help(device))
         max_chars = st.number_input("Longest note accepted (characters)", min_value=1_000, max_value=1_000_000,
-                                    value=DEFAULT_MAX_CHARS, step=10_000, key=state.MAX_CHARS)
+                                    value=DEFAULT_MAX_CHARS, step=10_000, key=state.MAX_CHARS, persist_state="session")
         now = status()
         analyses = analysis_cache()
         st.caption(f"Server: {now.rss_bytes / 2**30:.2f} GB resident · {now.models} model(s) · "

@@ -51,6 +51,10 @@ EVAL_RETURN = "eval_return"  # Attribution was opened from Evaluate: it shows a 
 ATTR_PENDING = "attr_pending"  # {"class": label or description, "word": char, "cf": (start, end, replacement)}
 ATTR_TARGET_KIND = "attr_target_kind"  # a masked-LM explains a masked word or a similarity to a description
 
+# Opened from another page (the Attention grid, a Mechanisms heatmap), shown on that page's next run.
+OPEN_HEAD = "pending_head"  # (layer, head), 1-based: the head the Attention page shows
+OPEN_INSIDE_LAYER = "pending_inside_layer"  # 1-based: the layer "Inside the model" shows
+
 # Fine-tuning: this session's own trained copy and where it was saved.
 FT_MODEL = "ft_model"
 FT_SAVED_FOLDER = "ft_saved_folder"

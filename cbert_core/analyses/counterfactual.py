@@ -99,6 +99,18 @@ def _outcome(loaded: LoadedModel, plan: NotePlan, target: Target, *, window: int
                    attribution=None), probs.astype(np.float32)
 
 
+def apply_edit(text: str, char_start: int, char_end: int, replacement: str) -> str:
+    """``text`` with characters [char_start, char_end) replaced by ``replacement``.
+
+    Raises:
+        TargetError: an empty span, or one outside the note.
+    """
+    if not (0 <= char_start < char_end <= len(text)):
+        raise TargetError(f"The edit must replace a non-empty span inside the note (characters 0 to {len(text)}); "
+                          f"characters {char_start} to {char_end} are not. Select the words to replace.")
+    return text[:char_start] + replacement + text[char_end:]
+
+
 def counterfactual(loaded: LoadedModel, plan: NotePlan, char_start: int, char_end: int, replacement: str,
                    target: Target, *, method: Method | None = None, top_k: int = DEFAULT_TOP_K,
                    window: int | None = None, progress: Progress | None = None,
@@ -116,9 +128,7 @@ def counterfactual(loaded: LoadedModel, plan: NotePlan, char_start: int, char_en
         TargetError: an empty or out-of-range span, or an edit that replaces the target itself.
     """
     text = plan.text
-    if not (0 <= char_start < char_end <= len(text)):
-        raise TargetError("Select the words to replace (a non-empty span of the note).")
-    edited_text = text[:char_start] + replacement + text[char_end:]
+    edited_text = apply_edit(text, char_start, char_end, replacement)
     shift = len(replacement) - (char_end - char_start)
     edited_target = target
     if target.kind == "token-class":

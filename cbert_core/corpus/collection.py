@@ -372,3 +372,17 @@ def collection_from_texts(texts: Sequence[str], *, labels: Sequence[str] | None 
     table = DataTable(frame=frame, format="csv", truncated=truncated, warnings=warnings)
     return collection_from_table(table, text_column="text", label_column="label" if labels is not None else None,
                                  id_column="id" if ids is not None else None, limits=limits)
+
+
+def column_values(table: DataTable | pd.DataFrame, collection: Collection, column: str) -> tuple[str, ...]:
+    """``column``'s value for each note of ``collection`` (made from ``table``), as text ("" where empty).
+
+    For a column the collection does not keep itself, such as a target phrase (NegEx's Condition).
+
+    Raises:
+        DataFileError: the table has no such column.
+    """
+    frame = table.frame if isinstance(table, DataTable) else table
+    _require_column(frame, column, "target phrase")
+    values = frame[column].tolist()
+    return tuple("" if _is_blank(values[row]) else str(values[row]).strip() for row in collection.rows.tolist())

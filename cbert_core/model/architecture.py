@@ -45,6 +45,12 @@ class EmbeddingAnatomy:
     position: nn.Embedding | None  # None where positions are not learned embeddings
     token_type: nn.Embedding | None  # DistilBERT has no segment embeddings
     norm: nn.LayerNorm  # input: the sum of the parts [b, t, d_emb]
+    projection: nn.Module | None = None  # ELECTRA's embeddings_project (d_emb -> d); None elsewhere
+
+    @property
+    def output(self) -> nn.Module:
+        """The module whose output is the first layer's input [b, t, d] (the projection, else the norm)."""
+        return self.projection if self.projection is not None else self.norm
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,6 +109,7 @@ def _bert_anatomy(base: nn.Module, config: object, family: str) -> Anatomy:
         position=getattr(emb, "position_embeddings", None),
         token_type=getattr(emb, "token_type_embeddings", None),
         norm=emb.LayerNorm,
+        projection=getattr(base, "embeddings_project", None),
     )
     layers = tuple(
         LayerAnatomy(

@@ -7,8 +7,9 @@ Hooks are global state on a module that every browser session shares, so:
 * each hook acts only for the thread that registered it, so two sessions that
   run the same model at once never see (or knock out) each other's heads.
 
-Two context managers: :func:`capture` records activations at named sites,
-:func:`knockout` zeroes chosen attention heads.
+Three context managers: :func:`capture` records activations at named sites,
+:func:`knockout` zeroes chosen attention heads, :func:`patch_activations` writes stored
+activations into chosen batch rows, positions and heads (activation patching).
 """
 
 from __future__ import annotations
@@ -249,6 +250,116 @@ def knockout(anatomy: Anatomy, heads: Iterable[tuple[int, int]]) -> Iterator[Hea
             module = anatomy.layers[layer].attention_out_proj
             with _REGISTRY_LOCK:
                 handles.append(module.register_forward_pre_hook(_for_this_thread(owner, make_hook(head_indices))))
+        yield chosen
+
+
+# Sites :func:`patch_activations` can write, per layer.
+PATCH_SITES = frozenset({
+    "hidden",  # the layer's input, the residual stream [b, t, d]
+    "attention_update",  # the attention block's output projection, before residual and norm [b, t, d]
+    "ffn_update",  # the feed-forward block's output, before residual and norm [b, t, d]
+    "context",  # one head's output: its slice of the context before the output projection [b, t, dh]
+})
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActivationPatch:
+    """Values to write at one site of one layer: ``values[i]`` goes to batch row ``rows[i]``, position
+    ``positions[i]`` (and head ``heads[i]`` at the ``context`` site)."""
+
+    site: str
+    layer: int
+    rows: torch.Tensor  # int64 [n]
+    positions: torch.Tensor  # int64 [n]
+    values: torch.Tensor  # [n, d], or [n, dh] at the context site
+    heads: torch.Tensor | None = None  # int64 [n], the context site only
+
+    def __post_init__(self) -> None:
+        if self.site not in PATCH_SITES:
+            raise ValueError(f"unknown patch site {self.site!r}; choose one of {sorted(PATCH_SITES)}")
+        count = self.rows.shape[0]
+        if self.positions.shape != (count,) or self.values.shape[0] != count or self.values.ndim != 2:
+            raise ValueError("ActivationPatch needs rows [n], positions [n] and values [n, width]")
+        if (self.site == "context") != (self.heads is not None and self.heads.shape == (count,)):
+            raise ValueError("heads [n] are given exactly for the context site")
+
+
+def write_patch(tensor: torch.Tensor, patch: ActivationPatch, num_heads: int) -> torch.Tensor:
+    """A copy of ``tensor`` ([b, t, width]) with ``patch`` written in; the tensor itself is left alone.
+
+    The one replacement rule: the patching hooks apply it, and a caller that starts a pass at a
+    layer applies it to that layer's input (the residual stream) the same way.
+
+    Raises:
+        IndexError: a row or position outside ``tensor`` (the pass computed fewer positions).
+    """
+    patched = tensor.clone()
+    values = patch.values.to(dtype=tensor.dtype)
+    if patch.heads is None:
+        patched[patch.rows, patch.positions] = values
+        return patched
+    shaped = patched.unflatten(-1, (num_heads, tensor.shape[-1] // num_heads))  # [b, t, h, dh] (a view)
+    shaped[patch.rows, patch.positions, patch.heads] = values
+    return patched
+
+
+@contextmanager
+def patch_activations(anatomy: Anatomy, patches: Iterable[ActivationPatch]) -> Iterator[tuple[ActivationPatch, ...]]:
+    """Write stored activations into forward passes run in this thread (activation patching).
+
+    Each patch replaces, in its batch rows, the activation at a site of one layer: the layer's
+    input (``hidden``: a forward hook on the module whose output it is, the previous layer's last
+    norm or the embeddings' output), the attention block's or the feed-forward block's update
+    (forward hooks on their output projections) or one head's slice of the context (a forward
+    pre-hook on the attention output projection, where :func:`knockout` acts too). The positions
+    must be among those the hooked module computes: a pass that computes the last layer at a few
+    rows only cannot be patched there at other positions.
+
+    Args:
+        anatomy: the model's layout.
+        patches: what to write; several patches may share a site and layer (applied in order).
+
+    Yields:
+        The patches, as given.
+    """
+    chosen = tuple(patches)
+    owner = threading.get_ident()
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+    grouped: dict[tuple[str, int], list[ActivationPatch]] = {}
+    for patch in chosen:
+        if not 0 <= patch.layer < len(anatomy.layers):
+            raise ValueError(f"layer {patch.layer} is outside the model's {len(anatomy.layers)} layers")
+        grouped.setdefault((patch.site, patch.layer), []).append(patch)
+
+    def apply(tensor: torch.Tensor, group: list[ActivationPatch]) -> torch.Tensor:
+        for patch in group:
+            tensor = write_patch(tensor, patch, anatomy.num_heads)
+        return tensor
+
+    def on_output(group: list[ActivationPatch]) -> Callable[..., object]:
+        def hook(_mod: nn.Module, _args: tuple, output: torch.Tensor) -> torch.Tensor:
+            return apply(output, group)
+        return hook
+
+    def on_input(group: list[ActivationPatch]) -> Callable[..., object]:
+        def hook(_mod: nn.Module, args: tuple) -> tuple:
+            return (apply(args[0], group), *args[1:])  # args[0]: context [b, t, h * dh]
+        return hook
+
+    with ExitStack() as stack:
+        stack.enter_context(_registered(handles))
+        for (site, layer), group in sorted(grouped.items(), key=lambda item: (item[0][1], item[0][0])):
+            parts = anatomy.layers[layer]
+            if site == "hidden":
+                module = anatomy.embeddings.output if layer == 0 else anatomy.layers[layer - 1].output_norm
+                register, hook = module.register_forward_hook, on_output(group)
+            elif site == "context":
+                register, hook = parts.attention_out_proj.register_forward_pre_hook, on_input(group)
+            else:
+                module = parts.attention_out_proj if site == "attention_update" else parts.ffn_out
+                register, hook = module.register_forward_hook, on_output(group)
+            with _REGISTRY_LOCK:
+                handles.append(register(_for_this_thread(owner, hook)))
         yield chosen
 
 

@@ -267,3 +267,13 @@ def _labelled_examples() -> tuple[dict[str, str], ...]:
 
 
 LABELLED_EXAMPLES: tuple[dict[str, str], ...] = _labelled_examples()
+
+
+# The finding each sentence of EXAMPLE_COLLECTION is about (its target phrase, as NegEx's Condition column), in
+# the same order: probes can read the label at the finding's pieces.
+EXAMPLE_COLLECTION_FINDINGS: tuple[str, ...] = (
+    "chest pain", "pneumonia", "fever", "shortness of breath", "pleural effusion", "focal consolidation", "diabetes",
+    "nausea", "deep vein thrombosis", "tenderness", "hemorrhage", "headache", "myocardial infarction", "rash",
+    "shortness of breath", "pneumonia", "fever", "chest pain", "pleural effusion", "wheezes", "diabetes", "nausea",
+    "deep vein thrombosis", "tender", "hemorrhage", "headache", "myocardial infarction", "rash", "sputum", "wheezing",
+)
