@@ -278,6 +278,11 @@ def test_bad_inputs_are_clear_messages(models, monkeypatch) -> None:
         note_groups(plan, "paragraph")
     with pytest.raises(ResourceLimitError, match="memory"):
         explain(loaded, plan, masked_token_target(loaded, "pain"), memory_limit=10_000)
+    one_sentence = plan_note(models["classifier"], "Patient denies chest pain and fever")
+    for method in ("kernel-shap", "lime"):  # a surrogate model over one group: a message, not captum's NaN
+        with pytest.raises(TargetError, match="needs at least two"):
+            explain(models["classifier"], one_sentence, class_target(models["classifier"], "POS"), method=method,
+                    grouping="sentence")
     monkeypatch.setattr(whole_note, "MAX_PERTURBED_GROUPS", 3)
     with pytest.raises(ResourceLimitError, match="Score by sentence or section"):
         explain(loaded, plan, masked_token_target(loaded, "pain"), method="occlusion", grouping="word")

@@ -242,6 +242,11 @@ METHOD_SPECS: dict[str, MethodSpec] = {spec.name: spec for spec in (
 NOTE_METHODS: tuple[str, ...] = tuple(METHOD_SPECS)
 
 
+def method_title(method: str) -> str:
+    """The method's name in a message ("KernelSHAP")."""
+    return {"kernel-shap": "KernelSHAP", "lime": "LIME"}.get(method, method)
+
+
 def method_spec(method: str) -> MethodSpec:
     """The spec of ``method``; ValueError naming the choices for an unknown one."""
     if method not in METHOD_SPECS:
@@ -333,6 +338,11 @@ def explain(loaded: LoadedModel, plan: NotePlan, target: Target, *, method: str 
                 raise ResourceLimitError(
                     f"{method} would remove each of {int(mask.max()) + 1:,} groups in turn; the limit is "
                     f"{MAX_PERTURBED_GROUPS:,}. Score by sentence or section instead.")
+            if method in {"kernel-shap", "lime"} and int(mask.max()) + 1 < 2:
+                raise TargetError(
+                    f"{method_title(method)} fits a model over the note's parts and needs at least two of them; the "
+                    f"part of the note explained is one {groups.grouping}. Score by a finer grouping (words) or "
+                    f"choose Leave one out or Shapley value sampling, which give that one part's whole effect.")
             values, copies = spec.perturbation(scorer, mask.long(), settings, progress)
             window_gaps = np.full(count, np.nan)
         baseline_score = scorer.baseline_score
