@@ -34,6 +34,7 @@ from ui import state
 from ui.attribution_text import (
     GROUP_NOUNS,
     GROUP_PLURALS,
+    METHOD_CHOICES,
     METHOD_HELP,
     completeness_text,
     method_name,
@@ -154,7 +155,7 @@ with st.expander("Methods and settings", expanded=False):
     groups = computed(note_groups, now.plan, grouping, label="Grouping the note", progress=False)
     names = {method: method_name(method, groups.grouping) for method in METHOD_SPECS}
     methods = st.multiselect("Methods", list(METHOD_SPECS), key="attr_methods", persist_state="session",
-                             format_func=names.__getitem__, help=METHOD_HELP)
+                             format_func=METHOD_CHOICES.__getitem__, help=METHOD_HELP)
     columns = st.columns(3)
     baseline = columns[0].radio("Baseline (\"no information\")", ["pad", "mask"], key="attr_baseline",
                                 format_func=BASELINE_NAMES.__getitem__, persist_state="session")

@@ -105,9 +105,11 @@ def test_a_700_word_note_can_be_walked_through_and_explained_part_by_part(tab) -
     screenshot(tab, "long_note_inside_section")
 
     open_page(tab, "Attribution")
+    tab.get_by_text("One part of the note", exact=True).click()  # not the whole note: part by part
+    settle(tab)
     assert picked(tab, "Part of the note to explain").startswith(("Window ", "Section ", "Sentence "))
     tab.get_by_text("Methods and settings").click()
-    for method in ("Integrated Gradients", "Saliency (gradient norm)", "Leave one word out"):
+    for method in ("Integrated Gradients", "Saliency (gradient norm)", "Leave one out (occlusion)"):
         tab.get_by_role("button", name=f"Remove {method}", exact=True).click()
         settle(tab)
     assert picked(tab, "Part of the note to explain")  # the choice of part survives the reruns

@@ -28,6 +28,8 @@ METHOD_NAMES = {
     "kernel-shap": "KernelSHAP (captum)",
     "lime": "LIME (captum)",
 }
+# The method picker's names do not change with the grouping: a multiselect keeps its choices by their shown name.
+METHOD_CHOICES = {**METHOD_NAMES, "occlusion": "Leave one out (occlusion)"}
 METHOD_HELP = (
     "Ours: Integrated Gradients (the default: the same numbers as captum's, about 2-3x faster), Gradient × Input "
     "and Saliency. Leave one out, Shapley, KernelSHAP and LIME remove whole groups (the 'Score by' choice): one "

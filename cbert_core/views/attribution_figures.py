@@ -74,7 +74,7 @@ def group_bar_figure(labels: Sequence[str], shares: Mapping[str, np.ndarray], ti
                          (14 + 12 * max(len(shares), 1))), legend=dict(orientation="h", y=-0.08),
                          **TWO_LINE_TITLE_LAYOUT)
     figure.update_yaxes(autorange="reversed", automargin=True)
-    figure.update_xaxes(title="share of the explanation (red pushes up, blue down)", tickformat="+.0%",
+    figure.update_xaxes(title="share of the explanation (right of 0: pushes the prediction up; left: down)", tickformat="+.0%",
                         zeroline=True, zerolinecolor="#7a8a94")
     return figure
 
