@@ -241,7 +241,7 @@ def _method_row(label: str, r: dict[str, Any]) -> str:
     how = (f"extrapolated from {r['measured_s']:.1f} s for {100 * r['fraction']:.0f} %" if r["fraction"] < 1
            else f"{r['runs']:,} gradient rows or copies")
     delta = f"  delta {r['delta_pct']:.3f} %" if r["delta_pct"] == r["delta_pct"] else ""
-    return (f"  {label:<44} {r['seconds']:7.1f} s wall {r['cpu']:7.1f} s CPU (load {r['load']:3.1f})  "
+    return (f"  {label:<44} {r['seconds']:7.1f} s wall {r['cpu'] / r['fraction']:7.1f} s CPU (load {r['load']:3.1f})  "
             f"peak {r['peak_gb']:4.2f} GB (idle {r['idle_gb']:4.2f})  {r['windows']} window(s)  ({how}){delta}")
 
 

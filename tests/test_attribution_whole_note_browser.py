@@ -34,3 +34,7 @@ def test_a_long_note_explained_by_section(tab) -> None:
     assert tab.locator('[data-testid="stHtml"] span[style*="rgba"]').count() >= 6  # sections shaded
     assert tab.get_by_text("holds up").count() >= 1
     screenshot(tab, "attribution_whole_note_sections")
+    tab.get_by_role("heading", name="Integrated Gradients").scroll_into_view_if_needed()
+    screenshot(tab, "attribution_whole_note_sections_text")  # the note shaded by section, completeness
+    tab.get_by_role("heading", name="Which explanation to trust here").scroll_into_view_if_needed()
+    screenshot(tab, "attribution_whole_note_trust")  # faithfulness, the verdict and the agreement heatmap
