@@ -13,14 +13,20 @@ original word at a [MASK] a quarter into the note):
   * pseudo-log-likelihood time at 128 and 512 positions, exact and strided;
   * the same with precision="bf16" (bfloat16 autocast for the matrix products; IG's end
     points stay float32, so its delta shows what bf16 costs). bf16 is only fast on CPUs
-    with native bf16 (AVX512-BF16 or AMX); the header says whether this one has it.
+    with native bf16 (AVX512-BF16 or AMX); the header says whether this one has it;
+  * every method of the Attribution page (``whole_note.METHOD_SPECS``: ours and captum's) at 128
+    and 512 positions, at the page's defaults (50 steps, 16 samples; perturbation methods remove
+    words), seconds and peak memory; a run longer than ``--budget`` seconds is stopped and its
+    time extrapolated from the progress it reported;
+  * the whole-note Integrated Gradients of a similarity on a 2,000-piece note (every window with
+    the others as read), and leave-one-section-out on a 5,000-piece note (goal: under a minute).
 
 Machine noise: the measurements alternate ours / captum, and the 128-position pair
 runs twice; the ratio is computed per round. Each row also shows the process's CPU
 time and the load average during the measurement: on a shared machine wall time can
 vary threefold between identical runs, CPU time much less.
 
-    .venv/bin/python bench/attribution.py [--quick]
+    .venv/bin/python bench/attribution.py [--quick] [--whole-note-only] [--budget SECONDS]
 
 ``--quick``: a tiny masked-LM, notes of 32 and 64 positions, one round; only the first
 measurement runs in a fresh process (the rest run in this one, so peak memory is cumulative).
@@ -37,9 +43,12 @@ from typing import Any
 
 from common import announce, bench_checkpoint, bench_parser, note_with_tokens
 
-GOALS = {"ratio_128": 3.0, "seconds_512": 15.0, "gb_512": 3.0, "delta_pct": 5.0, "pll_512_s": 10.0}
+GOALS = {"ratio_128": 3.0, "seconds_512": 15.0, "gb_512": 3.0, "delta_pct": 5.0, "pll_512_s": 10.0,
+         "sections_5000_s": 60.0}
 SIZES = (128, 512)  # positions, [CLS] and [SEP] included
 QUICK_SIZES = (32, 64)  # the tiny model's window holds 64
+LONG_NOTES = (2000, 5000)  # content pieces of the whole-note rows
+QUICK_LONG_NOTES = (200, 500)
 
 
 def masked_note(tokenizer: Any, content_tokens: int, quick: bool) -> tuple[str, str, int]:
@@ -84,7 +93,8 @@ def _child(kind: str, folder: str, positions: int, options: dict[str, Any], pipe
             loaded.model(input_ids=torch.tensor([[tokenizer.cls_token_id, tokenizer.sep_token_id]]))
         idle = _peak_gb()
         cpu_before, load_before = _cpu_seconds(), os.getloadavg()[0]
-        result = {"ours": _ours, "captum": _captum, "pll": _pll}[kind](loaded, positions, options)
+        result = {"ours": _ours, "captum": _captum, "pll": _pll, "method": _method,
+                  "whole": _whole}[kind](loaded, positions, options)
         result.update(idle_gb=idle, peak_gb=_peak_gb(), cpu=_cpu_seconds() - cpu_before,
                       load=(load_before + os.getloadavg()[0]) / 2)
         pipe.send(result)
@@ -176,6 +186,65 @@ def _pll(loaded: Any, positions: int, options: dict[str, Any]) -> dict[str, Any]
             "tokens": positions}
 
 
+def _budgeted(budget: float | None, seen: dict[str, float]):
+    """A progress callback that records the fraction done and stops the run after ``budget`` seconds."""
+    started = time.perf_counter()
+
+    def progress(fraction: float, message: str) -> None:
+        seen["fraction"] = max(fraction, seen.get("fraction", 0.0))
+        if budget is not None and time.perf_counter() - started > budget and fraction < 1:
+            raise _Enough
+
+    return progress
+
+
+def _explained(loaded: Any, text: str, target_of: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """Time whole_note.explain with ``options`` (method, grouping, precision, budget); extrapolated if stopped."""
+    from cbert_core.analyses.whole_note import explain
+    from cbert_core.run.plan import RunOptions, plan_note
+
+    seen: dict[str, float] = {}
+    started = time.perf_counter()
+    plan = plan_note(loaded, text, RunOptions(precision=options.get("precision", "fp32")))
+    target = target_of(plan)
+    result = None
+    try:
+        result = explain(loaded, plan, target, method=options["method"], grouping=options.get("grouping", "sentence"),
+                         progress=_budgeted(options.get("budget"), seen))
+    except _Enough:
+        pass
+    seconds = time.perf_counter() - started
+    fraction = 1.0 if result is not None else max(seen.get("fraction", 1.0), 1e-3)
+    return {"seconds": seconds / fraction, "measured_s": seconds, "fraction": fraction,
+            "windows": len(plan.windows), "tokens": len(plan.tokens),
+            "runs": result.steps if result is not None else None,
+            "delta_pct": 100 * result.relative_delta if result is not None else float("nan")}
+
+
+def _method(loaded: Any, positions: int, options: dict[str, Any]) -> dict[str, Any]:
+    """One method of the page on one window: the masked word of the IG rows."""
+    from cbert_core.analyses.targets import masked_token_target
+
+    text, word, _ = masked_note(loaded.tokenizer(), positions - 2, options["quick"])
+    return _explained(loaded, text, lambda plan: masked_token_target(loaded, word), options)
+
+
+def _whole(loaded: Any, pieces: int, options: dict[str, Any]) -> dict[str, Any]:
+    """A note-level target (the similarity to a description) on a note of ``pieces`` content pieces."""
+    from cbert_core.analyses.targets import similarity_target
+
+    text = note_with_tokens(loaded.tokenizer(), pieces, quick=options["quick"])
+    return _explained(loaded, text, lambda plan: similarity_target(loaded, "shortness of breath"), options)
+
+
+def _method_row(label: str, r: dict[str, Any]) -> str:
+    how = (f"extrapolated from {r['measured_s']:.1f} s for {100 * r['fraction']:.0f} %" if r["fraction"] < 1
+           else f"{r['runs']:,} gradient rows or copies")
+    delta = f"  delta {r['delta_pct']:.3f} %" if r["delta_pct"] == r["delta_pct"] else ""
+    return (f"  {label:<44} {r['seconds']:7.1f} s wall {r['cpu'] / r['fraction']:7.1f} s CPU (load {r['load']:3.1f})  "
+            f"peak {r['peak_gb']:4.2f} GB (idle {r['idle_gb']:4.2f})  {r['windows']} window(s)  ({how}){delta}")
+
+
 def measure(kind: str, folder: str, positions: int, *, fresh: bool = True, **options: Any) -> dict[str, Any]:
     """One measurement, in a fresh process (``fresh=False``: in this one, the same way)."""
     context = mp.get_context("spawn")
@@ -189,7 +258,7 @@ def measure(kind: str, folder: str, positions: int, *, fresh: bool = True, **opt
     else:
         _child(kind, folder, positions, options, sender)
         result = receiver.recv()
-    if "error" in result:
+    if "error" in result and not options.get("refusal_ok"):
         raise SystemExit(f"{kind} at {positions} positions failed: {result['error']}")
     return result
 
@@ -201,8 +270,41 @@ def _row(label: str, r: dict[str, Any]) -> str:
             f"delta {r['delta']:+.1e} = {pct:.4f} % of {r['gap']:+.3f}")
 
 
+def whole_note_rows(run: Any, small: int, large: int, long_notes: tuple[int, int], quick: bool,
+                    sizes: list[int] | None = None) -> None:
+    """The method list at ``small`` and ``large`` positions, then the whole-note rows."""
+    from cbert_core.analyses.whole_note import METHOD_SPECS
+
+    print("\nEvery method of the Attribution page (defaults: 50 steps, 16 samples, 0.1 noise; perturbation "
+          "methods remove words), target log p(word | [MASK]), fp32:")
+    for positions in sizes or (small, large):
+        for method in METHOD_SPECS:
+            r = run("method", positions, method=method, grouping="word", refusal_ok=True)
+            label = f"{positions} positions, {method}"
+            # A method over the page's memory bound refuses with a message, as on the page.
+            print(_method_row(label, r) if "error" not in r else f"  {label:<44} refused: {r['error']}")
+    two, five = long_notes
+    print("\nWhole notes (similarity to 'shortness of breath'; every window, the others as the model read them):")
+    for precision in ("fp32", "bf16"):
+        r = run("whole", two, method="integrated-gradients", precision=precision)
+        print(_method_row(f"{two:,} pieces, Integrated Gradients {precision}", r))
+    for precision in ("fp32", "bf16"):
+        r = run("whole", five, method="occlusion", grouping="section", precision=precision)
+        print(_method_row(f"{five:,} pieces, leave one section out {precision}", r))
+        if not quick:
+            met = r["seconds"] <= GOALS["sections_5000_s"]
+            print(f"    goal <= {GOALS['sections_5000_s']:.0f} s: {'met' if met else 'NOT met'}")
+
+
 def main() -> None:
-    args = bench_parser(__doc__).parse_args()
+    parser = bench_parser(__doc__)
+    parser.add_argument("--whole-note-only", action="store_true",
+                        help="only the rows of every method and of whole notes")
+    parser.add_argument("--positions", type=int, nargs="+",
+                        help="window sizes of the rows of every method (default: 128 512; quick: 32 64)")
+    parser.add_argument("--budget", type=float, default=60.0,
+                        help="seconds a method row may run before it is stopped and extrapolated (default 60)")
+    args = parser.parse_args()
     announce(args.quick)
 
     import torch
@@ -217,12 +319,20 @@ def main() -> None:
         """Normal mode: every measurement in a fresh process; quick mode: only the first."""
         nonlocal measured
         measured += 1
+        if kind in {"method", "whole"}:
+            options.setdefault("budget", None if args.quick else args.budget)
         return measure(kind, folder, positions, fresh=not args.quick or measured == 1, quick=args.quick, **options)
 
     print(f"checkpoint: {folder} ({'tiny test model' if args.quick else 'BERT-base shape'}, random weights); "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} CPUs, "
           f"{'native' if bf16_is_fast() else 'no native'} bf16; load average {os.getloadavg()[0]:.1f} at start")
+
+    if args.whole_note_only:
+        whole_note_rows(run, small, large, QUICK_LONG_NOTES if args.quick else LONG_NOTES, args.quick,
+                        args.positions)
+        print(f"\nload average {os.getloadavg()[0]:.1f} at the end (2 CPUs shared with other work)")
+        return
 
     rounds = 1 if args.quick else 2
     print("\nIntegrated gradients, 50 steps, target log p(word | [MASK] a quarter into the note)")
@@ -281,6 +391,7 @@ def main() -> None:
         if positions == large:
             met = r["seconds"] <= GOALS["pll_512_s"]
             print(f"    goal <= {GOALS['pll_512_s']:.0f} s at {large}: {'met' if met else 'NOT met'}")
+    whole_note_rows(run, small, large, QUICK_LONG_NOTES if args.quick else LONG_NOTES, args.quick, args.positions)
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end (2 CPUs shared with other work)")
 
 

@@ -158,6 +158,8 @@ def test_model_pages_draw_in_the_browser(tab_and_traffic) -> None:
 
     open_page(tab, "Attribution")
     click(tab, "Explain")
+    tab.get_by_role("heading", name="Integrated Gradients").wait_for(timeout=600_000)  # not a quiet moment before
+    settle(tab, timeout_s=600)
     tinted = tab.locator('[data-testid="stHtml"] span[style*="rgba"]')
     assert tinted.count() > 5  # words tinted by their attribution scores
     assert tab.get_by_text("Convergence delta").count() == 1

@@ -19,7 +19,7 @@ ATTRIBUTION = "pages/attribution.py"
 
 
 def attribution_keys() -> set[tuple]:
-    return {key for key in caches.analysis_cache().keys() if key[1] == "attribute"}
+    return {key for key in caches.analysis_cache().keys() if key[1] == "explain"}
 
 
 def explain(app: AppTest) -> set[tuple]:
@@ -51,6 +51,12 @@ CHANGES = {
     "window overlap": lambda app: app.number_input(key="overlap").set_value(16),
     "casing": lambda app: app.toggle(key="keep_case").set_value(False),
     "note": lambda app: app.text_area(key="note_text").input(NOTE.replace("cough", "fever")),
+    "grouping, for a method that removes groups": lambda app: (
+        app.multiselect(key="attr_methods").set_value(["occlusion"]).run(),
+        app.selectbox(key="attr_grouping").set_value("sentence"))[-1],
+    "samples, for a sampling method": lambda app: (
+        app.multiselect(key="attr_methods").set_value(["gradient-shap"]).run(),
+        app.number_input(key="attr_samples").set_value(8))[-1],
 }
 
 
@@ -64,6 +70,8 @@ UNCHANGED = {
     "integrated-gradients steps, for Gradient x Input": lambda app: app.number_input(key="attr_steps").set_value(20),
     "early stop, for Gradient x Input": lambda app: app.toggle(key="attr_early").set_value(True),
     "word to replace in the counterfactual": lambda app: app.text_input(key="attr_cf_with").input("denies"),
+    "grouping, for Gradient x Input": lambda app: app.selectbox(key="attr_grouping").set_value("sentence"),
+    "samples, for Gradient x Input": lambda app: app.number_input(key="attr_samples").set_value(8),
 }
 
 
@@ -79,10 +87,10 @@ def test_the_faithfulness_of_an_early_stopped_attribution_is_its_own(tiny_dir: P
     app = start(ATTRIBUTION, note_text=NOTE, model_choice=MODEL_OTHER, model_custom=str(tiny_dir),
                 attr_methods=["integrated-gradients"])
     explain(app)
-    faithful = {key for key in caches.analysis_cache().keys() if key[1] == "faithfulness"}
+    faithful = {key for key in caches.analysis_cache().keys() if key[1] == "group_faithfulness"}
     app.toggle(key="attr_early").set_value(True)
     explain(app)
-    again = {key for key in caches.analysis_cache().keys() if key[1] == "faithfulness"}
+    again = {key for key in caches.analysis_cache().keys() if key[1] == "group_faithfulness"}
     assert len(faithful) == 1 and len(again - faithful) == 1
 
 

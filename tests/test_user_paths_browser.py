@@ -35,9 +35,12 @@ def click(tab, label: str) -> None:
 
 def explain(tab) -> None:
     """Click Explain when the page asks for it (a result computed earlier in the server is shown at once)."""
-    if tab.get_by_role("button", name="Explain", exact=True).count():
+    button = tab.get_by_role("button", name="Explain", exact=True)
+    heading = tab.get_by_role("heading", name="Integrated Gradients")
+    button.or_(heading).first.wait_for(timeout=600_000)  # the page may still be drawing its settings
+    if button.count():
         click(tab, "Explain")
-    tab.get_by_role("heading", name="Integrated Gradients").wait_for(timeout=600_000)
+    heading.wait_for(timeout=600_000)
 
 
 def knock_out(tab, head: str) -> None:
@@ -58,6 +61,7 @@ def test_the_word_to_replace_survives_a_knockout_explain_and_a_page_switch(tab) 
     assert tab.get_by_text("heads knocked out").count() >= 1
     assert picked(tab, "Word to replace") == "denies (word 3)"
     click(tab, "Compare")
+    tab.get_by_text("Edit: denies → reports (word 3).").wait_for(timeout=600_000)  # after any quiet moment
     assert tab.get_by_text("Edit: denies → reports (word 3).").count() == 1
 
     pick(tab, "Word to replace", "shortness (word 4)")
@@ -75,6 +79,9 @@ def test_a_click_in_the_head_scan_keeps_the_page_and_shows_the_knockout(tab) -> 
     wait_for_plots(tab, 1)
     scan = tab.locator('[data-testid="stPlotlyChart"]').last
     scan.locator(".scatterlayer .trace").first.locator(".points path").nth(14).click(force=True)  # L2 H3
+    settle(tab, timeout_s=600)
+    # the explanations are recomputed for the knocked-out model: wait for that run's end, not a quiet moment in it
+    tab.get_by_text("Knocked out in the explanations above: L2 H3").wait_for(timeout=600_000)
     settle(tab, timeout_s=600)
     for method in ("Integrated Gradients", "Gradient × Input", "Saliency (gradient norm)", "Leave one word out"):
         assert tab.get_by_role("heading", name=method).count() == 1
@@ -105,9 +112,11 @@ def test_a_700_word_note_can_be_walked_through_and_explained_part_by_part(tab) -
     screenshot(tab, "long_note_inside_section")
 
     open_page(tab, "Attribution")
+    tab.get_by_text("One part of the note", exact=True).click()  # not the whole note: part by part
+    settle(tab)
     assert picked(tab, "Part of the note to explain").startswith(("Window ", "Section ", "Sentence "))
     tab.get_by_text("Methods and settings").click()
-    for method in ("Integrated Gradients", "Saliency (gradient norm)", "Leave one word out"):
+    for method in ("Integrated Gradients", "Saliency (gradient norm)", "Leave one out (occlusion)"):
         tab.get_by_role("button", name=f"Remove {method}", exact=True).click()
         settle(tab)
     assert picked(tab, "Part of the note to explain")  # the choice of part survives the reruns

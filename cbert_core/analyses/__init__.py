@@ -1,5 +1,6 @@
 """What a run means: attention statistics, projections, the inside walk's panels, predictions,
-attribution, faithfulness, head importance, counterfactual edits, model comparison.
+attribution (one window, or the whole note by word, sentence or section, with captum's methods and
+their agreement), faithfulness, layer conductance, head importance, counterfactual edits, model comparison.
 
 Each analysis takes a run plan or a Trace (never a raw note it prepares itself) and returns a
 frozen result record of numpy arrays.

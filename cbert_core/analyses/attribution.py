@@ -34,6 +34,7 @@ former single module.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -65,7 +66,7 @@ Rule = Literal["gauss-legendre", "riemann-trapezoid"]
 DEFAULT_STEPS = 50
 # Activation memory one gradient batch may use (bytes); about 3 rows of 512 tokens on BERT-base.
 DEFAULT_ATTRIBUTION_MEMORY = 3 << 29
-_PREFERRED_BATCH_TOKENS = 1536  # rows x tokens per gradient batch: moderate batches are fastest on CPU
+PREFERRED_BATCH_TOKENS = 1536  # rows x tokens per gradient batch: moderate batches are fastest on CPU
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -175,12 +176,16 @@ def baseline_ids(loaded: LoadedModel, plan: NotePlan, resolved: ResolvedTarget, 
     return np.where(resolved.fixed, resolved.ids, int(replacement)).astype(np.int64)
 
 
-def _gradient_sum(loaded: LoadedModel, target: Target, resolved: ResolvedTarget, start: torch.Tensor,
-                  direction: torch.Tensor, alphas: np.ndarray, weights: np.ndarray, batch_size: int,
-                  progress: Progress | None, message: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """sum_k weights[k] * grad F(start + alphas[k] * direction) and F at each point.
+ScoreFunction = Callable[[torch.Tensor], torch.Tensor]  # word vectors [b, t, e] -> target scores [b]
+
+
+def gradient_sum(score: ScoreFunction, start: torch.Tensor, direction: torch.Tensor, alphas: np.ndarray,
+                 weights: np.ndarray, batch_size: int, progress: Progress | None,
+                 message: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """sum_k weights[k] * grad score(start + alphas[k] * direction) and the score at each point.
 
     Args:
+        score: the explained scalar for a batch of word-vector inputs (differentiable).
         start, direction: [t, e] word vectors.
 
     Returns:
@@ -188,19 +193,24 @@ def _gradient_sum(loaded: LoadedModel, target: Target, resolved: ResolvedTarget,
     """
     total = torch.zeros_like(start)
     scores = torch.zeros(len(alphas), dtype=torch.float64, device=start.device)
-    position = torch.tensor([max(resolved.position, 0)], dtype=torch.long, device=start.device)
     with torch.enable_grad():
         for first in range(0, len(alphas), batch_size):
             alpha = torch.from_numpy(alphas[first:first + batch_size]).to(device=start.device, dtype=start.dtype)
             weight = torch.from_numpy(weights[first:first + batch_size]).to(device=start.device, dtype=start.dtype)
             points = (start[None] + alpha[:, None, None] * direction[None]).requires_grad_(True)  # [b, t, e]
-            values = target_scores(loaded, target, points, position.expand(len(alpha)))
+            values = score(points)
             (gradient,) = torch.autograd.grad(values.sum(), points)
             total += (gradient * weight[:, None, None]).sum(0)
             scores[first:first + len(alpha)] = values.detach().double()
             done = first + len(alpha)
             report(progress, done / len(alphas), f"{message}: {done} of {len(alphas)}")
     return total, scores
+
+
+def window_score(loaded: LoadedModel, target: Target, resolved: ResolvedTarget) -> ScoreFunction:
+    """The target read from ``resolved``'s window, as a function of that window's word vectors."""
+    position = torch.tensor([max(resolved.position, 0)], dtype=torch.long)
+    return lambda points: target_scores(loaded, target, points, position.expand(points.shape[0]))
 
 
 def attribute(loaded: LoadedModel, plan: NotePlan, target: Target, *, method: Method = "integrated-gradients",
@@ -240,7 +250,7 @@ def attribute(loaded: LoadedModel, plan: NotePlan, target: Target, *, method: Me
     tokens = resolved.ids.size
     backward = method != "occlusion"
     wanted = batch_size if batch_size is not None else max(1, min(
-        steps if method == "integrated-gradients" else 64, _PREFERRED_BATCH_TOKENS // tokens or 1))
+        steps if method == "integrated-gradients" else 64, PREFERRED_BATCH_TOKENS // tokens or 1))
     if batch_size is not None:
         check_memory(loaded, tokens, batch_size, memory_limit, backward=backward, what=f"Attribution ({method})")
     rows_per_batch = fit_batch(loaded, tokens, wanted, memory_limit, backward=backward,
@@ -265,9 +275,9 @@ def attribute(loaded: LoadedModel, plan: NotePlan, target: Target, *, method: Me
             for points in schedule:
                 share = (evaluations / sum(schedule), (evaluations + points) / sum(schedule))
                 alphas, weights = quadrature(points, rule)
-                gradient, _ = _gradient_sum(loaded, target, resolved, reference, inputs - reference, alphas, weights,
-                                            rows_per_batch, part(progress, *share),
-                                            f"Integrated gradients ({points} steps)")
+                gradient, _ = gradient_sum(window_score(loaded, target, resolved), reference, inputs - reference,
+                                           alphas, weights, rows_per_batch, part(progress, *share),
+                                           f"Integrated gradients ({points} steps)")
                 pieces = ((inputs - reference) * gradient).sum(-1)  # [t]
                 delta = float(pieces.sum()) - (score - baseline_score)
                 evaluations += points
@@ -275,8 +285,8 @@ def attribute(loaded: LoadedModel, plan: NotePlan, target: Target, *, method: Me
                     break
             forward_rows += evaluations
         elif method in {"gradient-x-input", "saliency"}:
-            gradient, _ = _gradient_sum(loaded, target, resolved, inputs, torch.zeros_like(inputs), np.zeros(1),
-                                        np.ones(1), 1, progress, "Gradient")
+            gradient, _ = gradient_sum(window_score(loaded, target, resolved), inputs, torch.zeros_like(inputs),
+                                       np.zeros(1), np.ones(1), 1, progress, "Gradient")
             pieces = (gradient * inputs).sum(-1) if method == "gradient-x-input" else gradient.norm(dim=-1)
             forward_rows += 1
         else:

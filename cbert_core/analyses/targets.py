@@ -17,6 +17,7 @@ vectors, token ids or last-layer states.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -36,6 +37,8 @@ from cbert_core.text.tokens import mask_positions
 from cbert_core.text.windows import Window
 
 TargetKind = Literal["masked-token", "class", "token-class", "similarity"]
+TARGET_KINDS: tuple[TargetKind, ...] = ("masked-token", "class", "token-class", "similarity")
+Taps = Sequence[Callable[[torch.Tensor], torch.Tensor]]  # one per layer, applied to its output
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -178,34 +181,44 @@ def resolve_target(loaded: LoadedModel, plan: NotePlan, target: Target, window: 
 
 
 def target_scores(loaded: LoadedModel, target: Target, words: torch.Tensor, positions: torch.Tensor | None = None,
-            key_mask: torch.Tensor | None = None) -> torch.Tensor:
+                  key_mask: torch.Tensor | None = None, taps: Taps | None = None) -> torch.Tensor:
     """The target scalar for a batch of word-vector inputs.
 
     Args:
         words: [b, t, embedding size].
         positions: int64 [b] target row per input (ignored for similarity).
         key_mask: bool [b, t] for padded batches.
+        taps: applied to each layer's output (see :func:`cbert_core.run.forward.run_encoder`).
 
     Returns:
         [b] log-probability (or cosine similarity).
     """
-    hidden = embed(loaded, words)
     if target.kind == "similarity":
-        states = run_encoder(loaded, hidden, key_mask=key_mask).float()  # [b, t, d]
-        with float32():  # pooling and cosine in float32 under bf16
-            if key_mask is None:
-                pooled = states.mean(1)
-            else:
-                pooled = (states * key_mask[..., None]).sum(1) / key_mask.sum(1, keepdim=True)
+        pooled = pooled_states(loaded, words, key_mask, taps)
+        with float32():  # the cosine in float32 under bf16
             reference = torch.tensor(target.reference, dtype=torch.float32, device=pooled.device)
             return F.cosine_similarity(pooled, reference[None], dim=-1)
+    hidden = embed(loaded, words)
     assert positions is not None
-    states = run_encoder(loaded, hidden, rows=positions[:, None], key_mask=key_mask)  # [b, 1, d]
+    states = run_encoder(loaded, hidden, rows=positions[:, None], key_mask=key_mask, taps=taps)  # [b, 1, d]
     logits = head_logits(loaded, states)
     logits = logits if target.kind == "class" else logits[:, 0]  # float32 [b, classes or vocab]
     index = target.token_id if target.kind == "masked-token" else target.class_index
     with float32():
         return logits[:, index] - torch.logsumexp(logits, dim=-1)
+
+
+def pooled_states(loaded: LoadedModel, words: torch.Tensor, key_mask: torch.Tensor | None = None,
+                  taps: Taps | None = None) -> torch.Tensor:
+    """float32 [b, d]: the last layer mean-pooled over every position of word-vector inputs [b, t, e].
+
+    [CLS] and [SEP] included (as sentence-transformers pools); padded positions (``key_mask`` False) left out.
+    """
+    states = run_encoder(loaded, embed(loaded, words), key_mask=key_mask, taps=taps).float()  # [b, t, d]
+    with float32():  # pooling in float32 under bf16
+        if key_mask is None:
+            return states.mean(1)
+        return (states * key_mask[..., None]).sum(1) / key_mask.sum(1, keepdim=True)
 
 
 def target_scores_for_ids(loaded: LoadedModel, target: Target, sequences: list[np.ndarray], positions: list[int],

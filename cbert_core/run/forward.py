@@ -26,7 +26,7 @@ central.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -177,7 +177,8 @@ def gate_heads(loaded: LoadedModel, context: torch.Tensor, gate: torch.Tensor) -
 
 def run_encoder(loaded: LoadedModel, hidden: torch.Tensor, *, start: int = 0, rows: torch.Tensor | None = None,
                 key_mask: torch.Tensor | None = None, head_gate: torch.Tensor | None = None,
-                layer_inputs: list[torch.Tensor] | None = None) -> torch.Tensor:
+                layer_inputs: list[torch.Tensor] | None = None,
+                taps: Sequence[Callable[[torch.Tensor], torch.Tensor]] | None = None) -> torch.Tensor:
     """Run the encoder layers from ``start`` on.
 
     Args:
@@ -187,6 +188,8 @@ def run_encoder(loaded: LoadedModel, hidden: torch.Tensor, *, start: int = 0, ro
         key_mask: bool [b, t] for padded batches (None: no padding).
         head_gate: [b, layer, head] multipliers of each head's output (None: all 1).
         layer_inputs: if given, the input of every layer run is appended to it.
+        taps: one callable per layer, applied to that layer's output (the caller's own modules, e.g.
+            ``nn.Identity`` that captum's layer methods hook; never modules of the shared model).
 
     Returns:
         [b, t, d] last-layer states, or [b, m, d] at ``rows``.
@@ -202,6 +205,8 @@ def run_encoder(loaded: LoadedModel, hidden: torch.Tensor, *, start: int = 0, ro
         if head_gate is not None:
             context = gate_heads(loaded, context, head_gate[:, index])
         hidden = finish_layer(loaded, index, context, queries)
+        if taps is not None:
+            hidden = taps[index](hidden)
     if rows is not None and start >= layers:
         hidden = hidden.gather(1, rows[..., None].expand(-1, -1, hidden.shape[-1]))
     return hidden
