@@ -27,7 +27,7 @@ from cbert_core.training.finetune import (
 from cbert_core.views.labels import escape
 from cbert_core.views.training_figures import confusion_figure, loss_figure
 from ui import state
-from ui.caches import computed, estimate_text, speed_book
+from ui.caches import computed, estimate_text, model_turn, speed_book
 from ui.context import page
 from ui.sidebar import use_model
 from ui.widgets import kept_upload, note_choice, user_errors
@@ -112,13 +112,16 @@ if st.button("Train", type="primary", key="go_train"):
             last_draw[0] = time.perf_counter()
 
     st.caption("Change any input or press Stop (top right) to cancel training.")
-    with user_errors():
-        trained = fine_tune(loaded, collection, config=config, on_step=on_step,
-                            progress=lambda fraction, message: bar.progress(min(fraction, 1.0), text=message))
+    # A turn on the shared cores like every analysis: between steps, other sessions' waiting work goes first.
+    with user_errors(), model_turn(lambda fraction, message: bar.progress(min(fraction, 1.0), text=message)) as (
+            turn, step_progress):
+        trained = fine_tune(loaded, collection, config=config, on_step=lambda step: (on_step(step), turn.pause()),
+                            progress=step_progress)
     bar.empty()
     curve.empty()
     if work is not None and not trained.result.cancelled:  # a whole run: the speed of training this model
-        speed_book().record_training(info.key, work, trained.result.seconds, trained.result.setup_seconds)
+        speed_book().record_training(info.key, work, max(trained.result.seconds - turn.paused_s, 0.0),
+                                     trained.result.setup_seconds)
     st.session_state[state.FT_MODEL] = trained  # this session's own copy; never shared
 
 trained = st.session_state.get(state.FT_MODEL)
