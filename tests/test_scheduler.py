@@ -238,3 +238,65 @@ def test_slots_and_bounds() -> None:
     assert default_slots() >= 1
     with pytest.raises(ValueError):
         Scheduler(0)
+
+
+# ---------------------------------------------------------------- the app's side (ui.caches)
+
+@pytest.fixture()
+def one_slot(monkeypatch: pytest.MonkeyPatch):
+    from ui import caches
+
+    monkeypatch.setenv(caches.SLOTS_SETTING, "1")
+    caches.scheduler.clear()
+    yield caches
+    caches.scheduler.clear()
+
+
+def test_the_page_is_told_how_many_analyses_are_ahead_of_its_own(one_slot) -> None:
+    caches = one_slot
+    release = threading.Event()
+    holding = threading.Event()
+
+    def other_session() -> None:
+        with caches.scheduler().turn():
+            holding.set()
+            release.wait(TIMEOUT_S)
+
+    holder = threading.Thread(target=other_session, daemon=True)
+    holder.start()
+    assert holding.wait(TIMEOUT_S)
+    shown: list[str] = []
+    ran = threading.Event()
+
+    def this_session() -> None:
+        with caches.model_turn(lambda _fraction, message: shown.append(message)) as (_turn, step):
+            step(0.5, "Window 1 of 2")
+            ran.set()
+
+    waiter = threading.Thread(target=this_session, daemon=True)
+    waiter.start()
+    until(lambda: caches.waiting_text(1) in shown, f"the bar says one analysis is ahead (shown {shown[-1:]})")
+    assert not ran.is_set()
+    assert shown[-1] == "waiting for the shared model, 1 analysis ahead of yours"
+    release.set()
+    waiter.join(TIMEOUT_S)
+    assert ran.is_set() and shown[-1] == "Window 1 of 2"
+    assert caches.waiting_text(3) == "waiting for the shared model, 3 analyses ahead of yours"
+
+
+def test_computed_analyses_run_in_a_turn_and_the_switch_bypasses_it(one_slot, monkeypatch) -> None:
+    caches = one_slot
+    seen: list[tuple[int | None, int]] = []
+
+    def analysis(value: int) -> int:
+        state = caches.scheduler().state()
+        seen.append((state.slots, state.running))
+        return value * 2
+
+    assert caches.computed(analysis, 21, label="Counting", progress=False) == 42
+    assert seen == [(1, 1)]  # it held the one turn while it ran
+    assert caches.scheduler().state().running == 0
+    monkeypatch.setenv(caches.SCHEDULER_SWITCH, "off")
+    caches.scheduler.clear()
+    assert caches.computed(analysis, 22, label="Counting", progress=False) == 44
+    assert seen[-1] == (None, 1)  # bypassed: no bound (every session runs at once), still counted
