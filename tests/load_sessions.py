@@ -80,7 +80,7 @@ async def _check_own(page: object, session: int, note: str, report: LoadReport, 
 
 async def _click_and_settle(page: object, label: str) -> float:
     """Seconds from clicking the button ``label`` until the page is drawn and calm (long work)."""
-    button = page.get_by_role("button", name=label).first
+    button = page.get_by_role("button", name=label, exact=True).first
     await button.wait_for(timeout=BUTTON_TIMEOUT_S * 1000)  # drawn once the work above it is shown
     clicked = time.perf_counter()
     await button.click()
