@@ -1,43 +1,83 @@
-"""Load: 8 concurrent browser sessions for 5 minutes, each analysing its own note across the pages.
+"""Load: concurrent browser sessions on one server, each analysing its own note across the pages.
 
-Prints rounds per session, median and worst page times, the server's resident memory at start,
-after 1 minute and at the end, cross-talk findings and the hooks left on the shared model.
+The mixed workload: of ``--sessions`` sessions, ``--long-sessions`` run long work on every round (the
+Attribution page's explanations, then the scan of every head) while the others only open the short
+pages (Tokenization, Attention, Embeddings, Inside the model, Note), which trace. It runs twice in the
+same process on the same machine: once with the scheduler (fair turns on the shared model), once with
+it bypassed (``CBERT_SCHEDULER=off``, today's code path: every session's work at once). For each it
+prints, per kind of work, the median and worst time and the worst as a multiple of the median, the
+throughput, the server's resident memory at start, every minute and at the end, cross-talk findings
+and the hooks left on the shared model; then the goals (worst short page <= 3x its median, throughput
+not lower than bypassed).
 
-    .venv/bin/python bench/load.py [--sessions 8] [--minutes 5] [--model bundled] [--quick]
+    .venv/bin/python bench/load.py [--sessions 8] [--long-sessions 2] [--minutes 5] [--model bundled] [--quick]
 
-``--quick``: 2 sessions for 15 seconds on the bundled model (a round may not finish).
+``--quick``: 3 sessions (1 long) for a minute per mode on the bundled model (a round may not finish).
 """
 
 from __future__ import annotations
+
+import statistics
 
 from common import announce, bench_parser
 
 # isort: split
 # after common, which puts tests/ on the path
 from browser_support import running_app
-from load_sessions import run_load
+from load_sessions import EXPLAIN, SCAN, SHORT, LoadReport, run_load
+
+MODES = {"scheduler": {}, "bypassed": {"CBERT_SCHEDULER": "off"}}
+GOAL_WORST_OVER_MEDIAN = 3.0
+
+
+def one_mode(name: str, env: dict[str, str], args) -> LoadReport:
+    with running_app(env={"HF_HUB_OFFLINE": "1", "CBERT_MODEL": args.model, **env}) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        report = run_load(server.url, port, sessions=args.sessions, seconds=args.minutes * 60,
+                          long_sessions=args.long_sessions)
+    print(f"\n[{name}] {args.sessions} sessions ({args.long_sessions} long) x {args.minutes:g} min on {args.model}: "
+          f"rounds per session {report.rounds}, {len(report.page_times)} timed pieces of work in "
+          f"{report.elapsed_s:.0f} s")
+    print(f"[{name}] page time: median {report.median_page_s:.2f} s, worst {report.worst_page_s:.2f} s (all kinds)")
+    print(f"[{name}]   kind                  count  median s  worst s  worst/median  per minute")
+    for kind in (SHORT, EXPLAIN, SCAN):
+        times = report.times.get(kind, [])
+        if not times:
+            print(f"[{name}]   {kind:20s}      0")
+            continue
+        median = statistics.median(times)
+        print(f"[{name}]   {kind:20s}  {len(times):5d}  {median:8.2f}  {max(times):7.2f}  {max(times) / median:12.1f}"
+              f"  {len(times) / report.elapsed_s * 60:10.2f}")
+    print(f"[{name}] server RSS: " + ", ".join(f"{label} {value / 2**30:.2f} GB" for label, value in report.rss))
+    print(f"[{name}] server status afterwards: {report.server_status}")
+    print(f"[{name}] cross-talk / failures: {report.problems or 'none'}")
+    print(f"[{name}] hooks left on the model afterwards: {report.hooks_after}; alert() dialogs: "
+          f"{len(report.dialogs)}; requests to other hosts: {len(report.outside_requests)}")
+    return report
 
 
 def main() -> None:
     parser = bench_parser(__doc__)
     parser.add_argument("--sessions", type=int, default=8)
-    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--long-sessions", type=int, default=2, help="sessions that run Attribution and the head scan")
+    parser.add_argument("--minutes", type=float, default=5.0, help="per mode")
     parser.add_argument("--model", default="bundled", help="CBERT_MODEL for the server")
+    parser.add_argument("--modes", default="scheduler,bypassed", help="which of: " + ", ".join(MODES))
     args = parser.parse_args()
     announce(args.quick)
     if args.quick:
-        args.sessions, args.minutes, args.model = 2, 0.25, "bundled"
-    with running_app(env={"HF_HUB_OFFLINE": "1", "CBERT_MODEL": args.model}) as server:
-        port = int(server.url.rsplit(":", 1)[1])
-        report = run_load(server.url, port, sessions=args.sessions, seconds=args.minutes * 60)
-    print(f"{args.sessions} sessions x {args.minutes:g} min on {args.model}: rounds per session {report.rounds}, "
-          f"{len(report.page_times)} page loads")
-    print(f"page time: median {report.median_page_s:.2f} s, worst {report.worst_page_s:.2f} s")
-    print("server RSS: " + ", ".join(f"{label} {value / 2**30:.2f} GB" for label, value in report.rss))
-    print(f"server status afterwards: {report.server_status}")
-    print(f"cross-talk / failures: {report.problems or 'none'}")
-    print(f"hooks left on the model afterwards: {report.hooks_after}; alert() dialogs: {len(report.dialogs)}; "
-          f"requests to other hosts: {len(report.outside_requests)}")
+        args.sessions, args.long_sessions, args.minutes, args.model = 3, 1, 1.0, "bundled"
+    reports = {name: one_mode(name, MODES[name], args) for name in args.modes.split(",")}
+    print()
+    for name, report in reports.items():
+        short = report.times.get(SHORT, [])
+        ratio = max(short) / statistics.median(short) if short else float("nan")
+        print(f"goal [{name}]: worst short page {ratio:.1f}x its median (goal <= {GOAL_WORST_OVER_MEDIAN:.0f}x)")
+    if {"scheduler", "bypassed"} <= reports.keys():
+        done = {name: len(report.page_times) / report.elapsed_s * 60 for name, report in reports.items()}
+        ratio = done["scheduler"] / done["bypassed"] if done["bypassed"] else float("nan")
+        print(f"goal: throughput with the scheduler {done['scheduler']:.2f} vs bypassed {done['bypassed']:.2f} "
+              f"pieces of work per minute ({ratio:.2f}x; goal >= 1x)")
 
 
 if __name__ == "__main__":

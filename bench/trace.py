@@ -3,9 +3,10 @@
 Prints, for notes of 128, 512 and 5,000 tokens:
   * trace time / plain forward time (the same weights loaded with the default
     SDPA attention, no extra outputs, over the same windows), same process;
-  * the trace's memory size;
+  * the trace's memory size (it keeps queries and keys, not every attention weight);
   * the 5,000-token trace time as a multiple of the 512-token one;
-then the bf16 autocast speed-up with its largest attention difference, the cost
+then how long one head's weights take to compute on demand and how far they are from the model's own
+(an eager copy of the same weights that returns them), the bf16 autocast speed-up with its largest attention difference, the cost
 of the optional captures, and the offline start-up decision time.
 
     .venv/bin/python bench/trace.py [--quick]
@@ -33,7 +34,8 @@ from cbert_core.model.precision import bf16_is_fast
 from cbert_core.run.plan import RunOptions, plan_note
 from cbert_core.run.trace import trace
 
-GOALS = {"ratio_512": 1.25, "mb_512": 100.0, "multiple_5000": 12.0, "decision_s": 3.0}
+GOALS = {"ratio_512": 1.25, "mb_512": 45.0, "mb_5000": 400.0, "multiple_5000": 12.0, "decision_s": 3.0,
+         "head_ms": 20.0, "recomputed_difference": 2e-3}
 SIZES = (128, 512, 5000)  # short, one full window, a long note of many windows
 QUICK_SIZES = (16, 64, 300)  # the same on the tiny model, whose window holds 64 positions
 
@@ -79,7 +81,7 @@ def main() -> None:
     print(f"\n{full:,} tokens: trace/plain = {ratio_full:.2f}x (goal <= {GOALS['ratio_512']}x); "
           f"trace size {mb_full:.1f} MB (goal <= {GOALS['mb_512']:.0f} MB)")
     print(f"{long:,} tokens: {multiple:.1f}x the {full:,}-token time (goal <= {GOALS['multiple_5000']:.0f}x), "
-          f"{rows[2][2]} windows")
+          f"{rows[2][2]} windows; trace size {rows[2][6]:.1f} MB (goal <= {GOALS['mb_5000']:.0f} MB)")
 
     text = note_with_tokens(tokenizer, full - 2, quick=args.quick)
     fp32 = trace(loaded, plan_note(loaded, text))
@@ -87,6 +89,21 @@ def main() -> None:
     t_fp32, t_bf16 = paired_times(lambda: trace(loaded, plan_note(loaded, text)),
                                   lambda: trace(loaded, plan_note(loaded, text, RunOptions(precision="bf16"))),
                                   repeats=repeats or 2)
+    heads = [(layer, head) for layer in range(loaded.info.num_layers) for head in range(loaded.info.num_heads)]
+    window = fp32.attentions[0]
+    head_s = best_time(lambda: [window.head(layer, head) for layer, head in heads[::7]], repeats=repeats or 5)
+    head_s /= len(heads[::7])
+    whole_s = best_time(lambda: np.stack([window.layer(layer) for layer in range(loaded.info.num_layers)]),
+                        repeats=repeats or 2)
+    eager = AutoModelForMaskedLM.from_pretrained(folder, attn_implementation="eager").eval()
+    with torch.inference_mode():
+        own = torch.stack(eager(input_ids=torch.from_numpy(fp32.input_ids.copy())[None], output_attentions=True).attentions)
+    recomputed = float(np.abs(np.asarray(window, dtype=np.float32) - own[:, 0].float().numpy()).max())
+    del eager, own
+    print(f"\none head's weights on demand at {full:,} tokens: {head_s * 1000:.1f} ms (goal <= {GOALS['head_ms']:.0f} ms); "
+          f"a whole window {whole_s:.2f} s")
+    print(f"recomputed attention vs the model's own (eager copy): largest difference {recomputed:.2e} "
+          f"(goal <= {GOALS['recomputed_difference']:.0e}; queries float16, keys float32)")
     difference = max(float(np.abs(a.astype(np.float32) - b.astype(np.float32)).max())
                      for a, b in zip(fp32.attentions, bf16.attentions))
     print(f"\nbf16 autocast at {full:,} tokens: {t_fp32 / t_bf16:.2f}x the fp32 speed "

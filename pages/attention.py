@@ -8,7 +8,6 @@ import streamlit as st
 import streamlit.components.v1 as components
 
 from cbert_core.analyses.attention import (
-    HeadStatistics,
     focus_position,
     head_statistics,
     hide_specials,
@@ -17,6 +16,7 @@ from cbert_core.analyses.attention import (
     to_words,
     window_groups,
 )
+from cbert_core.run.head_stats import HeadStatistics
 from cbert_core.run.note_parts import FOCUS_RADIUS, rows_around
 from cbert_core.views import export
 from cbert_core.views.attention_figures import attention_heatmap, head_grid, neuron_view, rollout_figure, word_list

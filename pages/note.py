@@ -77,8 +77,9 @@ st.subheader("Export")
 st.caption("Downloads go straight to your browser; nothing is saved on the server.")
 columns = st.columns(3)
 with columns[0]:
-    download("Trace without attention (JSON)", lambda: export.to_json_bytes(result, exclude=("attentions",)),
-                "trace.json", "application/json", "dl_trace_json")
+    download("Trace without attention (JSON)",
+             lambda: export.to_json_bytes(result, exclude=("attentions", "queries", "keys")),
+             "trace.json", "application/json", "dl_trace_json")
 with columns[1]:
     download("Full trace (NPZ)", lambda: export.to_npz_bytes(result), "trace.npz", "application/octet-stream",
                 "dl_trace_npz")

@@ -2,6 +2,10 @@
 
 Shared by tests/test_load.py (4 sessions, 1 minute) and bench/load.py (8 sessions, 5 minutes).
 Every session checks, on every round, that the pages show its own note and no other session's.
+
+A mixed load (``long_sessions`` > 0): the first sessions are long ones, which on every round ask the
+Attribution page for its explanations and then scan every head; the others only open the short pages,
+which trace. Times are kept per kind (:data:`SHORT`, :data:`EXPLAIN`, :data:`SCAN`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ from dataclasses import dataclass, field
 from browser_support import CHROMIUM, CHROMIUM_ARGS, aopen_page, aset_note, asettle, process_rss_bytes
 
 PAGES = ("Tokenization", "Attention", "Embeddings", "Inside the model", "Note")
+SHORT, EXPLAIN, SCAN = "short page", "Attribution explain", "head scan"  # kinds of timed work
+LONG_WORK_TIMEOUT_S = 900.0
+BUTTON_TIMEOUT_S = 120.0  # a missing button is a finding of the run (reported), not a reason to hang
 WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet")
 
 
@@ -27,7 +34,8 @@ def session_note(session: int, round_: int) -> str:
 class LoadReport:
     sessions: int
     seconds: float
-    page_times: list[float] = field(default_factory=list)
+    page_times: list[float] = field(default_factory=list)  # every timed piece of work
+    times: dict[str, list[float]] = field(default_factory=dict)  # the same, per kind
     rounds: list[int] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     rss: list[tuple[str, int]] = field(default_factory=list)
@@ -35,6 +43,11 @@ class LoadReport:
     server_status: str | None = None  # the sidebar's status line after the run
     dialogs: list[str] = field(default_factory=list)
     outside_requests: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0  # from the first session's start until the last one stopped
+
+    def record(self, kind: str, seconds: float) -> None:
+        self.page_times.append(seconds)
+        self.times.setdefault(kind, []).append(seconds)
 
     @property
     def median_page_s(self) -> float:
@@ -65,7 +78,19 @@ async def _check_own(page: object, session: int, note: str, report: LoadReport, 
     report.problems.append(f"session {session}: Characters shows {values[:1]}, expected {len(note)}")
 
 
-async def _session(browser: object, url: str, session: int, deadline: float, report: LoadReport) -> None:
+async def _click_and_settle(page: object, label: str) -> float:
+    """Seconds from clicking the button ``label`` until the page is drawn and calm (long work)."""
+    button = page.get_by_role("button", name=label, exact=True).first
+    await button.wait_for(timeout=BUTTON_TIMEOUT_S * 1000)  # drawn once the work above it is shown
+    clicked = time.perf_counter()
+    await button.click()
+    await button.wait_for(state="detached", timeout=LONG_WORK_TIMEOUT_S * 1000)  # the click's rerun began
+    await asettle(page, timeout_s=LONG_WORK_TIMEOUT_S, quiet_s=0.5)
+    return time.perf_counter() - clicked - 0.5
+
+
+async def _session(browser: object, url: str, session: int, deadline: float, report: LoadReport,
+                   long: bool = False) -> None:
     context = await browser.new_context(viewport={"width": 1300, "height": 1000})
     page = await context.new_page()
     page.on("dialog", lambda dialog: report.dialogs.append(dialog.message))
@@ -80,10 +105,16 @@ async def _session(browser: object, url: str, session: int, deadline: float, rep
             note = session_note(session, rounds)
             await aset_note(page, note)
             await _check_own(page, session, note, report)
-            for title in PAGES:
-                report.page_times.append(await aopen_page(page, title))
-                if time.perf_counter() >= deadline:
-                    break
+            if long:
+                await aopen_page(page, "Attribution")
+                for label, kind in (("Explain", EXPLAIN), ("Scan every head", SCAN)):
+                    report.record(kind, await _click_and_settle(page, label))
+                await aopen_page(page, "Note")
+            else:
+                for title in PAGES:
+                    report.record(SHORT, await aopen_page(page, title))
+                    if time.perf_counter() >= deadline:
+                        break
             if await page.locator("h1:has-text('Note')").count():
                 await _check_own(page, session, note, report)
             rounds += 1
@@ -111,7 +142,7 @@ async def _server_status(browser: object, url: str) -> str | None:
         await context.close()
 
 
-async def _run(url: str, port: int, sessions: int, seconds: float) -> LoadReport:
+async def _run(url: str, port: int, sessions: int, seconds: float, long_sessions: int) -> LoadReport:
     from playwright.async_api import async_playwright
 
     report = LoadReport(sessions=sessions, seconds=seconds)
@@ -128,8 +159,10 @@ async def _run(url: str, port: int, sessions: int, seconds: float) -> LoadReport
                 await asyncio.sleep(every)
                 report.rss.append((f"after {time.perf_counter() - started:.0f} s", process_rss_bytes(port)))
 
-        await asyncio.gather(sample_rss(), *(_session(browser, url, index, deadline, report)
+        await asyncio.gather(sample_rss(), *(_session(browser, url, index, deadline, report,
+                                                      long=index < long_sessions)
                                              for index in range(sessions)))
+        report.elapsed_s = time.perf_counter() - started
         report.rss.append(("end", process_rss_bytes(port)))
         report.server_status = await _server_status(browser, url)
         if report.server_status is not None:
@@ -138,5 +171,6 @@ async def _run(url: str, port: int, sessions: int, seconds: float) -> LoadReport
     return report
 
 
-def run_load(url: str, port: int, sessions: int, seconds: float) -> LoadReport:
-    return asyncio.run(_run(url, port, sessions, seconds))
+def run_load(url: str, port: int, sessions: int, seconds: float, long_sessions: int = 0) -> LoadReport:
+    """``sessions`` browser sessions for ``seconds``; the first ``long_sessions`` of them run long work."""
+    return asyncio.run(_run(url, port, sessions, seconds, long_sessions))

@@ -112,7 +112,7 @@ def test_cosine_and_note_embeddings(note_trace) -> None:
     matrix = projection.cosine_matrix(vectors)
     np.testing.assert_allclose(np.diag(matrix), 1.0, atol=1e-5)
     note = projection.note_embeddings(note_trace)
-    np.testing.assert_allclose(note.mean[6], note_trace.hidden_states[6, 1:-1].mean(0), atol=1e-5)
+    np.testing.assert_allclose(note.mean[6], note_trace.hidden_states[6, 1:-1].astype(np.float32).mean(0), atol=1e-5)
     assert note.cls_to_final[-1] == pytest.approx(1.0, abs=1e-5)
 
 

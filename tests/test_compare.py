@@ -106,7 +106,8 @@ def test_window_hidden_states_reproduce_the_trace_over_several_windows(tiny) -> 
     assert len(result.windows) > 2
     positions = np.flatnonzero(~result.special)[::3]
     states = window_hidden_states(tiny.model.base_model, result, positions)
-    np.testing.assert_allclose(states, result.hidden_states[:, positions], atol=1e-5)
+    # the trace keeps hidden states in float16: equal up to float16's rounding
+    np.testing.assert_allclose(states, result.hidden_states[:, positions].astype(np.float32), rtol=2**-11, atol=1e-6)
 
 
 def test_a_long_note_is_sampled_from_a_few_windows_so_the_reference_runs_only_those(tiny, bundled) -> None:

@@ -43,15 +43,16 @@ def test_trace_to_json_and_npz_round_trip(tiny) -> None:
     document = json.loads(export.to_json_bytes(result, exclude=("attentions",)))
     assert document["format"] == "cbert-export" and document["kind"] == "Trace"
     hidden = document["data"]["hidden_states"]
-    assert hidden["dtype"] == "float32" and hidden["shape"] == list(result.hidden_states.shape)
-    np.testing.assert_array_equal(np.asarray(hidden["data"], dtype=np.float32), result.hidden_states)
+    # kept in float16 (half the memory); exported as held
+    assert hidden["dtype"] == "float16" and hidden["shape"] == list(result.hidden_states.shape)
+    np.testing.assert_array_equal(np.asarray(hidden["data"], dtype=np.float16), result.hidden_states)
     assert "attentions" not in document["data"] and document["data"]["tokens"][0] == "[CLS]"
     assert document["data"]["head"]["top_ids"]["dtype"] == "int32"
     archive = np.load(io.BytesIO(export.to_npz_bytes(result)), allow_pickle=False)
     np.testing.assert_array_equal(archive["hidden_states"], result.hidden_states)
     np.testing.assert_array_equal(archive["attentions/0"], result.attentions[0])
     meta = json.loads(str(archive["__meta__"]))
-    assert meta["data"]["hidden_states"] == {"npz": "hidden_states", "dtype": "float32",
+    assert meta["data"]["hidden_states"] == {"npz": "hidden_states", "dtype": "float16",
                                              "shape": list(result.hidden_states.shape)}
     odd = json.loads(export.to_json_bytes({"x": np.array([1.0, np.nan, np.inf], dtype=np.float16)}))
     assert odd["data"]["x"] == {"dtype": "float16", "shape": [3], "data": [1.0, None, None]}

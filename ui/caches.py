@@ -12,9 +12,11 @@ key by hand, so a result is never shown for settings it was not computed with.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 import numpy as np
@@ -32,14 +34,17 @@ from cbert_core.run.inside_capture import InsideTrace, inside_trace
 from cbert_core.run.plan import NotePlan, RunOptions, plan_note, plan_notes
 from cbert_core.run.trace import Trace, trace, trace_budget
 from cbert_core.serving.cache import ResultCache, payload_bytes
+from cbert_core.serving.scheduler import Scheduler, Turn, default_slots
 from cbert_core.serving.speed import Estimate, Passes, SpeedBook
 from cbert_core.serving.status import ServerStatus, server_status
 from ui.audit import audited
-from ui.widgets import progress_bar
+from ui.widgets import Report, progress_bar
 
 ANALYSIS_CACHE_BYTES = 2**30  # projections, statistics, attributions... shared by all sessions
 TRACE_CACHE_BYTES = 3 * 2**30
 INSIDE_CACHE_BYTES = 2**30
+SCHEDULER_SWITCH = "CBERT_SCHEDULER"  # "off": no turns (every session's work runs at once)
+SLOTS_SETTING = "CBERT_MODEL_SLOTS"  # pieces of model work at once (default: the cores)
 
 
 @st.cache_resource(show_spinner=False)
@@ -76,6 +81,43 @@ def analysis_cache() -> ResultCache[Any]:
 def speed_book() -> SpeedBook:
     """Measured speed of each model on this server (shared by every session), for time estimates."""
     return SpeedBook()
+
+
+@st.cache_resource(show_spinner=False)
+def scheduler() -> Scheduler:
+    """The one queue of model work for every session on this server."""
+    if os.environ.get(SCHEDULER_SWITCH, "").strip().lower() == "off":
+        return Scheduler(None)
+    slots = os.environ.get(SLOTS_SETTING, "").strip()
+    return Scheduler(int(slots) if slots else default_slots())
+
+
+def waiting_text(ahead: int) -> str:
+    """What a waiting session's progress bar says."""
+    return f"waiting for the shared model, {ahead} {'analysis' if ahead == 1 else 'analyses'} ahead of yours"
+
+
+@contextlib.contextmanager
+def model_turn(report: Report) -> Iterator[tuple[Turn, Report]]:
+    """A turn on the shared model for this session's work, and the progress callback to give that work.
+
+    While the session waits (for its turn, or in a pause between steps of long work while another
+    session's short job runs), ``report`` shows how many analyses are ahead; updating it is also where
+    Streamlit stops a run whose input changed or whose browser went away, which withdraws it from the
+    queue. The callback yielded reports progress and, between steps, lets waiting sessions go first.
+    """
+    shown = [0.0, ""]  # the last fraction and message, kept while waiting in a pause
+
+    def waiting(ahead: int) -> None:
+        report(shown[0], waiting_text(ahead))
+
+    with scheduler().turn(waiting) as turn:
+        def step(fraction: float, message: str) -> None:
+            shown[:] = [fraction, message]
+            report(fraction, message)
+            turn.pause()
+
+        yield turn, step
 
 
 @st.cache_resource(show_spinner="Deciding which model to start with...")
@@ -141,9 +183,12 @@ def get_trace(loaded: LoadedModel, plan: NotePlan, *, label: str = "Running the 
         windows = Passes(forward=tuple((window.size + 2, 1) for window in result.windows))
         speed_book().record(loaded.info.key, plan.options.precision, "trace", windows, seconds)
 
+    def run() -> Trace:
+        with model_turn(report) as (turn, step):
+            return timed(lambda: trace(loaded, plan, capture_qk=capture_qk, progress=step), working(measured, turn))
+
     try:
-        return trace_cache().get_or_compute(key, lambda: timed(
-            lambda: trace(loaded, plan, capture_qk=capture_qk, progress=report), measured))
+        return trace_cache().get_or_compute(key, run)
     finally:
         done()
 
@@ -152,8 +197,19 @@ def get_trace(loaded: LoadedModel, plan: NotePlan, *, label: str = "Running the 
 def get_inside(loaded: LoadedModel, plan: NotePlan, window: int) -> InsideTrace:
     """The exact float32 walk of one window for the "Inside the model" page (computed on that page only)."""
     key = ("inside", plan.key, window)
-    with st.spinner("Walking the note through every layer..."):
-        return inside_cache().get_or_compute(key, lambda: inside_trace(loaded, plan, window=window))
+    found = inside_cache().get(key)
+    if found is not None:
+        return found
+    report, done = progress_bar("Walking the note through every layer")
+
+    def run() -> InsideTrace:
+        with model_turn(report):
+            return inside_trace(loaded, plan, window=window)
+
+    try:
+        return inside_cache().get_or_compute(key, run)
+    finally:
+        done()
 
 
 def timed(compute: Callable[[], Any], record: Callable[[Any, float], None] | None) -> Any:
@@ -163,6 +219,13 @@ def timed(compute: Callable[[], Any], record: Callable[[Any, float], None] | Non
     if record is not None:
         record(result, time.perf_counter() - started)
     return result
+
+
+def working(record: Callable[[Any, float], None] | None, turn: Turn) -> Callable[[Any, float], None] | None:
+    """``record`` told the seconds of work only (time spent paused for other sessions left out)."""
+    if record is None:
+        return None
+    return lambda result, seconds: record(result, max(seconds - turn.paused_s, 0.0))
 
 
 def _key_part(value: Any) -> Hashable:
@@ -203,8 +266,10 @@ def computed(function: Callable[..., Any], *inputs: Any, label: str, passes: Pas
         progress: whether ``function`` takes a ``progress`` callback.
         measure: told (result, seconds) after a computation, for estimates of other kinds of work.
 
-    A changed input cancels the run (Streamlit interrupts it at the next progress update);
-    nothing half-done is cached.
+    It runs in a turn on the shared model (:func:`model_turn`): the bar says how many analyses are ahead
+    while it waits, and work that reports progress lets waiting sessions go first between its steps.
+    A changed input cancels the run (Streamlit interrupts it at the next progress update, or while it
+    waits); nothing half-done is cached.
     """
     key = analysis_key(function, inputs, arguments)
     cache = analysis_cache()
@@ -213,9 +278,14 @@ def computed(function: Callable[..., Any], *inputs: Any, label: str, passes: Pas
         return found
     report, done = progress_bar(label)
     measured = measure if passes is None else (lambda _result, seconds: record_speed(inputs, passes, seconds))
-    extra = {"progress": report} if progress else {}
+
+    def run() -> Any:
+        with model_turn(report) as (turn, step):
+            extra = {"progress": step} if progress else {}
+            return timed(lambda: function(*inputs, **extra, **arguments), working(measured, turn))
+
     try:
-        return cache.get_or_compute(key, lambda: timed(lambda: function(*inputs, **extra, **arguments), measured))
+        return cache.get_or_compute(key, run)
     finally:
         done()
 
@@ -272,8 +342,8 @@ def trace_estimate(loaded: LoadedModel, plan: NotePlan) -> str | None:
 
 
 def status() -> ServerStatus:
-    """Memory, cached items and hooks left on models, for the sidebar's status line."""
-    return server_status(model_cache().values(), len(trace_cache()), trace_cache().total_bytes)
+    """Memory, cached items, model work queued and hooks left on models, for the sidebar's status line."""
+    return server_status(model_cache().values(), len(trace_cache()), trace_cache().total_bytes, scheduler().state())
 
 
 def clear_all() -> None:

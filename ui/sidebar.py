@@ -16,6 +16,7 @@ from cbert_core.model.device import describe_device, resolve_device
 from cbert_core.model.loading import BIO_CLINICALBERT, BUNDLED_NAME, LoadedModel
 from cbert_core.model.precision import bf16_is_fast, precisions_for
 from cbert_core.run.plan import RunOptions
+from cbert_core.serving.scheduler import QueueState
 from cbert_core.text.tokens import DEFAULT_MAX_CHARS
 from cbert_core.text.windows import DEFAULT_OVERLAP
 from ui import state
@@ -79,6 +80,14 @@ def _casing(box: DeltaGenerator, loaded: LoadedModel) -> bool | None:
     return not keep_case
 
 
+def _queue_text(queue: QueueState | None) -> str:
+    """The model's turns in the status line: what runs, what waits, and how many may run at once."""
+    if queue is None:
+        return "no model queue"
+    bound = "no limit at once" if queue.slots is None else f"{queue.slots} at once"
+    return f"model work: {queue.running} running, {queue.waiting} waiting ({bound})"
+
+
 @st.cache_resource(show_spinner=False)
 def server_device() -> torch.device:
     """The device every model of this server runs on (``CBERT_DEVICE``), decided once."""
@@ -125,8 +134,10 @@ def _advanced(device: torch.device) -> tuple[int, str, int]:
         st.caption(f"Server: {now.rss_bytes / 2**30:.2f} GB resident · {now.models} model(s) · "
                    f"{now.traces} trace(s), {now.trace_bytes / 2**20:.0f} MB cached · "
                    f"{len(analyses)} analyses, {analyses.total_bytes / 2**20:.0f} MB cached · "
-                   f"{now.hooks} hooks left on models", help="For whoever runs the server: memory in use "
-                   "and a check that no analysis left a hook on a shared model.")
+                   f"{_queue_text(now.queue)} · "
+                   f"{now.hooks} hooks left on models", help="For whoever runs the server: memory in use, "
+                   "analyses running on the shared model and waiting for a turn, and a check that no analysis "
+                   "left a hook on a shared model.")
     return int(overlap), str(precision), int(max_chars)
 
 

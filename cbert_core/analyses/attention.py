@@ -1,7 +1,8 @@
 """Attention analyses over a Trace window (pure numpy, no model).
 
 * per-head statistics: entropy, mean attention distance, share of attention on
-  [CLS], [SEP] and punctuation (the "no-op" heads Clark et al. 2019 describe);
+  [CLS], [SEP] and punctuation (the "no-op" heads Clark et al. 2019 describe),
+  reduced while the trace ran (:mod:`cbert_core.run.head_stats`);
 * word-level aggregation: pieces of a key word are summed, pieces of a query
   word averaged, so each word row still sums to one;
 * hiding [CLS]/[SEP] with rows renormalized;
@@ -11,53 +12,10 @@
 
 from __future__ import annotations
 
-import string
-from dataclasses import dataclass
-
 import numpy as np
-import torch
 
+from cbert_core.run.head_stats import HeadStatistics, window_statistics
 from cbert_core.run.trace import Trace
-
-PUNCTUATION = frozenset(string.punctuation) | {"…", "–", "—", "’", "“", "”"}
-
-
-@dataclass(frozen=True, kw_only=True)
-class HeadStatistics:
-    """One number per head, for one window. Every array is float32 [layer, head]."""
-
-    window: int
-    entropy: np.ndarray  # mean over queries of -sum p log p (nats)
-    normalized_entropy: np.ndarray  # entropy / log(keys): 0 = one key, 1 = uniform
-    mean_distance: np.ndarray  # mean over queries of sum_k p * |q - k| (positions)
-    cls_share: np.ndarray  # mean over queries of attention on [CLS]
-    sep_share: np.ndarray  # ... on [SEP]
-    punctuation_share: np.ndarray  # ... on punctuation pieces
-    self_share: np.ndarray  # ... on the query itself
-    previous_share: np.ndarray  # ... on the piece just before
-
-    METRICS = ("entropy", "normalized_entropy", "mean_distance", "cls_share", "sep_share",
-               "punctuation_share", "self_share", "previous_share")
-
-    def metric(self, name: str) -> np.ndarray:
-        if name not in (*self.METRICS, "structure"):
-            raise ValueError(f"unknown head statistic {name!r}")
-        return getattr(self, name)
-
-    @property
-    def structure(self) -> np.ndarray:
-        """float32 [layer, head]: how concentrated a head's attention is on the note's own pieces.
-
-        (1 - normalized entropy) x (1 - share on [CLS] and [SEP]): 0 for a head that spreads
-        evenly or parks its attention on the special tokens (no-op heads), near 1 for a head
-        that looks at one content piece per query. Such a head's map shows its pattern.
-        """
-        return ((1.0 - self.normalized_entropy) * (1.0 - self.cls_share - self.sep_share)).astype(np.float32)
-
-    def most_structured(self) -> tuple[int, int]:
-        """0-based (layer, head) with the most :attr:`structure`."""
-        layer, head = np.unravel_index(int(np.argmax(self.structure)), self.structure.shape)
-        return int(layer), int(head)
 
 
 def focus_position(result: Trace, window: int, layer: int, head: int) -> int:
@@ -80,42 +38,16 @@ def statistics_table(stats: HeadStatistics) -> list[dict[str, float]]:
             for layer in range(layers) for head in range(heads)]
 
 
-def is_punctuation(token: str) -> bool:
-    piece = token.removeprefix("##").lstrip("Ġ▁")
-    return bool(piece) and all(ch in PUNCTUATION for ch in piece)
-
-
 def head_statistics(result: Trace, window: int = 0) -> HeadStatistics:
     """Statistics of every head of ``result``'s ``window``.
 
-    Runs in torch (vectorized, multi-threaded), layer by layer so the float32
-    working copy stays small: about 0.3 s for 12 x 12 heads at 512 tokens.
+    The trace reduced them from the model's own weights while it ran (:mod:`cbert_core.run.head_stats`), so
+    this costs nothing; a trace given its attention arrays (not computed on demand) is summarized from those.
     """
-
-
-    attention = result.attentions[window]  # [layer, head, q, k] float16
-    layers, heads, size, _ = attention.shape
-    tokens = result.window_tokens(window)
-    positions = torch.arange(size, dtype=torch.float32)
-    distance = (positions[:, None] - positions[None, :]).abs()  # [q, k]
-    punctuation = torch.tensor([is_punctuation(t) for t in tokens], dtype=torch.bool)
-    punctuation[[0, -1]] = False
-    out = {name: np.zeros((layers, heads), dtype=np.float32) for name in HeadStatistics.METRICS}
-    log_keys = float(np.log(max(size, 2)))
-    with torch.inference_mode():
-        for layer in range(layers):
-            weights = torch.from_numpy(attention[layer].copy()).float()  # [head, q, k]
-            entropy = torch.special.entr(weights).sum(-1).mean(-1)
-            out["entropy"][layer] = entropy.numpy()
-            out["normalized_entropy"][layer] = (entropy / log_keys).numpy()
-            out["mean_distance"][layer] = (weights * distance).sum(-1).mean(-1).numpy()
-            out["cls_share"][layer] = weights[:, :, 0].mean(-1).numpy()
-            out["sep_share"][layer] = weights[:, :, -1].mean(-1).numpy()
-            out["punctuation_share"][layer] = weights[:, :, punctuation].sum(-1).mean(-1).numpy()
-            out["self_share"][layer] = torch.diagonal(weights, dim1=1, dim2=2).mean(-1).numpy()
-            if size > 1:
-                out["previous_share"][layer] = torch.diagonal(weights, offset=-1, dim1=1, dim2=2).mean(-1).numpy()
-    return HeadStatistics(window=window, **out)
+    attention = result.attentions[window]
+    if isinstance(attention, np.ndarray):
+        return window_statistics(attention, result.window_tokens(window), window)
+    return result.head_stats[window]
 
 
 def window_groups(result: Trace, window: int) -> tuple[np.ndarray, tuple[str, ...], np.ndarray]:

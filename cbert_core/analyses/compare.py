@@ -171,7 +171,7 @@ def _pool(piece_states: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """float32 [layer, w, d]: mean of each row's pieces; piece_states [layer, p, d], rows [p] non-decreasing 0..w-1."""
     starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
     counts = np.diff(np.r_[starts, len(rows)]).astype(np.float32)
-    return np.add.reduceat(piece_states, starts, axis=1) / counts[None, :, None]
+    return np.add.reduceat(piece_states.astype(np.float32), starts, axis=1) / counts[None, :, None]
 
 
 def word_states(result: Trace) -> tuple[np.ndarray, np.ndarray]:

@@ -13,8 +13,8 @@ import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
-from cbert_core.analyses.attention import is_punctuation
 from cbert_core.progress import Progress
+from cbert_core.run.head_stats import is_punctuation
 from cbert_core.run.trace import Trace
 
 Method = Literal["pca", "umap", "tsne"]
@@ -89,10 +89,10 @@ class Trajectories:
 def trajectories(result: Trace, positions: np.ndarray) -> Trajectories:
     """Fit one PCA on the chosen tokens at every layer, so paths are comparable across layers."""
     chosen = np.asarray(positions, dtype=np.int64)
-    states = result.hidden_states[:, chosen]  # [layer + 1, n, hidden]
+    states = result.hidden_states[:, chosen].astype(np.float32)  # [layer + 1, n, hidden]
     # Each layer is centred on its own mean over the note, removing the drift of the
     # whole residual stream so the plot shows how tokens move relative to each other.
-    centred = states - result.hidden_states.mean(axis=1, keepdims=True)[:, :, :]
+    centred = states - result.hidden_states.mean(axis=1, keepdims=True, dtype=np.float32)
     layers, n, hidden = centred.shape
     flat, explained = _pca(centred.reshape(layers * n, hidden))
     return Trajectories(positions=chosen, coords=flat.reshape(layers, n, 2), explained=explained)

@@ -248,7 +248,7 @@ def search_trace_token(index: TokenIndex, result: Trace, position: int, *, k: in
                           "casing back, so the vectors are comparable.")
     if not 0 <= position < result.num_positions or result.special[position]:
         raise TargetError("Choose a word piece of the note (not [CLS] or [SEP]) to search for.")
-    query = result.hidden_states[index.layer, position]  # [hidden]
+    query = result.hidden_states[index.layer, position].astype(np.float32)  # [hidden]
     skip = None
     if not include_self:
         start, end = (int(v) for v in result.offsets[position])

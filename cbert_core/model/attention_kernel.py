@@ -30,19 +30,37 @@ def explorer_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor
     Returns:
         (output [batch, q, head, head_dim], weights [batch, head, q, k]).
     """
+    weights = attention_weights(query, key, scaling, attention_mask)
+    if module.training and dropout > 0:
+        weights = nn.functional.dropout(weights, p=dropout, training=True)
+    output = torch.matmul(weights, value).transpose(1, 2).contiguous()  # [b, q, h, d]
+    return output, weights
+
+
+def attention_weights(query: torch.Tensor, key: torch.Tensor, scaling: float | None = None,
+                      attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T * scaling + mask): the weights exactly as the model computes them.
+
+    The model's attention calls this, and so does a trace that recomputes a head's weights later from
+    the queries and keys it kept (under the same autocast, the same operations in the same order).
+
+    Args:
+        query, key: [..., pos, head_dim] (e.g. [batch, head, pos, head_dim], or one head's [pos, head_dim]).
+        scaling: default 1 / sqrt(head_dim).
+        attention_mask: additive (or boolean keep) mask broadcastable to [..., q, k], or None.
+
+    Returns:
+        [..., q, k] weights; each row sums to one.
+    """
     if scaling is None:
         scaling = query.size(-1) ** -0.5
-    scores = torch.matmul(query * scaling, key.transpose(2, 3))  # [b, h, q, k]
+    scores = torch.matmul(query * scaling, key.transpose(-2, -1))  # [..., q, k]
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:
             scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
         else:
             scores = scores + attention_mask
-    weights = torch.softmax(scores, dim=-1)
-    if module.training and dropout > 0:
-        weights = nn.functional.dropout(weights, p=dropout, training=True)
-    output = torch.matmul(weights, value).transpose(1, 2).contiguous()  # [b, q, h, d]
-    return output, weights
+    return torch.softmax(scores, dim=-1)
 
 
 AttentionInterface.register(NAME, explorer_attention)

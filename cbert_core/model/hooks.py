@@ -53,6 +53,9 @@ class Recording:
     # converting dtype on the way, which saves a copy of every large array.
     buffers: dict[str, torch.Tensor] = field(default_factory=dict)
     filled: dict[str, int] = field(default_factory=dict)
+    # Optional reductions: hook call i stores reducers[site](output) (float32) instead of the output,
+    # e.g. per-head statistics of a layer's attention weights, which are then never copied.
+    reducers: dict[str, Callable[[torch.Tensor], torch.Tensor]] = field(default_factory=dict)
 
     def reserve(self, site: str, shape: tuple[int, ...], dtype: torch.dtype,
                 out: torch.Tensor | None = None) -> None:
@@ -65,7 +68,15 @@ class Recording:
         self.buffers[site] = torch.empty(shape, dtype=dtype) if out is None else out
         self.filled[site] = 0
 
+    def reduce(self, site: str, reducer: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Store ``reducer(output)`` (as float32) at ``site`` instead of the output itself, until :meth:`clear`."""
+        self.reducers[site] = reducer
+
     def store(self, site: str, tensor: torch.Tensor, dtype: torch.dtype) -> None:
+        reducer = self.reducers.get(site)
+        if reducer is not None:
+            self.tensors.setdefault(site, []).append(_detached_copy(reducer(tensor.detach()), torch.float32))
+            return
         buffer = self.buffers.get(site)
         if buffer is not None and self.filled[site] < buffer.shape[0] and buffer.shape[1:] == tensor.shape:
             buffer[self.filled[site]].copy_(tensor.detach())
@@ -93,6 +104,7 @@ class Recording:
         self.tensors.clear()
         self.buffers.clear()
         self.filled.clear()
+        self.reducers.clear()
 
 
 def _detached_copy(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -6,6 +6,15 @@ global: 0 is [CLS], 1..n are the note's word pieces, n + 1 is [SEP]. A note
 longer than the model's positions is run in overlapping windows; per-token
 values are stitched from the window where each token is most central, while
 pairwise values (attention, queries/keys) stay per window.
+
+What it holds, and in which precision (half of what storing every attention weight took):
+
+* per window, the per-head queries (float16; float32 with ``capture_qk``) and keys (float32), from
+  which :class:`~cbert_core.run.lazy_attention.WindowAttention` computes any head's weights exactly as
+  the model did when a view reads ``Trace.attentions[window]``; and each head's statistics
+  (:mod:`cbert_core.run.head_stats`), reduced from the model's own weights while it ran;
+* hidden states in float16 (every view that computes with them converts to float32 first; the
+  re-derivation on "Inside the model" has its own float32 capture, :mod:`cbert_core.run.inside_capture`).
 """
 
 from __future__ import annotations
@@ -24,6 +33,8 @@ from cbert_core.model.loading import LoadedModel, ModelInfo
 from cbert_core.model.precision import Precision, autocast
 from cbert_core.progress import Progress
 from cbert_core.records import frozen_array
+from cbert_core.run.head_stats import HeadStatistics, statistics_record, statistics_reducer
+from cbert_core.run.lazy_attention import WindowAttention
 from cbert_core.run.plan import Budget, NotePlan
 from cbert_core.text.segment import Segmentation
 from cbert_core.text.tokens import mask_positions
@@ -56,11 +67,14 @@ class Trace:
     segmentation: Segmentation
     windows: tuple[Window, ...]
     owner: np.ndarray  # int32 [pos]: window that per-token values come from
-    attentions: tuple[np.ndarray, ...]  # per window: float16 [layer, head, q, k] (window positions)
-    hidden_states: np.ndarray  # float32 [layer + 1, pos, hidden]
+    hidden_states: np.ndarray  # float16 [layer + 1, pos, hidden]
     head: HeadOutput
-    queries: tuple[np.ndarray, ...] | None = None  # per window: float32 [layer, head, q, head_dim]
-    keys: tuple[np.ndarray, ...] | None = None  # per window: float32 [layer, head, k, head_dim]
+    queries: tuple[np.ndarray, ...]  # per window: float16 [layer, head, q, head_dim] (float32 with capture_qk)
+    keys: tuple[np.ndarray, ...]  # per window: float32 [layer, head, k, head_dim]
+    head_stats: tuple[HeadStatistics, ...]  # per window: statistics of every head's weights
+    # per window [layer, head, q, k] float16 (window positions): by default computed from the queries and
+    # keys when read (WindowAttention); arrays given here are used as they are.
+    attentions: tuple[WindowAttention | np.ndarray, ...] = ()
     ffn_activations: np.ndarray | None = None  # float16 [layer, pos, d_ff]
     extras: dict[str, np.ndarray] = field(default_factory=dict)  # other captured sites, stitched
 
@@ -73,6 +87,13 @@ class Trace:
             raise ValueError("Trace.offsets must be [pos, 2]")
         if self.hidden_states.ndim != 3 or self.hidden_states.shape[1] != positions:
             raise ValueError("Trace.hidden_states must be [layer + 1, pos, hidden]")
+        if len(self.queries) != len(self.windows) or len(self.keys) != len(self.windows):
+            raise ValueError("one query and one key array per window")
+        if len(self.head_stats) != len(self.windows):
+            raise ValueError("one set of head statistics per window")
+        if not self.attentions:
+            object.__setattr__(self, "attentions", tuple(
+                WindowAttention(queries, keys, self.precision) for queries, keys in zip(self.queries, self.keys)))
         if len(self.attentions) != len(self.windows):
             raise ValueError("one attention array per window")
         for window, attention in zip(self.windows, self.attentions):
@@ -81,7 +102,7 @@ class Trace:
                 raise ValueError(f"window {window.index} attention must be [layer, head, {size}, {size}]")
         for value in (self.input_ids, self.offsets, self.word_ids, self.word_spans, self.special,
                       self.sentence_ids, self.section_ids, self.owner, self.hidden_states,
-                      *self.attentions, *(self.queries or ()), *(self.keys or ()), *self.extras.values()):
+                      *self._stored_attentions, *self.queries, *self.keys, *self.extras.values()):
             frozen_array(value)
         if self.ffn_activations is not None:
             frozen_array(self.ffn_activations)
@@ -91,7 +112,7 @@ class Trace:
         """A digest naming what this trace holds (model, note, casing, windows, precision, heads out,
         captured sites): analyses derived from a trace are cached under it."""
         payload = repr((self.model_key, self.text, self.lowercase, self.precision, sorted(self.knocked_out),
-                        [(w.start, w.stop) for w in self.windows], self.queries is not None,
+                        [(w.start, w.stop) for w in self.windows], self.exact_queries,
                         self.ffn_activations is not None, sorted(self.extras)))
         return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -101,7 +122,17 @@ class Trace:
 
     @property
     def num_heads(self) -> int:
-        return int(self.attentions[0].shape[1])
+        return int(self.queries[0].shape[1])
+
+    @property
+    def exact_queries(self) -> bool:
+        """Whether the queries are kept in float32, as the model computed them (``capture_qk``)."""
+        return self.queries[0].dtype == np.float32
+
+    @property
+    def _stored_attentions(self) -> list[np.ndarray]:
+        """Attention arrays given as arrays (not computed on demand)."""
+        return [attention for attention in self.attentions if isinstance(attention, np.ndarray)]
 
     @property
     def num_positions(self) -> int:
@@ -125,12 +156,12 @@ class Trace:
     def nbytes(self) -> int:
         """Memory held by the trace's arrays, in bytes."""
         arrays = [self.input_ids, self.offsets, self.word_ids, self.word_spans, self.special, self.sentence_ids,
-                  self.section_ids, self.owner, self.hidden_states, *self.attentions, *(self.queries or ()),
-                  *(self.keys or ()), *self.extras.values()]
+                  self.section_ids, self.owner, self.hidden_states, *self._stored_attentions, *self.queries,
+                  *self.keys, *self.extras.values()]
         head = self.head
         arrays += [a for a in (head.top_ids, head.top_logprobs, head.token_logits, head.sequence_logits,
                                head.cls_vectors, self.ffn_activations) if a is not None]
-        return int(sum(array.nbytes for array in arrays))
+        return int(sum(array.nbytes for array in arrays) + sum(stats.nbytes for stats in self.head_stats))
 
 
 def _per_token_ids(offsets: np.ndarray, spans: Iterable[tuple[int, int]]) -> np.ndarray:
@@ -160,7 +191,8 @@ def trace(
         plan: the note as :func:`cbert_core.run.plan.plan_note` prepared it for ``loaded``; its
             options give the precision ("bf16": bfloat16 autocast, fast with AVX512-BF16/AMX) and
             the knocked-out heads.
-        capture_qk: also keep per-window queries and keys [layer, head, pos, head_dim].
+        capture_qk: keep the queries in float32, exactly as the model computed them (the neuron view shows
+            them); otherwise they are kept in float16, which recomputes the weights within 2e-3.
         capture_ffn: also keep feed-forward activations [layer, pos, d_ff].
         extra_sites: other capture sites (see :mod:`cbert_core.model.hooks`), stitched per token.
         top_k: masked-LM candidates kept per position.
@@ -181,14 +213,15 @@ def trace(
     owner_content = plan.owner
 
     extra = frozenset(extra_sites) - {"hidden", "attention", "query", "key", "ffn_activation"}
-    sites = {"hidden", "attention", *extra}
-    if capture_qk:
-        sites |= {"query", "key"}
+    sites = {"hidden", "attention", "query", "key", *extra}
     if capture_ffn:
         sites.add("ffn_activation")
 
     per_window: list[dict[str, np.ndarray]] = []
     head_parts: list[dict[str, np.ndarray]] = []
+    head_stats: list[HeadStatistics] = []
+    global_tokens = plan.global_tokens()
+    query_dtype = torch.float32 if capture_qk else torch.float16
     n = len(note)
     positions = n + 2
     owner = np.concatenate([[0], owner_content, [len(windows) - 1]]).astype(np.int32)
@@ -199,20 +232,24 @@ def trace(
     streamed: np.ndarray | None = None
     scratch: torch.Tensor | None = None
     if len(windows) > 1:
-        streamed = np.empty((layers + 1, positions, info.hidden_size), dtype=np.float32)
+        streamed = np.empty((layers + 1, positions, info.hidden_size), dtype=np.float16)
         widest = max(w.size for w in windows) + 2
-        scratch = torch.empty((layers + 1, 1, widest, info.hidden_size), dtype=torch.float32)
+        scratch = torch.empty((layers + 1, 1, widest, info.hidden_size), dtype=torch.float16)
     device = loaded.device
     with torch.inference_mode(), autocast(precision, device), knockout(loaded.anatomy, knocked_out) as heads_out, \
             capture(loaded.anatomy, sites) as recording:
         for window in windows:
             input_ids = torch.from_numpy(plan.window_ids(window))[None].to(device)  # [1, t]
             size = int(input_ids.shape[1])
-            recording.reserve("attention", (layers, 1, heads, size, size), torch.float16)
-            recording.reserve("hidden", (layers + 1, 1, size, info.hidden_size), torch.float32,
+            # each layer's weights are reduced to per-head statistics in the hook, then dropped
+            recording.reduce("attention", statistics_reducer([global_tokens[p] for p in plan.window_positions(window)]))
+            recording.reserve("query", (layers, 1, size, info.hidden_size), query_dtype)
+            recording.reserve("key", (layers, 1, size, info.hidden_size), torch.float32)
+            recording.reserve("hidden", (layers + 1, 1, size, info.hidden_size), torch.float16,
                               out=None if scratch is None else scratch[:, :, :size])
             outputs = loaded.model(input_ids=input_ids)  # one unpadded sequence: no mask to build or add
-            collected = _collect_window(recording, sites, loaded.anatomy.num_heads)
+            head_stats.append(statistics_record(window.index, recording.take_stacked("attention")))
+            collected = _collect_window(recording, sites - {"attention"}, heads)
             if streamed is not None:
                 _stitch_into(streamed, collected.pop("hidden"), window.index, owner, local, axis=1)
             per_window.append(collected)
@@ -245,7 +282,7 @@ def trace(
         precision=precision,
         knocked_out=heads_out,
         mask_id=note.mask_id,
-        tokens=plan.global_tokens(),
+        tokens=global_tokens,
         input_ids=np.concatenate([[plan.cls_id], note.ids, [plan.sep_id]]).astype(np.int64),
         offsets=offsets,
         word_ids=word_ids,
@@ -256,11 +293,11 @@ def trace(
         segmentation=segmentation,
         windows=windows,
         owner=owner,
-        attentions=tuple(part["attention"] for part in per_window),
         hidden_states=stitch("hidden", axis=1) if streamed is None else streamed,
         head=head,
-        queries=tuple(part["query"] for part in per_window) if capture_qk else None,
-        keys=tuple(part["key"] for part in per_window) if capture_qk else None,
+        queries=tuple(part["query"] for part in per_window),
+        keys=tuple(part["key"] for part in per_window),
+        head_stats=tuple(head_stats),
         ffn_activations=stitch("ffn_activation", axis=1).astype(np.float16) if capture_ffn else None,
         # [layer, head, pos, head_dim] for per-head sites, else [layer, pos, ...]
         extras={name: stitch(name, axis=2 if name in HEAD_SPLIT_SITES else 1) for name in sorted(extra)},
@@ -269,13 +306,14 @@ def trace(
 
 def estimated_bytes(info: ModelInfo, windows: tuple[Window, ...], positions: int, capture_qk: bool = False,
                     capture_ffn: bool = False) -> int:
-    """Memory a trace will hold: attention per window (float16), hidden states, optional captures."""
-    layers, heads = info.num_layers, info.num_heads
-    attention = sum(layers * heads * (w.size + 2) ** 2 * 2 for w in windows)
-    hidden = (layers + 1) * positions * info.hidden_size * 4
-    qk = sum(2 * layers * (w.size + 2) * info.hidden_size * 4 for w in windows) if capture_qk else 0
+    """Memory a trace will hold: queries (float16, or float32 with ``capture_qk``) and keys (float32) per
+    window, hidden states (float16), optional captures."""
+    layers = info.num_layers
+    query_bytes = 4 if capture_qk else 2
+    qk = sum(layers * (w.size + 2) * info.hidden_size * (query_bytes + 4) for w in windows)
+    hidden = (layers + 1) * positions * info.hidden_size * 2
     ffn = layers * positions * info.intermediate_size * 2 if capture_ffn else 0
-    return attention + hidden + qk + ffn
+    return qk + hidden + ffn
 
 
 def trace_budget(loaded: LoadedModel, *, capture_qk: bool = False, capture_ffn: bool = False,

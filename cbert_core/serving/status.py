@@ -1,4 +1,4 @@
-"""Server health figures for the status line: memory, cached items, hooks left on models."""
+"""Server health figures for the status line: memory, cached items, model work queued, hooks left on models."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from cbert_core.model.hooks import hook_count
 from cbert_core.model.loading import LoadedModel
+from cbert_core.serving.scheduler import QueueState
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -17,6 +18,7 @@ class ServerStatus:
     traces: int
     trace_bytes: int
     hooks: int  # explorer hooks still registered on any loaded model (0 between runs)
+    queue: QueueState | None = None  # model work running and waiting for a turn
 
 
 def resident_bytes() -> int:
@@ -28,7 +30,8 @@ def resident_bytes() -> int:
         return 0
 
 
-def server_status(models: Iterable[LoadedModel], traces: int, trace_bytes: int) -> ServerStatus:
+def server_status(models: Iterable[LoadedModel], traces: int, trace_bytes: int,
+                  queue: QueueState | None = None) -> ServerStatus:
     loaded = list(models)
     return ServerStatus(rss_bytes=resident_bytes(), models=len(loaded), traces=traces, trace_bytes=trace_bytes,
-                        hooks=sum(hook_count(model.model) for model in loaded))
+                        hooks=sum(hook_count(model.model) for model in loaded), queue=queue)

@@ -55,6 +55,8 @@ def _array_json(array: np.ndarray) -> dict[str, Any]:
 
 def _plain(value: Any, exclude: frozenset[str], path: str, arrays: dict[str, np.ndarray] | None) -> Any:
     """JSON-ready form of ``value``; arrays inline (arrays is None) or collected into ``arrays``."""
+    if _is_array_like(value):
+        value = np.asarray(value)  # computed on demand (a trace's attention weights): exported as the array
     if isinstance(value, np.ndarray):
         if arrays is None:
             return _array_json(value)
@@ -90,6 +92,12 @@ def _plain(value: Any, exclude: frozenset[str], path: str, arrays: dict[str, np.
     if isinstance(value, Path):
         return str(value)
     raise ExportError(f"'{path or type(value).__name__}' ({type(value).__name__}) cannot be exported.")
+
+
+def _is_array_like(value: Any) -> bool:
+    """An array computed when read (it converts with ``np.asarray``), not a numpy array nor a torch object."""
+    return (not isinstance(value, np.ndarray) and hasattr(value, "__array__") and hasattr(value, "shape")
+            and not _is_opaque(value))
 
 
 def _is_opaque(value: Any) -> bool:
