@@ -86,9 +86,12 @@ class _WindowScore(nn.Module):
 
 
 @contextlib.contextmanager
-def seeded() -> Iterator[None]:
-    """A fixed seed for captum's sampling, without changing the RNG state other code sees afterwards."""
-    with torch.random.fork_rng(devices=[]):
+def seeded(device: torch.device | None = None) -> Iterator[None]:
+    """A fixed seed for captum's sampling, without changing the RNG state other code sees afterwards.
+
+    On a GPU, noise drawn there comes from the GPU's generator, which is forked and seeded too.
+    """
+    with torch.random.fork_rng(devices=[device] if device is not None and device.type == "cuda" else []):
         torch.manual_seed(SEED)
         yield
 
@@ -112,7 +115,7 @@ def baseline_distribution(scorer: NoteScorer, index: int) -> torch.Tensor:
                           "two of [PAD], [MASK] and [UNK]. Choose another method.")
     ids = np.stack([np.where(resolved.fixed, resolved.ids, piece) for piece in pieces]).astype(np.int64)
     with torch.no_grad():
-        return word_vectors(scorer.loaded, torch.from_numpy(ids))
+        return word_vectors(scorer.loaded, torch.from_numpy(ids).to(scorer.loaded.device))
 
 
 def _noise(scorer: NoteScorer, index: int, settings: MethodSettings) -> float:
@@ -121,7 +124,7 @@ def _noise(scorer: NoteScorer, index: int, settings: MethodSettings) -> float:
 
 def _summed(attributions: torch.Tensor) -> np.ndarray:
     """float64 [t] from captum's [1, t, e] attributions: summed over the embedding."""
-    return attributions.detach().sum(-1)[0].double().numpy()
+    return attributions.detach().sum(-1)[0].double().cpu().numpy()
 
 
 def captum_integrated_gradients(scorer: NoteScorer, index: int, settings: MethodSettings,
@@ -163,7 +166,7 @@ def gradient_shap(scorer: NoteScorer, index: int, settings: MethodSettings, prog
     forward = _WindowScore(scorer, index, progress, settings.samples, "GradientShap")
     explainer = GradientShap(forward)
     total = np.zeros(scorer.inputs[index].shape[0], np.float64)
-    with seeded():
+    with seeded(scorer.loaded.device):
         for first in range(0, settings.samples, rows):  # GradientShap runs all its samples in one batch
             samples = min(rows, settings.samples - first)
             found = explainer.attribute(scorer.inputs[index][None].clone(), baselines=baselines, n_samples=samples,
@@ -184,7 +187,7 @@ def _smoothgrad(inner: Callable[[nn.Module], object], message: str, per_sample: 
         if inner_rows > 1:  # Integrated Gradients inside: its steps are the batch, one noisy sample at a time
             extra.update(baselines=scorer.references[index][None].clone(), n_steps=settings.steps,
                          internal_batch_size=rows)
-        with seeded():
+        with seeded(scorer.loaded.device):
             found = NoiseTunnel(inner(forward)).attribute(
                 scorer.inputs[index][None].clone(), nt_type="smoothgrad", nt_samples=settings.samples,
                 nt_samples_batch_size=max(1, rows // inner_rows), stdevs=_noise(scorer, index, settings), **extra)
@@ -215,13 +218,13 @@ def _perturbation(make: Callable[[Callable[[torch.Tensor], torch.Tensor]], objec
             report(progress, done[0] / max(total, 1), f"{message}: {done[0]:,} of about {total:,} copies")
             return values
 
-        contents = torch.from_numpy(scorer.content_ids())[None]
-        baseline = torch.from_numpy(scorer.content_baseline())[None]
+        contents = torch.from_numpy(scorer.content_ids())[None].to(scorer.loaded.device)
+        baseline = torch.from_numpy(scorer.content_baseline())[None].to(scorer.loaded.device)
         extra = {"n_samples": settings.samples} if sampled else {}
-        with seeded():
-            found = make(forward).attribute(contents, baselines=baseline, feature_mask=mask[None],
+        with seeded(scorer.loaded.device):
+            found = make(forward).attribute(contents, baselines=baseline, feature_mask=mask[None].to(scorer.loaded.device),
                                             perturbations_per_eval=PERTURBATIONS_PER_CALL, **extra, **arguments)
-        return found.detach()[0].double().numpy(), done[0]
+        return found.detach()[0].double().cpu().numpy(), done[0]
 
     return run
 

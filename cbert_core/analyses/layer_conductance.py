@@ -115,7 +115,7 @@ def layer_conductance(loaded: LoadedModel, plan: NotePlan, target: Target, *, wi
                 found = explainer.attribute(scorer.inputs[index][None].clone(),
                                             baselines=scorer.references[index][None].clone(), n_steps=steps,
                                             internal_batch_size=rows)  # [1, t or 1, d]
-                summed = found.detach().sum(-1)[0].double().numpy()
+                summed = found.detach().sum(-1)[0].double().cpu().numpy()
                 if summed.size == tokens:
                     scores[layer] = summed
                 else:  # the last layer, computed only at the target's row

@@ -118,7 +118,7 @@ def combine(target: Target, summaries: torch.Tensor, weights: torch.Tensor) -> t
         summaries = summaries.float()
         if target.kind == "similarity":
             pooled = (summaries * weights[None, :, None]).sum(1)  # [b, d]
-            reference = torch.tensor(target.reference, dtype=torch.float32)
+            reference = torch.tensor(target.reference, dtype=torch.float32, device=pooled.device)
             return F.cosine_similarity(pooled, reference[None], dim=-1)
         return torch.logsumexp(summaries, dim=1) - math.log(summaries.shape[1])
 
@@ -133,13 +133,13 @@ class NoteScorer:
         self.windows: tuple[Window, ...] = tuple(r.window for r in self.resolved)
         self.memory_limit = memory_limit
         self.base_ids = [baseline_ids(loaded, plan, r, baseline) for r in self.resolved]  # int64 [t_w] each
-        sizes = torch.tensor([w.size for w in self.windows], dtype=torch.float32)
+        sizes = torch.tensor([w.size for w in self.windows], dtype=torch.float32, device=loaded.device)
         self.weights = sizes / sizes.sum()  # [W]
         self.rows = [max(r.position, 0) for r in self.resolved]
         self.start, self.stop = self.windows[0].start, self.windows[-1].stop  # content pieces covered
         with torch.no_grad(), float32():
-            self.inputs = [word_vectors(loaded, torch.from_numpy(r.ids)[None])[0] for r in self.resolved]  # [t, e]
-            self.references = [word_vectors(loaded, torch.from_numpy(ids)[None])[0] for ids in self.base_ids]
+            self.inputs = [word_vectors(loaded, torch.from_numpy(r.ids)[None].to(loaded.device))[0] for r in self.resolved]  # [t, e]
+            self.references = [word_vectors(loaded, torch.from_numpy(ids)[None].to(loaded.device))[0] for ids in self.base_ids]
             self.summaries = torch.stack([self._summary(i, self.inputs[i][None])[0]
                                           for i in range(len(self.windows))])  # [W] or [W, d]
         self._baseline_summaries: torch.Tensor | None = None
@@ -147,7 +147,7 @@ class NoteScorer:
         self.forward_rows = len(self.windows)
 
     def _summary(self, index: int, words: torch.Tensor, taps: Taps | None = None) -> torch.Tensor:
-        rows = torch.full((words.shape[0],), self.rows[index], dtype=torch.long)
+        rows = torch.full((words.shape[0],), self.rows[index], dtype=torch.long, device=words.device)
         return window_summaries(self.loaded, self.target, words, rows, taps=taps)
 
     @property
@@ -215,8 +215,8 @@ class NoteScorer:
         Args:
             contents: [b, m] piece ids (any number type; rounded) of the covered pieces start..stop.
         """
-        contents = contents.detach().round().long()
-        original = torch.from_numpy(self.content_ids())
+        contents = contents.detach().round().long().to(self.loaded.device)
+        original = torch.from_numpy(self.content_ids()).to(contents.device)
         summaries = self.summaries[None].repeat(contents.shape[0], *([1] * self.summaries.dim())).clone()
         with torch.no_grad():
             for index, window in enumerate(self.windows):
@@ -225,8 +225,8 @@ class NoteScorer:
                 changed = torch.nonzero((part != same).any(1)).flatten()  # copies that change this window
                 if changed.numel() == 0:
                     continue
-                ids = torch.cat([torch.full((changed.numel(), 1), self.plan.cls_id), part[changed],
-                                 torch.full((changed.numel(), 1), self.plan.sep_id)], dim=1)
+                ids = torch.cat([torch.full((changed.numel(), 1), self.plan.cls_id, device=part.device), part[changed],
+                                 torch.full((changed.numel(), 1), self.plan.sep_id, device=part.device)], dim=1)
                 batch = fit_batch(self.loaded, ids.shape[1], 64, self.memory_limit, backward=False,
                                   what="A perturbation method")
                 for first in range(0, changed.numel(), batch):
@@ -274,14 +274,15 @@ class NoteScorer:
                         ids[row, :sequence.size] = torch.from_numpy(sequence)
                         keep[row, :sequence.size] = True
                     rows = torch.tensor([row for *_, row in part], dtype=torch.long)
-                    values = window_summaries(self.loaded, self.target, word_vectors(self.loaded, ids), rows,
-                                              None if bool(keep.all()) else keep)
+                    device = self.loaded.device
+                    values = window_summaries(self.loaded, self.target, word_vectors(self.loaded, ids.to(device)),
+                                              rows.to(device), None if bool(keep.all()) else keep.to(device))
                     for row, (number, index, _, _) in enumerate(part):
                         summaries[(number, index)] = values[row].float()
                     self.forward_rows += len(part)
         out = np.zeros(len(contents), np.float64)
         for number, window_sizes in enumerate(sizes):
             stacked = torch.stack([summaries[(number, index)] for index in range(len(window_sizes))])
-            weights = torch.tensor(window_sizes, dtype=torch.float32)
+            weights = torch.tensor(window_sizes, dtype=torch.float32, device=stacked.device)
             out[number] = float(combine(self.target, stacked[None], weights / weights.sum().clamp_min(1))[0])
         return out

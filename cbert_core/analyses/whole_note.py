@@ -180,7 +180,7 @@ def integrated_gradients(scorer: NoteScorer, index: int, settings: MethodSetting
     rows = _ig_rows(scorer, index, settings)
     gap = scorer.score - scorer.score_without(index)
     schedule = [settings.steps] if settings.tolerance is None or settings.steps <= 16 else [16, settings.steps]
-    evaluations, pieces = 0, torch.zeros(inputs.shape[0])
+    evaluations, pieces = 0, torch.zeros(inputs.shape[0], device=inputs.device)
     for points in schedule:
         share = (evaluations / sum(schedule), (evaluations + points) / sum(schedule))
         alphas, weights = quadrature(points, settings.rule)
@@ -191,7 +191,7 @@ def integrated_gradients(scorer: NoteScorer, index: int, settings: MethodSetting
         evaluations += points
         if settings.tolerance is not None and abs(float(pieces.sum()) - gap) <= settings.tolerance * abs(gap):
             break
-    return WindowRun(scores=pieces.detach().double().numpy(), evaluations=evaluations, batch_size=rows)
+    return WindowRun(scores=pieces.detach().double().cpu().numpy(), evaluations=evaluations, batch_size=rows)
 
 
 def _plain_gradient(reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> GradientRunner:
@@ -199,7 +199,7 @@ def _plain_gradient(reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
         inputs = scorer.inputs[index]
         gradient, _ = gradient_sum(lambda words: scorer.with_window(index, words), inputs, torch.zeros_like(inputs),
                                    np.zeros(1), np.ones(1), 1, progress, "Gradient")
-        return WindowRun(scores=reduce(gradient, inputs).detach().double().numpy(), evaluations=1, batch_size=1)
+        return WindowRun(scores=reduce(gradient, inputs).detach().double().cpu().numpy(), evaluations=1, batch_size=1)
     return run
 
 
@@ -333,7 +333,7 @@ def explain(loaded: LoadedModel, plan: NotePlan, target: Target, *, method: str 
             assert spec.perturbation is not None
             groups = note_groups(plan, grouping)
             used = groups.grouping
-            mask = torch.from_numpy(_local_groups(groups, scorer))
+            mask = torch.from_numpy(_local_groups(groups, scorer)).to(loaded.device)
             if int(mask.max()) + 1 > MAX_PERTURBED_GROUPS:
                 raise ResourceLimitError(
                     f"{method} would remove each of {int(mask.max()) + 1:,} groups in turn; the limit is "
