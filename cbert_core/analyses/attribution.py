@@ -209,7 +209,7 @@ def gradient_sum(score: ScoreFunction, start: torch.Tensor, direction: torch.Ten
 
 def window_score(loaded: LoadedModel, target: Target, resolved: ResolvedTarget) -> ScoreFunction:
     """The target read from ``resolved``'s window, as a function of that window's word vectors."""
-    position = torch.tensor([max(resolved.position, 0)], dtype=torch.long)
+    position = torch.tensor([max(resolved.position, 0)], dtype=torch.long, device=loaded.device)
     return lambda points: target_scores(loaded, target, points, position.expand(points.shape[0]))
 
 
