@@ -83,7 +83,8 @@ class WindowAttention:
         # float32 working copies (one head: a few hundred KB; the kept arrays are read-only)
         query = torch.from_numpy(np.array(self.queries[layer, head], dtype=np.float32))  # [q, head_dim]
         key = torch.from_numpy(np.array(self.keys[layer, head], dtype=np.float32))  # [k, head_dim]
-        with torch.inference_mode(), autocast(self.precision):
+        # Recomputed on the CPU from the kept arrays (a GPU's fp16 queries are read in float32 there).
+        with torch.inference_mode(), autocast("fp32" if self.precision == "fp16" else self.precision, "cpu"):
             if self.precision == "bf16":  # the model's own bfloat16 values (held exactly): compute as it did
                 query, key = query.to(torch.bfloat16), key.to(torch.bfloat16)
             weights = attention_weights(query, key).to(torch.float16).numpy()
