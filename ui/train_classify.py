@@ -18,10 +18,9 @@ from cbert_core.training.finetune import FEW_VALIDATION_NOTES, FineTuneConfig, f
 from cbert_core.views.labels import escape
 from cbert_core.views.training_figures import confusion_figure, loss_figure
 from ui import state
-from ui.audit import audit_work
-from ui.caches import computed, estimate_text, model_turn, speed_book
+from ui.caches import computed, estimate_text, speed_book
 from ui.context import PageContext
-from ui.training_run import KEEP, KeptRun, LiveLoss, common_settings, save_section
+from ui.training_run import KEEP, KeptRun, LiveLoss, common_settings, run_stage, save_section
 from ui.widgets import kept_upload, note_choice, user_errors
 
 
@@ -79,17 +78,8 @@ def classify_stage(now: PageContext) -> None:
     if st.button("Train", type="primary", key="go_train"):
         st.caption("Press Stop (top right) or change any input to stop training: what was trained so far is kept.")
         live, run = LiveLoss.drawn(), KeptRun()
-        with user_errors(), audit_work("fine_tune", info.name) as audit_fields, \
-                model_turn(run.calls(live.progress)) as (turn, step_progress):  # audit line; a turn on the cores
-            trained = fine_tune(loaded, collection, config=config, on_step=run.calls(live.step),
-                                progress=step_progress, cancel=run)
-            if trained.result.cancelled:
-                audit_fields["outcome"] = "cancelled"
-        if not run():
-            live.clear()
-        if work is not None and not trained.result.cancelled:  # a whole run: the speed of training this model
-            speed_book().record_training(info.key, work, max(trained.result.seconds - turn.paused_s, 0.0),
-                                         trained.result.setup_seconds)
+        trained = run_stage("fine_tune", info, work, live, run, lambda progress: fine_tune(
+            loaded, collection, config=config, on_step=run.calls(live.step), progress=progress, cancel=run))
         st.session_state[state.FT_MODEL] = trained  # this session's own copy; never shared
         run.finish()
 

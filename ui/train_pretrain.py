@@ -17,10 +17,9 @@ from cbert_core.views.labels import escape
 from cbert_core.views.prediction_figures import format_probability, probability_bars
 from cbert_core.views.training_figures import loss_figure, perplexity_figure
 from ui import state
-from ui.audit import audit_work
-from ui.caches import computed, estimate_text, model_turn, speed_book
+from ui.caches import computed, estimate_text, speed_book
 from ui.context import PageContext
-from ui.training_run import KEEP, KeptRun, LiveLoss, common_settings, save_section
+from ui.training_run import KEEP, KeptRun, LiveLoss, common_settings, run_stage, save_section
 from ui.widgets import kept_upload, note_choice, user_errors
 
 EXAMPLE_TEXTS = tuple(EXAMPLE_NOTES.values()) + tuple(text for text, _label in EXAMPLE_COLLECTION)
@@ -134,21 +133,13 @@ def pretrain_stage(now: PageContext) -> None:
                     fill_column(check.fill, "before training" if check.step == 0 else f"after step {check.step}",
                                 key=f"pt_live_fill_{check.step}")
 
-        with user_errors(), audit_work("pretrain", info.name) as audit_fields, \
-                model_turn(run.calls(live.progress)) as (turn, step_progress):  # audit line; a turn on the cores
-            trained = pretrain(loaded, texts, config=config, probe=probe, probe_span=span,
-                               on_step=run.calls(live.step), progress=step_progress,
-                               on_check=run.calls(on_check), cancel=run)
-            if trained.result.cancelled:
-                audit_fields["outcome"] = "cancelled"
+        trained = run_stage("pretrain", info, work, live, run, lambda progress: pretrain(
+            loaded, texts, config=config, probe=probe, probe_span=span, on_step=run.calls(live.step),
+            progress=progress, on_check=run.calls(on_check), cancel=run))
         if not run():
-            live.clear()
             scores_box.empty()
             before_box.empty()
             now_box.empty()
-        if work is not None and not trained.result.cancelled:
-            speed_book().record_training(info.key, work, max(trained.result.seconds - turn.paused_s, 0.0),
-                                         trained.result.setup_seconds)
         st.session_state[state.PT_MODEL] = trained  # this session's own copy; never shared
         run.finish()
 

@@ -15,11 +15,10 @@ from cbert_core.views.labels import escape
 from cbert_core.views.text_html import scores_html
 from cbert_core.views.training_figures import entity_scores_figure, loss_figure
 from ui import state
-from ui.audit import audit_work
-from ui.caches import computed, estimate_text, model_turn, speed_book
+from ui.caches import computed, estimate_text, speed_book
 from ui.context import PageContext
 from ui.note_inputs import open_note
-from ui.training_run import KEEP, KeptRun, LiveLoss, common_settings, save_section
+from ui.training_run import KEEP, KeptRun, LiveLoss, common_settings, run_stage, save_section
 from ui.widgets import kept_upload, note_choice, user_errors
 
 FIRST_PIECE, ALL_PIECES = "the first piece of each word", "every piece"
@@ -83,17 +82,8 @@ def tagger_stage(now: PageContext) -> None:
     if st.button("Train the tagger", type="primary", key="go_tag"):
         st.caption("Press Stop (top right) or change any input to stop: the model as trained so far is kept.")
         live, run = LiveLoss.drawn(), KeptRun()
-        with user_errors(), audit_work("train_tagger", info.name) as audit_fields, \
-                model_turn(run.calls(live.progress)) as (turn, step_progress):  # audit line; a turn on the cores
-            trained = train_tagger(loaded, dataset, config=config, on_step=run.calls(live.step),
-                                   progress=step_progress, cancel=run)
-            if trained.result.cancelled:
-                audit_fields["outcome"] = "cancelled"
-        if not run():
-            live.clear()
-        if work is not None and not trained.result.cancelled:
-            speed_book().record_training(info.key, work, max(trained.result.seconds - turn.paused_s, 0.0),
-                                         trained.result.setup_seconds)
+        trained = run_stage("train_tagger", info, work, live, run, lambda progress: train_tagger(
+            loaded, dataset, config=config, on_step=run.calls(live.step), progress=progress, cancel=run))
         st.session_state[state.TG_MODEL] = (trained, dataset)  # this session's own copy; never shared
         run.finish()
 

@@ -20,9 +20,12 @@ import streamlit as st
 from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlException
 
 from cbert_core.model.loading import ModelInfo
+from cbert_core.serving.speed import Passes
 from ui import state
+from ui.audit import audit_work
+from ui.caches import model_turn, speed_book
 from ui.sidebar import use_model
-from ui.widgets import user_errors
+from ui.widgets import Report, user_errors
 
 KEEP = dict(persist_state="session")
 
@@ -112,6 +115,29 @@ class LiveLoss:
     def clear(self) -> None:
         self.bar.empty()
         self.curve.empty()
+
+
+def run_stage(analysis: str, info: ModelInfo, work: Passes | None, live: LiveLoss, run: KeptRun,
+              train: Callable[[Report], Any]) -> Any:
+    """``train(progress)`` for one stage's run, as every stage runs it: one audit line (ok, cancelled or
+    failed), a turn on the shared cores that lets waiting sessions go first between steps, the live curve
+    cleared after a whole run, and the run's speed recorded for estimates without the time it paused.
+
+    Returns:
+        What ``train`` returned (its ``result`` says whether it was cancelled); an error a user can cause
+        is shown by ``user_errors``, which stops the script.
+    """
+    with user_errors(), audit_work(analysis, info.name) as audit_fields, \
+            model_turn(run.calls(live.progress)) as (turn, step_progress):
+        trained = train(step_progress)
+        if trained.result.cancelled:
+            audit_fields["outcome"] = "cancelled"
+    if not run():
+        live.clear()
+    if work is not None and not trained.result.cancelled:  # a whole run: the speed of training this model
+        speed_book().record_training(info.key, work, max(trained.result.seconds - turn.paused_s, 0.0),
+                                     trained.result.setup_seconds)
+    return trained
 
 
 def save_section(trained: Any, *, prefix: str, saved_key: str, folder_name: str, what: str) -> None:
