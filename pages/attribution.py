@@ -15,7 +15,6 @@ from cbert_core.analyses.attribution import METHODS as WINDOW_METHODS
 from cbert_core.analyses.attribution import planned_passes as window_passes
 from cbert_core.analyses.attribution_groups import GROUPINGS, group_scores, note_groups, shares
 from cbert_core.analyses.counterfactual import counterfactual
-from cbert_core.analyses.predict import fill_mask
 from cbert_core.analyses.targets import Target, class_target, masked_token_target, similarity_target, token_class_target
 from cbert_core.analyses.whole_note import METHOD_SPECS, NoteAttribution, explain
 from cbert_core.analyses.whole_note import planned_passes as note_passes
@@ -43,6 +42,7 @@ from ui.attribution_text import (
 )
 from ui.caches import computed, estimate, is_computed
 from ui.context import page
+from ui.target_choice import masked_word_choice
 from ui.widgets import ask_once, knockout_picker, note_choice, note_part_picker, user_errors
 
 BASELINE_NAMES = {"pad": "[PAD] (keeps [CLS]/[SEP])", "mask": "[MASK]"}
@@ -95,20 +95,10 @@ if pending is not None:
 def masked_word_target() -> tuple[Target, int | None, int | None]:
     """A masked-LM explains the probability of a word at one of the note's [MASK]s, in that mask's window."""
     masks = result.mask_positions
-    if len(masks) == 0:
-        st.info("Explaining a masked-word prediction needs a [MASK] in the note. Type [MASK] where a word "
-                "should go (see the Predictions page).", icon=":material/info:")
-        st.stop()
-    columns = st.columns(2)
-    mask_names = tuple(f"[MASK] {i + 1}" for i in range(len(masks)))
-    mask_index = columns[0].selectbox("Which [MASK]", range(len(masks)), format_func=mask_names.__getitem__,
-                                      key=note_choice("q_mask", result.key, 0, options=range(len(masks))),
-                                      persist_state="session")
-    filled = computed(fill_mask, loaded, now.plan, label="Filling in", progress=False)
-    candidates = list(filled.top_tokens[mask_index])
-    word = columns[1].selectbox("Explain the probability of", candidates,
-                                key=note_choice("q_target", (result.key, mask_index), candidates[0],
-                                                options=candidates), persist_state="session")
+    mask_index, word = masked_word_choice(
+        now, masks, result.key, mask_key="q_mask", word_key="q_target", word_label="Explain the probability of",
+        needs_mask="Explaining a masked-word prediction needs a [MASK] in the note. Type [MASK] where a word "
+                   "should go (see the Predictions page).")
     target = masked_token_target(loaded, word, mask_index=mask_index, lowercase=now.plan.lowercase)
     owner = int(result.owner[int(masks[mask_index])])
     return target, owner, owner

@@ -10,7 +10,6 @@ from cbert_core.analyses import patching, probes
 from cbert_core.analyses.counterfactual import apply_edit
 from cbert_core.analyses.minimal_pair import edited_copy, negation_flip
 from cbert_core.analyses.patching import first_changed_position, pair_effect, patch_pair, top_heads
-from cbert_core.analyses.predict import fill_mask
 from cbert_core.analyses.targets import Target, class_target, masked_token_target, similarity_target, token_class_target
 from cbert_core.corpus.collection import (
     candidate_label_columns,
@@ -28,6 +27,7 @@ from cbert_core.views.mechanism_figures import head_patch_figure, position_patch
 from ui import state
 from ui.caches import computed, estimate, get_collection_plans, is_computed
 from ui.context import page
+from ui.target_choice import masked_word_choice
 from ui.widgets import ask_once, kept_upload, knockout_picker, note_choice, user_errors
 
 SCAN_NAMES = {"residual": "Residual stream (each layer's input)", "attention": "Attention block output",
@@ -78,21 +78,11 @@ with user_errors():
 
 
 def masked_word_target() -> Target:
-    masks = result.mask_positions
-    if len(masks) == 0:
-        st.info("Patching a masked-word prediction needs a [MASK] in the note: type [MASK] where a word should go "
-                "(for example 'Acute [MASK] exacerbation').", icon=":material/info:")
-        st.stop()
-    columns = st.columns(2)
-    mask_names = tuple(f"[MASK] {i + 1}" for i in range(len(masks)))
-    mask_index = columns[0].selectbox("Which [MASK]", range(len(masks)), format_func=mask_names.__getitem__,
-                                      key=note_choice("q_mech_mask", result.key, 0, options=range(len(masks))),
-                                      persist_state="session")
-    filled = computed(fill_mask, loaded, now.plan, label="Filling in", progress=False)
-    candidates = list(filled.top_tokens[mask_index])
-    word = columns[1].selectbox("Target: the log-probability of", candidates, persist_state="session",
-                                key=note_choice("q_mech_target", (result.key, mask_index), candidates[0],
-                                                options=candidates))
+    mask_index, word = masked_word_choice(
+        now, result.mask_positions, result.key, mask_key="q_mech_mask", word_key="q_mech_target",
+        word_label="Target: the log-probability of",
+        needs_mask="Patching a masked-word prediction needs a [MASK] in the note: type [MASK] where a word should "
+                   "go (for example 'Acute [MASK] exacerbation').")
     return masked_token_target(loaded, word, mask_index=mask_index, lowercase=now.plan.lowercase)
 
 

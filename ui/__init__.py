@@ -9,8 +9,10 @@
   uploads kept across pages, buttons that ask once, errors shown as messages;
 * ``captions``: the plain-language captions of the "Inside the model" page;
 * ``icon``: the browser tab's icon, drawn in memory;
+* ``target_choice``: target pickers two pages share (a [MASK] and a word there);
+* ``auth`` and ``audit``: optional sign-in and the audit log's lines;
 * ``training_run`` (what the Fine-tune page's stages share: settings, a stop that keeps the result, the
-  live loss, saving) and ``train_classify``, ``train_pretrain``, ``train_tagger`` (the three stages).
+  live loss, one run's audit line and turn on the cores, saving) and ``train_classify``, ``train_pretrain``, ``train_tagger`` (the three stages).
 
 Figures are built in ``cbert_core.views``; pages wire widgets to analyses to figures.
 """
