@@ -34,6 +34,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SHARED = ROOT.parent / "shared"
 SHAPED_TOOL = SHARED / "tools" / "make_shaped_checkpoint.py"
 MTSAMPLES = SHARED / "data" / "clinical_text" / "mtsamples_subset_240.csv"
+NEGEX = SHARED / "data" / "clinical_text" / "negex_rsAnnotations-1-120-random.txt"
 FALLBACK_NOTE = (
     "HISTORY OF PRESENT ILLNESS: The patient is a 67-year-old man with COPD who presents with two days of "
     "worsening shortness of breath and a productive cough. He denies chest pain. No fever. He takes "
@@ -51,6 +52,38 @@ def bench_parser(doc: str) -> argparse.ArgumentParser:
                         help="tiny test models and sizes, no ../shared: checks in seconds that the bench runs "
                              "(the numbers mean nothing)")
     return parser
+
+
+def training_options(parser: argparse.ArgumentParser, *, epochs: int) -> None:
+    """The fine-tuning benches' options: --epochs (default ``epochs``), --unfreeze, --batch-size, --threads, --seed."""
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--unfreeze", type=int, default=2, help="top encoder layers to train with the head")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def training_args(parser: argparse.ArgumentParser) -> argparse.Namespace | None:
+    """Parse a NegEx fine-tuning bench's arguments and announce quick mode (one epoch there).
+
+    None when the NegEx set is missing outside quick mode (said on stderr): the bench then returns 2.
+    """
+    args = parser.parse_args()
+    announce(args.quick)
+    if args.quick:
+        args.epochs = 1
+    elif negex_missing():
+        return None
+    return args
+
+
+def negex_missing() -> bool:
+    """Whether the public NegEx set (../shared) is missing; if so, says so on stderr."""
+    if NEGEX.is_file():
+        return False
+    print(f"{NEGEX} is missing: this bench needs ../shared (the public NegEx test set), or run with --quick.",
+          file=sys.stderr)
+    return True
 
 
 def announce(quick: bool) -> None:

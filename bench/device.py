@@ -16,25 +16,13 @@ Needs ../shared (the real-size, random-weight Bio_ClinicalBERT-shaped checkpoint
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
 
-from common import announce, bench_checkpoint, bench_parser, best_time, note_with_tokens
+from common import announce, bench_checkpoint, bench_parser, best_time, cpu_line, note_with_tokens
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def step_time(run: Callable[[Callable[[object], None]], object]) -> float:
@@ -63,7 +51,7 @@ def main() -> int:
     from cbert_core.errors import DeviceError
     from cbert_core.model.device import describe_device, resolve_device
     from cbert_core.model.loading import load_model
-    from cbert_core.model.precision import bf16_is_fast, cpu_flags, precisions_for
+    from cbert_core.model.precision import bf16_is_fast, precisions_for
     from cbert_core.run.plan import RunOptions, plan_note
     from cbert_core.run.trace import trace
     from cbert_core.training.finetune import FineTuneConfig, fine_tune
@@ -77,10 +65,7 @@ def main() -> int:
         print(f"precision {args.precision} is not offered on {chosen.type}; choose one of "
               f"{', '.join(precisions_for(chosen))}")
         return 2
-    flags = cpu_flags()
-    print(f"machine: {cpu_name()} ({os.cpu_count()} CPUs; "
-          f"{'native' if bf16_is_fast() else 'no native'} bf16: avx512_bf16 {'avx512_bf16' in flags}, "
-          f"amx {'amx_bf16' in flags}); load average {os.getloadavg()[0]:.1f} at start; torch {torch.__version__}")
+    print(f"{cpu_line()}; {'native' if bf16_is_fast() else 'no native'} bf16; torch {torch.__version__}")
     print(f"device: {describe_device(chosen)} (asked: {args.device or os.environ.get('CBERT_DEVICE') or 'auto'})")
     devices = [chosen] if chosen.type == "cpu" else [chosen, torch.device("cpu")]
     if chosen.type == "cpu":

@@ -20,41 +20,27 @@
 from __future__ import annotations
 
 import os
-import platform
 import resource
 import statistics
-import subprocess
 import threading
 import time
 from collections.abc import Callable
 
 from common import (
     MTSAMPLES,
-    SHARED,
+    NEGEX,
     announce,
     bench_parser,
     corpus_text,
+    cpu_line,
+    negex_missing,
     scratch_folder,
     shaped_checkpoint,
     tiny_checkpoint,
 )
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-NEGEX = SHARED / "data" / "clinical_text" / "negex_rsAnnotations-1-120-random.txt"
 QUICK_FINDINGS = ("chest pain", "fever", "cough", "shortness of breath", "pneumonia", "edema")
-
-
-def cpu_line() -> str:
-    """The CPU model and whether it has bf16/AMX, and the load average (figures on a shared machine)."""
-    model, flags = platform.processor() or "?", ""
-    try:
-        lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines()
-        model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name")), model)
-        flags = next((line for line in lines if line.startswith("Flags")), "")
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    extras = [flag for flag in ("avx512_bf16", "amx_bf16", "amx_tile") if flag in flags.split()]
-    return f"CPU: {model} ({', '.join(extras) or 'no avx512_bf16/amx'}); {os.cpu_count()} cores"
 
 
 def load_line() -> str:
@@ -66,8 +52,8 @@ def sentences(quick: bool) -> tuple[list[str], list[str]]:
     if quick:
         texts = [f"The patient {'denies' if i % 2 else 'reports'} {QUICK_FINDINGS[i % 6]} today." for i in range(24)]
         return texts, ["Negated" if i % 2 else "Affirmed" for i in range(24)]
-    if not NEGEX.is_file():
-        raise SystemExit(f"{NEGEX} is missing: this bench needs ../shared (the public NegEx set), or run --quick.")
+    if negex_missing():
+        raise SystemExit(2)
     from cbert_core.corpus.collection import read_table
 
     table = read_table(NEGEX).frame

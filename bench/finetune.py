@@ -16,16 +16,14 @@ capitals, which an uncased model cannot see); ``--input condition`` feeds
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
 # common sets OMP_WAIT_POLICY=PASSIVE before torch loads: busy-waiting OpenMP threads slow training
 # several-fold when other work shares the two cores (measured here: 2.7 s vs 0.41 s per step).
-from common import SHARED, announce, bench_parser, scratch_folder, tiny_checkpoint
+from common import NEGEX, bench_parser, scratch_folder, tiny_checkpoint, training_args, training_options
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-NEGEX = SHARED / "data" / "clinical_text" / "negex_rsAnnotations-1-120-random.txt"
 NEGEX_HEADER = ("line number", "Condition", "sentence", "negation_status (negated, affirmed, possible)",
                 "temporality (historical, recent, hypothetical)", "experiencer (patient, other)")
 FINDINGS = ("chest pain", "fever", "cough", "shortness of breath", "pneumonia", "edema", "nausea", "headache",
@@ -48,19 +46,10 @@ def quick_negex() -> Path:
 
 def main() -> int:
     parser = bench_parser(__doc__)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--unfreeze", type=int, default=2, help="top encoder layers to train with the head")
-    parser.add_argument("--batch-size", type=int, default=16)
+    training_options(parser, epochs=2)
     parser.add_argument("--input", choices=("sentence", "condition"), default="condition")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    announce(args.quick)
-    if args.quick:
-        args.epochs = 1
-    elif not NEGEX.is_file():
-        print(f"{NEGEX} is missing: this bench needs ../shared (the public NegEx test set), or run with --quick.",
-              file=sys.stderr)
+    args = training_args(parser)
+    if args is None:
         return 2
 
     import numpy as np

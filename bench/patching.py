@@ -21,28 +21,13 @@ and the largest difference between the two (identical results up to float roundi
 from __future__ import annotations
 
 import os
-import platform
 import time
 
-from common import announce, bench_checkpoint, bench_parser, note_with_tokens
+from common import announce, bench_checkpoint, bench_parser, cpu_line, note_with_tokens
 
 GOAL_RATIO = 4.0
 SCANS_MEASURED = ("residual", "attention", "ffn", "heads")
 PAIR_SENTENCE = " The patient denies chest pain. [MASK] fever."
-
-
-def cpu_line() -> str:
-    name = platform.processor() or "unknown CPU"
-    flags = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            text = handle.read()
-        name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
-                    name)
-        flags = ", ".join(flag for flag in ("avx512_bf16", "amx_bf16") if f" {flag}" in text) or "no bf16 flags"
-    except OSError:
-        pass
-    return f"{name} ({flags}), {os.cpu_count()} CPUs"
 
 
 def pair_text(tokenizer: object, positions: int, quick: bool) -> str:
@@ -87,7 +72,7 @@ def main() -> None:
     layers, heads = len(loaded.anatomy.layers), loaded.anatomy.num_heads
     print(f"checkpoint: {folder.name} ({'tiny test model' if args.quick else 'BERT-base shape'}, random weights), "
           f"{layers} layers x {heads} heads; torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"CPU: {cpu_line()}; load average {os.getloadavg()[0]:.1f} at start")
+    print(cpu_line())
     print(f"pair: {pair.positions} positions, one to one: {pair.one_to_one}; target log p('no' at the [MASK]); "
           f"denoising (clean into the edited run)")
     clean = record_run(loaded, pair.clean_ids, target, pair.clean_row)

@@ -16,22 +16,18 @@ with the time one pass per layer would take measured on a sample.
 from __future__ import annotations
 
 import os
-import sys
 import time
 
-from finetune import NEGEX, quick_negex
-from patching import cpu_line
+from finetune import quick_negex
 
-from common import announce, bench_parser, tiny_checkpoint
+from common import NEGEX, announce, bench_parser, cpu_line, negex_missing, tiny_checkpoint
 
 
 def main() -> int:
     parser = bench_parser(__doc__)
     args = parser.parse_args()
     announce(args.quick)
-    if not args.quick and not NEGEX.is_file():
-        print(f"{NEGEX} is missing: this bench needs ../shared (the public NegEx test set), or run with --quick.",
-              file=sys.stderr)
+    if not args.quick and negex_missing():
         return 2
     import numpy as np
     import torch
@@ -51,7 +47,7 @@ def main() -> int:
     folds = 3 if args.quick else 5
     print(f"model: {loaded.info.name} ({loaded.info.num_layers} layers, hidden {loaded.info.hidden_size}); torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"CPU: {cpu_line()}; load average {os.getloadavg()[0]:.1f} at start")
+    print(cpu_line())
 
     started = time.perf_counter()
     plans = [plan_note(loaded, sentence) for sentence in sentences]

@@ -19,12 +19,18 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import time
 
-from finetune import NEGEX, quick_negex
+from finetune import quick_negex
 
-from common import announce, bench_parser, cpu_line, tiny_checkpoint
+from common import (
+    NEGEX,
+    bench_parser,
+    cpu_line,
+    tiny_checkpoint,
+    training_args,
+    training_options,
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -98,18 +104,9 @@ def dictionary_spans(text: str, patterns: list) -> list:
 
 def main() -> int:
     parser = bench_parser(__doc__)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--unfreeze", type=int, default=2, help="top encoder layers to train with the head")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    announce(args.quick)
-    if args.quick:
-        args.epochs = 1
-    elif not NEGEX.is_file():
-        print(f"{NEGEX} is missing: this bench needs ../shared (the public NegEx test set), or run with --quick.",
-              file=sys.stderr)
+    training_options(parser, epochs=3)
+    args = training_args(parser)
+    if args is None:
         return 2
 
     import torch

@@ -79,7 +79,7 @@ REPORTS = {
     ],
     "patching.py": [
         "checkpoint:",
-        "CPU:",
+        "cpu:",
         "pair: ",
         " scan        runs  batched s  one-per-forward s  ratio  largest |difference|  share range",
         " residual ",
@@ -93,7 +93,7 @@ REPORTS = {
     ],
     "probes.py": [
         "model:",
-        "CPU:",
+        "cpu:",
         "data: ",
         " layer       accuracy (± fold sd)  control (± sd)  selectivity",
         " embeddings ",
@@ -115,7 +115,7 @@ REPORTS = {
         "confusion matrix (rows = true, columns = predicted):",
     ],
     "device.py": [
-        "machine:",
+        " bf16; torch ",
         "device: ",
         "checkpoint on cpu:",
         "trace, ",
@@ -124,7 +124,7 @@ REPORTS = {
         "load average",
     ],
     "evaluate.py": [
-        "CPU: ",
+        "cpu: ",
         "load average (1, 5, 15 min): ",
         "checkpoint: ",
         "  ours (batch engine, local) s: ",
