@@ -20,7 +20,7 @@ from cbert_core.views.training_figures import confusion_figure, loss_figure
 from ui import state
 from ui.caches import computed, estimate_text, speed_book
 from ui.context import PageContext
-from ui.training_run import KEEP, KeptRun, LiveLoss, common_settings, run_stage, save_section
+from ui.training_run import KEEP, KeptRun, LiveLoss, common_settings, result_header, run_stage, save_section
 from ui.widgets import kept_upload, note_choice, user_errors
 
 
@@ -87,10 +87,7 @@ def classify_stage(now: PageContext) -> None:
     if trained is None:
         st.stop()
     outcome = trained.result
-    st.subheader("Result")
-    if outcome.cancelled:
-        st.warning(f"Training was stopped after {outcome.steps_done} of {outcome.total_steps} steps; the model as "
-                   "trained so far is kept (no validation figures).", icon=":material/warning:")
+    result_header(outcome, kept="(no validation figures)")
     columns = st.columns(4)
     columns[0].metric("Validation accuracy", f"{outcome.validation_accuracy:.1%}" if outcome.validation_accuracy
                       is not None else "n/a")

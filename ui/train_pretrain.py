@@ -19,7 +19,7 @@ from cbert_core.views.training_figures import loss_figure, perplexity_figure
 from ui import state
 from ui.caches import computed, estimate_text, speed_book
 from ui.context import PageContext
-from ui.training_run import KEEP, KeptRun, LiveLoss, common_settings, run_stage, save_section
+from ui.training_run import KEEP, KeptRun, LiveLoss, common_settings, result_header, run_stage, save_section
 from ui.widgets import kept_upload, note_choice, user_errors
 
 EXAMPLE_TEXTS = tuple(EXAMPLE_NOTES.values()) + tuple(text for text, _label in EXAMPLE_COLLECTION)
@@ -147,10 +147,7 @@ def pretrain_stage(now: PageContext) -> None:
     if trained is None:
         st.stop()
     outcome = trained.result
-    st.subheader("Result")
-    if outcome.cancelled:
-        st.warning(f"Training was stopped after {outcome.steps_done} of {outcome.total_steps} steps; the model as "
-                   "trained so far is kept, with the held-out scores measured until then.", icon=":material/warning:")
+    result_header(outcome, kept="(the held-out scores measured until then)")
     first, last = (outcome.checks[0], outcome.checks[-1]) if outcome.checks else (None, None)
     columns = st.columns(4)
     columns[0].metric("Held-out pseudo-perplexity", f"{last.pseudo_perplexity:,.1f}" if last else "n/a",

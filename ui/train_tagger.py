@@ -18,7 +18,7 @@ from ui import state
 from ui.caches import computed, estimate_text, speed_book
 from ui.context import PageContext
 from ui.note_inputs import open_note
-from ui.training_run import KEEP, KeptRun, LiveLoss, common_settings, run_stage, save_section
+from ui.training_run import KEEP, KeptRun, LiveLoss, common_settings, result_header, run_stage, save_section
 from ui.widgets import kept_upload, note_choice, user_errors
 
 FIRST_PIECE, ALL_PIECES = "the first piece of each word", "every piece"
@@ -92,10 +92,7 @@ def tagger_stage(now: PageContext) -> None:
         st.stop()
     trained, trained_on = kept
     outcome = trained.result
-    st.subheader("Result")
-    if outcome.cancelled:
-        st.warning(f"Training was stopped after {outcome.steps_done} of {outcome.total_steps} steps; the model as "
-                   "trained so far is kept (no held-out scores).", icon=":material/warning:")
+    result_header(outcome, kept="(no held-out scores)")
     overall = outcome.score()
     columns = st.columns(4)
     for column, (name, value) in zip(columns, (("Entity F1", "f1"), ("Precision", "precision"),

@@ -140,6 +140,15 @@ def run_stage(analysis: str, info: ModelInfo, work: Passes | None, live: LiveLos
     return trained
 
 
+def result_header(outcome: Any, *, kept: str) -> None:
+    """The "Result" heading of a stage, with a warning when the run was stopped (``kept`` says what the
+    figures below still hold, e.g. "(no validation figures)")."""
+    st.subheader("Result")
+    if outcome.cancelled:
+        st.warning(f"Training was stopped after {outcome.steps_done} of {outcome.total_steps} steps; the model as "
+                   f"trained so far is kept {kept}.", icon=":material/warning:")
+
+
 def save_section(trained: Any, *, prefix: str, saved_key: str, folder_name: str, what: str) -> None:
     """A folder, a Save button writing ``trained`` (its ``save(folder)``) there, and a button to use it."""
     st.subheader("Save as a checkpoint")
