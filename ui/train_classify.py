@@ -7,10 +7,8 @@ import streamlit as st
 
 from cbert_core.corpus.collection import (
     candidate_label_columns,
-    candidate_text_columns,
     collection_from_table,
     collection_from_texts,
-    read_table,
 )
 from cbert_core.errors import CbertError
 from cbert_core.text.examples import EXAMPLE_COLLECTION
@@ -20,8 +18,17 @@ from cbert_core.views.training_figures import confusion_figure, loss_figure
 from ui import state
 from ui.caches import computed, estimate_text, speed_book
 from ui.context import PageContext
-from ui.training_run import KEEP, KeptRun, LiveLoss, common_settings, result_header, run_stage, save_section
-from ui.widgets import kept_upload, note_choice, user_errors
+from ui.training_run import (
+    KEEP,
+    KeptRun,
+    LiveLoss,
+    common_settings,
+    result_header,
+    run_stage,
+    save_section,
+    uploaded_notes,
+)
+from ui.widgets import note_choice, user_errors
 
 
 def classify_stage(now: PageContext) -> None:
@@ -36,14 +43,7 @@ def classify_stage(now: PageContext) -> None:
             texts, labels = zip(*EXAMPLE_COLLECTION)
             collection = collection_from_texts(list(texts), labels=list(labels))
         else:
-            upload = kept_upload("Labelled notes", types=["csv", "tsv", "txt", "jsonl", "json"], key="ft_upload")
-            if upload is None:
-                st.stop()
-            table = read_table(upload.data, name=upload.name)
-            text_columns = candidate_text_columns(table)
-            if not text_columns:
-                raise CbertError(f"{upload.name} has no column that holds text. The columns are: "
-                                 f"{', '.join(map(str, table.frame.columns))}.")
+            upload, table, text_columns = uploaded_notes("Labelled notes", "ft_upload")
             label_columns = candidate_label_columns(table)
             if not label_columns:
                 raise CbertError("Fine-tuning needs a label column with a few distinct values; none was found.")

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from cbert_core.corpus.collection import candidate_text_columns, collection_from_table, read_table
+from cbert_core.corpus.collection import collection_from_table
 from cbert_core.errors import CbertError
 from cbert_core.text.examples import EXAMPLE_COLLECTION, EXAMPLE_NOTES
 from cbert_core.text.tokens import mask_positions
@@ -19,8 +19,17 @@ from cbert_core.views.training_figures import loss_figure, perplexity_figure
 from ui import state
 from ui.caches import computed, estimate_text, speed_book
 from ui.context import PageContext
-from ui.training_run import KEEP, KeptRun, LiveLoss, common_settings, result_header, run_stage, save_section
-from ui.widgets import kept_upload, note_choice, user_errors
+from ui.training_run import (
+    KEEP,
+    KeptRun,
+    LiveLoss,
+    common_settings,
+    result_header,
+    run_stage,
+    save_section,
+    uploaded_notes,
+)
+from ui.widgets import note_choice, user_errors
 
 EXAMPLE_TEXTS = tuple(EXAMPLE_NOTES.values()) + tuple(text for text, _label in EXAMPLE_COLLECTION)
 
@@ -58,14 +67,7 @@ def pretrain_stage(now: PageContext) -> None:
         if source.startswith("Example"):
             texts = EXAMPLE_TEXTS
         else:
-            upload = kept_upload("Notes", types=["csv", "tsv", "txt", "jsonl", "json"], key="pt_upload")
-            if upload is None:
-                st.stop()
-            table = read_table(upload.data, name=upload.name)
-            text_columns = candidate_text_columns(table)
-            if not text_columns:
-                raise CbertError(f"{upload.name} has no column that holds text. The columns are: "
-                                 f"{', '.join(map(str, table.frame.columns))}.")
+            upload, table, text_columns = uploaded_notes("Notes", "pt_upload")
             text_column = st.selectbox("Text column", text_columns, **KEEP, key=note_choice(
                 "pt_text_column", upload.digest, text_columns[0], options=text_columns))
             texts = collection_from_table(table, text_column=text_column).texts

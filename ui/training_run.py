@@ -19,13 +19,15 @@ import pandas as pd
 import streamlit as st
 from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlException
 
+from cbert_core.corpus.collection import DataTable, candidate_text_columns, read_table
+from cbert_core.errors import CbertError
 from cbert_core.model.loading import ModelInfo
 from cbert_core.serving.speed import Passes
 from ui import state
 from ui.audit import audit_work
 from ui.caches import model_turn, speed_book
 from ui.sidebar import use_model
-from ui.widgets import Report, user_errors
+from ui.widgets import KeptFile, Report, kept_upload, user_errors
 
 KEEP = dict(persist_state="session")
 
@@ -138,6 +140,23 @@ def run_stage(analysis: str, info: ModelInfo, work: Passes | None, live: LiveLos
         speed_book().record_training(info.key, work, max(trained.result.seconds - turn.paused_s, 0.0),
                                      trained.result.setup_seconds)
     return trained
+
+
+def uploaded_notes(label: str, key: str) -> tuple[KeptFile, DataTable, list[str]]:
+    """A kept CSV/TSV/JSONL upload, its table and the columns that hold text; stops until a file is given.
+
+    Raises:
+        CbertError: the file has no column that holds text (the message lists its columns).
+    """
+    upload = kept_upload(label, types=["csv", "tsv", "txt", "jsonl", "json"], key=key)
+    if upload is None:
+        st.stop()
+    table = read_table(upload.data, name=upload.name)
+    text_columns = candidate_text_columns(table)
+    if not text_columns:
+        raise CbertError(f"{upload.name} has no column that holds text. The columns are: "
+                         f"{', '.join(map(str, table.frame.columns))}.")
+    return upload, table, text_columns
 
 
 def result_header(outcome: Any, *, kept: str) -> None:
