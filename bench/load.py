@@ -34,10 +34,11 @@ def one_mode(name: str, env: dict[str, str], args) -> LoadReport:
     with running_app(env={"HF_HUB_OFFLINE": "1", "CBERT_MODEL": args.model, **env}) as server:
         port = int(server.url.rsplit(":", 1)[1])
         report = run_load(server.url, port, sessions=args.sessions, seconds=args.minutes * 60,
-                          long_sessions=args.long_sessions)
+                          long_sessions=args.long_sessions, browser_nice=args.browser_nice)
+    browsers = "normal priority" if args.browser_nice is None else f"nice {args.browser_nice}"
     print(f"\n[{name}] {args.sessions} sessions ({args.long_sessions} long) x {args.minutes:g} min on {args.model}: "
           f"rounds per session {report.rounds}, {len(report.page_times)} timed pieces of work in "
-          f"{report.elapsed_s:.0f} s")
+          f"{report.elapsed_s:.0f} s; browsers at {browsers}")
     print(f"[{name}] page time: median {report.median_page_s:.2f} s, worst {report.worst_page_s:.2f} s (all kinds)")
     print(f"[{name}]   kind                  count  median s  worst s  worst/median  per minute")
     for kind in (SHORT, EXPLAIN, SCAN):
@@ -48,6 +49,9 @@ def one_mode(name: str, env: dict[str, str], args) -> LoadReport:
         median = statistics.median(times)
         print(f"[{name}]   {kind:20s}  {len(times):5d}  {median:8.2f}  {max(times):7.2f}  {max(times) / median:12.1f}"
               f"  {len(times) / report.elapsed_s * 60:10.2f}")
+    for title, times in report.by_page.items():
+        print(f"[{name}]     {title:18s}  {len(times):5d}  {statistics.median(times):8.2f}  {max(times):7.2f}  "
+              f"{max(times) / statistics.median(times):12.1f}")
     print(f"[{name}] server RSS: " + ", ".join(f"{label} {value / 2**30:.2f} GB" for label, value in report.rss))
     print(f"[{name}] server status afterwards: {report.server_status}")
     print(f"[{name}] cross-talk / failures: {report.problems or 'none'}")
@@ -63,6 +67,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0, help="per mode")
     parser.add_argument("--model", default="bundled", help="CBERT_MODEL for the server")
     parser.add_argument("--modes", default="scheduler,bypassed", help="which of: " + ", ".join(MODES))
+    parser.add_argument("--browser-nice", type=int, default=None,
+                        help="run the sessions' browser at this niceness (e.g. 19), so it takes only the CPU the "
+                             "server leaves, as users' browsers on their own machines would")
     args = parser.parse_args()
     announce(args.quick)
     if args.quick:

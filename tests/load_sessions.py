@@ -11,7 +11,9 @@ which trace. Times are kept per kind (:data:`SHORT`, :data:`EXPLAIN`, :data:`SCA
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -44,10 +46,13 @@ class LoadReport:
     dialogs: list[str] = field(default_factory=list)
     outside_requests: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0  # from the first session's start until the last one stopped
+    by_page: dict[str, list[float]] = field(default_factory=dict)  # short pages' times per page title
 
-    def record(self, kind: str, seconds: float) -> None:
+    def record(self, kind: str, seconds: float, page: str | None = None) -> None:
         self.page_times.append(seconds)
         self.times.setdefault(kind, []).append(seconds)
+        if page is not None:
+            self.by_page.setdefault(page, []).append(seconds)
 
     @property
     def median_page_s(self) -> float:
@@ -112,7 +117,7 @@ async def _session(browser: object, url: str, session: int, deadline: float, rep
                 await aopen_page(page, "Note")
             else:
                 for title in PAGES:
-                    report.record(SHORT, await aopen_page(page, title))
+                    report.record(SHORT, await aopen_page(page, title), title)
                     if time.perf_counter() >= deadline:
                         break
             if await page.locator("h1:has-text('Note')").count():
@@ -142,35 +147,52 @@ async def _server_status(browser: object, url: str) -> str | None:
         await context.close()
 
 
-async def _run(url: str, port: int, sessions: int, seconds: float, long_sessions: int) -> LoadReport:
+def _niced_chromium(folder: str, niceness: int) -> str:
+    """A launcher that starts Chromium (and so every tab it forks) at ``niceness``."""
+    path = os.path.join(folder, "chromium")
+    with open(path, "w", encoding="ascii") as script:
+        script.write(f'#!/bin/sh\nexec nice -n {int(niceness)} {CHROMIUM} "$@"\n')
+    os.chmod(path, 0o755)
+    return path
+
+
+async def _run(url: str, port: int, sessions: int, seconds: float, long_sessions: int,
+               browser_nice: int | None) -> LoadReport:
     from playwright.async_api import async_playwright
 
     report = LoadReport(sessions=sessions, seconds=seconds)
     report.rss.append(("start", process_rss_bytes(port)))
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        started = time.perf_counter()
-        deadline = started + seconds
+        with tempfile.TemporaryDirectory() as folder:
+            executable = CHROMIUM if browser_nice is None else _niced_chromium(folder, browser_nice)
+            browser = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+            started = time.perf_counter()
+            deadline = started + seconds
 
-        async def sample_rss() -> None:
-            """Every minute (once, half-way, for runs under two minutes) until the sessions stop."""
-            every = 60.0 if seconds >= 120 else seconds / 2
-            while time.perf_counter() + every < deadline:
-                await asyncio.sleep(every)
-                report.rss.append((f"after {time.perf_counter() - started:.0f} s", process_rss_bytes(port)))
+            async def sample_rss() -> None:
+                """Every minute (once, half-way, for runs under two minutes) until the sessions stop."""
+                every = 60.0 if seconds >= 120 else seconds / 2
+                while time.perf_counter() + every < deadline:
+                    await asyncio.sleep(every)
+                    report.rss.append((f"after {time.perf_counter() - started:.0f} s", process_rss_bytes(port)))
 
-        await asyncio.gather(sample_rss(), *(_session(browser, url, index, deadline, report,
-                                                      long=index < long_sessions)
-                                             for index in range(sessions)))
-        report.elapsed_s = time.perf_counter() - started
-        report.rss.append(("end", process_rss_bytes(port)))
-        report.server_status = await _server_status(browser, url)
-        if report.server_status is not None:
-            report.hooks_after = int(report.server_status.split("·")[-1].split("hooks")[0].strip())
-        await browser.close()
+            await asyncio.gather(sample_rss(), *(_session(browser, url, index, deadline, report,
+                                                          long=index < long_sessions)
+                                                 for index in range(sessions)))
+            report.elapsed_s = time.perf_counter() - started
+            report.rss.append(("end", process_rss_bytes(port)))
+            report.server_status = await _server_status(browser, url)
+            if report.server_status is not None:
+                report.hooks_after = int(report.server_status.split("·")[-1].split("hooks")[0].strip())
+            await browser.close()
     return report
 
 
-def run_load(url: str, port: int, sessions: int, seconds: float, long_sessions: int = 0) -> LoadReport:
-    """``sessions`` browser sessions for ``seconds``; the first ``long_sessions`` of them run long work."""
-    return asyncio.run(_run(url, port, sessions, seconds, long_sessions))
+def run_load(url: str, port: int, sessions: int, seconds: float, long_sessions: int = 0,
+             browser_nice: int | None = None) -> LoadReport:
+    """``sessions`` browser sessions for ``seconds``; the first ``long_sessions`` of them run long work.
+
+    ``browser_nice``: run the browser at this niceness, so that on a machine shared with the server the
+    browsers (which stand for users' own machines) take the CPU the server leaves.
+    """
+    return asyncio.run(_run(url, port, sessions, seconds, long_sessions, browser_nice))

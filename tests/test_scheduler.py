@@ -284,19 +284,57 @@ def test_the_page_is_told_how_many_analyses_are_ahead_of_its_own(one_slot) -> No
     assert caches.waiting_text(3) == "waiting for the shared model, 3 analyses ahead of yours"
 
 
-def test_computed_analyses_run_in_a_turn_and_the_switch_bypasses_it(one_slot, monkeypatch) -> None:
+def test_computed_analyses_run_in_a_turn_and_the_switch_bypasses_it(one_slot, monkeypatch, bundled) -> None:
     caches = one_slot
     seen: list[tuple[int | None, int]] = []
 
-    def analysis(value: int) -> int:
+    def analysis(loaded, value: int) -> int:
         state = caches.scheduler().state()
         seen.append((state.slots, state.running))
         return value * 2
 
-    assert caches.computed(analysis, 21, label="Counting", progress=False) == 42
+    assert caches.computed(analysis, bundled, 21, label="Counting", progress=False) == 42
     assert seen == [(1, 1)]  # it held the one turn while it ran
     assert caches.scheduler().state().running == 0
     monkeypatch.setenv(caches.SCHEDULER_SWITCH, "off")
     caches.scheduler.clear()
-    assert caches.computed(analysis, 22, label="Counting", progress=False) == 44
+    assert caches.computed(analysis, bundled, 22, label="Counting", progress=False) == 44
     assert seen[-1] == (None, 1)  # bypassed: no bound (every session runs at once), still counted
+
+
+def test_an_analysis_that_runs_no_model_never_queues_behind_model_work(one_slot, bundled) -> None:
+    caches = one_slot
+    release = threading.Event()
+    holding = threading.Event()
+
+    def other_session() -> None:
+        with caches.scheduler().turn():
+            holding.set()
+            release.wait(TIMEOUT_S)
+
+    holder = threading.Thread(target=other_session, daemon=True)
+    holder.start()
+    try:
+        assert holding.wait(TIMEOUT_S)
+        # read from earlier results only (a trace's statistics, a projection): runs at once, outside the queue
+        def total(values: tuple[int, ...]) -> int:
+            return sum(values)
+
+        assert caches.computed(total, (1, 2, 3), label="Summing", progress=False) == 6
+        assert caches.scheduler().state().waiting == 0
+        # with the model among its inputs (or keyword arguments), it waits for the one slot
+        finished = threading.Event()
+
+        def add_one(value: int, loaded_b: object) -> int:
+            return value + 1
+
+        def model_analysis() -> None:
+            caches.computed(add_one, 41, loaded_b=bundled, label="Adding", progress=False)
+            finished.set()
+
+        threading.Thread(target=model_analysis, daemon=True).start()
+        until(lambda: caches.scheduler().state().waiting == 1, "the model analysis waits for its turn")
+        assert not finished.is_set()
+    finally:
+        release.set()
+    until(finished.is_set, "the model analysis ran once the slot was free")

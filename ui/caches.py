@@ -266,8 +266,10 @@ def computed(function: Callable[..., Any], *inputs: Any, label: str, passes: Pas
         progress: whether ``function`` takes a ``progress`` callback.
         measure: told (result, seconds) after a computation, for estimates of other kinds of work.
 
-    It runs in a turn on the shared model (:func:`model_turn`): the bar says how many analyses are ahead
-    while it waits, and work that reports progress lets waiting sessions go first between its steps.
+    An analysis that runs a model (one among ``inputs`` or ``arguments``) runs in a turn on the shared model
+    (:func:`model_turn`): the bar says how many analyses are ahead while it waits, and work that reports
+    progress lets waiting sessions go first between its steps. One that only reads earlier results (a
+    trace's head statistics, a projection of stored states) runs at once: it never queues behind model work.
     A changed input cancels the run (Streamlit interrupts it at the next progress update, or while it
     waits); nothing half-done is cached.
     """
@@ -280,6 +282,9 @@ def computed(function: Callable[..., Any], *inputs: Any, label: str, passes: Pas
     measured = measure if passes is None else (lambda _result, seconds: record_speed(inputs, passes, seconds))
 
     def run() -> Any:
+        if not runs_a_model((inputs, tuple(arguments.values()))):
+            extra = {"progress": report} if progress else {}
+            return timed(lambda: function(*inputs, **extra, **arguments), measured)
         with model_turn(report) as (turn, step):
             extra = {"progress": step} if progress else {}
             return timed(lambda: function(*inputs, **extra, **arguments), working(measured, turn))
@@ -288,6 +293,13 @@ def computed(function: Callable[..., Any], *inputs: Any, label: str, passes: Pas
         return cache.get_or_compute(key, run)
     finally:
         done()
+
+
+def runs_a_model(inputs: Any) -> bool:
+    """Whether a loaded model is among ``inputs`` (or inside a list or tuple of them)."""
+    if isinstance(inputs, LoadedModel):
+        return True
+    return isinstance(inputs, (list, tuple)) and any(runs_a_model(value) for value in inputs)
 
 
 def is_computed(function: Callable[..., Any], *inputs: Any, **arguments: Any) -> bool:
