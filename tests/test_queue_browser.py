@@ -1,0 +1,82 @@
+"""Fair turns seen from two browsers: while one session's head scan holds the only slot on the shared model, a
+second session that opens a page is told how many analyses are ahead of it, and its short trace is drawn before
+the long scan ends (it waits for one step of the scan, not the whole of it)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from browser_support import needs_chromium, open_page, running_app, screenshot, set_note, settle
+from notes import LONG_NOTE
+
+pytestmark = needs_chromium
+# Records every change of what the progress bars say, with the browser's clock (the same for every tab): a wait
+# of a fraction of a second is caught, which polling from Python misses. "" when no bar is shown.
+RECORD_PROGRESS = """
+window.progressEvents = [];
+let shownBefore = null;
+new MutationObserver(() => {
+  const shown = [...document.querySelectorAll('[data-testid="stProgress"]')]
+    .map(bar => bar.innerText.trim()).filter(text => text).join(" | ");
+  if (shown !== shownBefore) {
+    shownBefore = shown;
+    window.progressEvents.push([Date.now(), shown]);
+  }
+}).observe(document, {childList: true, subtree: true, characterData: true});
+"""
+SHORT_NOTE = "Patient reports a dry cough for three days. Denies fever. Lungs clear."
+
+
+@pytest.fixture(scope="module")
+def app_server(tmp_path_factory: pytest.TempPathFactory):
+    """The app with one slot on the shared model, so any two analyses take turns."""
+    with running_app(env={"HF_HUB_OFFLINE": "1", "CBERT_MODEL": "", "CBERT_MODEL_SLOTS": "1"},
+                     log_dir=tmp_path_factory.mktemp("logs")) as server:
+        yield server
+
+
+def _tab(chromium, url: str):
+    page = chromium.new_context(viewport={"width": 1400, "height": 1400}).new_page()
+    page.add_init_script(RECORD_PROGRESS)
+    page.goto(url)
+    settle(page)
+    return page
+
+
+def _scan_running(page) -> bool:
+    return page.locator('[data-testid="stProgress"]').count() > 0
+
+
+def test_a_session_behind_a_head_scan_is_told_it_waits_and_its_trace_comes_before_the_scan_ends(
+        chromium, app_server) -> None:
+    long_tab, short_tab = _tab(chromium, app_server.url), _tab(chromium, app_server.url)
+    set_note(long_tab, LONG_NOTE)
+    open_page(long_tab, "Attribution")
+    long_tab.get_by_role("button", name="Scan every head", exact=True).click()
+    deadline = time.perf_counter() + 120
+    while not _scan_running(long_tab):  # the scan has its turn and reports steps
+        assert time.perf_counter() < deadline, "the head scan did not start"
+        time.sleep(0.05)
+
+    clicked_at = long_tab.evaluate("Date.now()")
+    set_note(short_tab, SHORT_NOTE)  # a new note: its trace needs the model, whose only slot the scan holds
+    open_page(short_tab, "Tokenization")
+    screenshot(short_tab, "queue_short_page_drawn")
+    assert short_tab.get_by_text("cough").count() > 0  # the short session's own note, tokenized
+    settle(long_tab, timeout_s=600)  # the scan still finishes
+
+    short_events = short_tab.evaluate("window.progressEvents")
+    scan_events = [(at, shown) for at, shown in long_tab.evaluate("window.progressEvents") if at >= clicked_at]
+    waited = [index for index, (_at, shown) in enumerate(short_events)
+              if "waiting for the shared model, 1 analysis ahead of yours" in shown]
+    assert waited, short_events
+    # the moment the short session's bar stopped saying it waits: its trace had the model
+    turn_at = next(at for at, shown in short_events[waited[0]:] if "ahead of yours" not in shown)
+    # the scan reported further steps after that: the short trace waited for one step, not the whole scan
+    assert [shown for at, shown in scan_events if at > turn_at and shown], (turn_at, scan_events)
+    assert not _scan_running(long_tab)
+    assert long_tab.locator('[data-testid="stException"], [data-testid="stAlertContentError"]').count() == 0
+    screenshot(long_tab, "queue_long_scan_done")
+    assert "Traceback" not in app_server.log()
