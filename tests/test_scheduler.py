@@ -6,9 +6,10 @@ and the test waits for the scheduler's own state before it releases the next ste
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -252,8 +253,9 @@ def one_slot(monkeypatch: pytest.MonkeyPatch):
     caches.scheduler.clear()
 
 
-def test_the_page_is_told_how_many_analyses_are_ahead_of_its_own(one_slot) -> None:
-    caches = one_slot
+@contextlib.contextmanager
+def another_session_working(caches) -> Iterator[threading.Event]:
+    """Another session holds a turn (the only one, with ``one_slot``) until the yielded event is set."""
     release = threading.Event()
     holding = threading.Event()
 
@@ -262,9 +264,16 @@ def test_the_page_is_told_how_many_analyses_are_ahead_of_its_own(one_slot) -> No
             holding.set()
             release.wait(TIMEOUT_S)
 
-    holder = threading.Thread(target=other_session, daemon=True)
-    holder.start()
+    threading.Thread(target=other_session, daemon=True).start()
     assert holding.wait(TIMEOUT_S)
+    try:
+        yield release
+    finally:
+        release.set()
+
+
+def test_the_page_is_told_how_many_analyses_are_ahead_of_its_own(one_slot) -> None:
+    caches = one_slot
     shown: list[str] = []
     ran = threading.Event()
 
@@ -273,13 +282,14 @@ def test_the_page_is_told_how_many_analyses_are_ahead_of_its_own(one_slot) -> No
             step(0.5, "Window 1 of 2")
             ran.set()
 
-    waiter = threading.Thread(target=this_session, daemon=True)
-    waiter.start()
-    until(lambda: caches.waiting_text(1) in shown, f"the bar says one analysis is ahead (shown {shown[-1:]})")
-    assert not ran.is_set()
-    assert shown[-1] == "waiting for the shared model, 1 analysis ahead of yours"
-    release.set()
-    waiter.join(TIMEOUT_S)
+    with another_session_working(caches) as release:
+        waiter = threading.Thread(target=this_session, daemon=True)
+        waiter.start()
+        until(lambda: caches.waiting_text(1) in shown, f"the bar says one analysis is ahead (shown {shown[-1:]})")
+        assert not ran.is_set()
+        assert shown[-1] == "waiting for the shared model, 1 analysis ahead of yours"
+        release.set()
+        waiter.join(TIMEOUT_S)
     assert ran.is_set() and shown[-1] == "Window 1 of 2"
     assert caches.waiting_text(3) == "waiting for the shared model, 3 analyses ahead of yours"
 
@@ -304,37 +314,24 @@ def test_computed_analyses_run_in_a_turn_and_the_switch_bypasses_it(one_slot, mo
 
 def test_an_analysis_that_runs_no_model_never_queues_behind_model_work(one_slot, bundled) -> None:
     caches = one_slot
-    release = threading.Event()
-    holding = threading.Event()
+    finished = threading.Event()
 
-    def other_session() -> None:
-        with caches.scheduler().turn():
-            holding.set()
-            release.wait(TIMEOUT_S)
+    def total(values: tuple[int, ...]) -> int:
+        return sum(values)
 
-    holder = threading.Thread(target=other_session, daemon=True)
-    holder.start()
-    try:
-        assert holding.wait(TIMEOUT_S)
+    def add_one(value: int, loaded_b: object) -> int:
+        return value + 1
+
+    def model_analysis() -> None:
+        caches.computed(add_one, 41, loaded_b=bundled, label="Adding", progress=False)
+        finished.set()
+
+    with another_session_working(caches):
         # read from earlier results only (a trace's statistics, a projection): runs at once, outside the queue
-        def total(values: tuple[int, ...]) -> int:
-            return sum(values)
-
         assert caches.computed(total, (1, 2, 3), label="Summing", progress=False) == 6
         assert caches.scheduler().state().waiting == 0
         # with the model among its inputs (or keyword arguments), it waits for the one slot
-        finished = threading.Event()
-
-        def add_one(value: int, loaded_b: object) -> int:
-            return value + 1
-
-        def model_analysis() -> None:
-            caches.computed(add_one, 41, loaded_b=bundled, label="Adding", progress=False)
-            finished.set()
-
         threading.Thread(target=model_analysis, daemon=True).start()
         until(lambda: caches.scheduler().state().waiting == 1, "the model analysis waits for its turn")
         assert not finished.is_set()
-    finally:
-        release.set()
     until(finished.is_set, "the model analysis ran once the slot was free")
