@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -46,10 +45,12 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, st
                                   "hub unreachable, no cache"])
 def test_bad_model_is_a_message_and_others_keep_working(folders, name: str) -> None:
     spec, words = folders[name]
-    with ThreadPoolExecutor(max_workers=2) as pool:  # a healthy session runs at the same time
-        healthy = pool.submit(start, None, note_text="Patient denies chest pain. No fever.")
-        broken = pool.submit(start, None, model_choice=MODEL_OTHER, model_custom=spec)
-        broken_app, healthy_app = broken.result(), healthy.result()
+    # The broken session first, then a healthy one in the same server process (the same shared caches the failed
+    # load went through). Not from two threads at once: AppTest runs share Streamlit's process-wide script state,
+    # and two of them at once in one process sometimes lose a run's end (a KeyError inside AppTest, not the app).
+    # Sessions at the same time on a real server are the browser load test's (cross-talk and failures).
+    broken_app = start(None, model_choice=MODEL_OTHER, model_custom=spec)
+    healthy_app = start(None, note_text="Patient denies chest pain. No fever.")
     assert not broken_app.exception
     messages = " ".join(error.value for error in broken_app.sidebar.error)
     assert words in messages, messages
