@@ -122,7 +122,7 @@ class HeadAdapter:
         raise NotImplementedError
 
     def trace_part(self, outputs: object, top_k: int) -> dict[str, np.ndarray]:
-        """The head's output for one window of a trace, reduced to what the trace keeps."""
+        """The head's output for one window of a trace, reduced to what the trace keeps (it may overwrite ``outputs``)."""
         raise NotImplementedError
 
     def stitched(self, labels: tuple[str, ...], parts: list[dict[str, np.ndarray]], stitch: Stitch) -> HeadOutput:
@@ -153,9 +153,12 @@ class MaskedLanguageModel(HeadAdapter):
         return mlm_head(loaded.model)(hidden)
 
     def trace_part(self, outputs: object, top_k: int) -> dict[str, np.ndarray]:
-        logits = outputs.logits[0].float()  # [t, vocab]
-        values, indices = torch.topk(logits, k=min(top_k, logits.shape[-1]), dim=-1)  # [t, k]
-        logprobs = values - torch.logsumexp(logits, dim=-1, keepdim=True)  # no [t, vocab] copy
+        logits = outputs.logits[0].float()  # [t, vocab]; overwritten below (the trace reads nothing else of it)
+        values, indices = torch.topk(logits, k=min(top_k, logits.shape[-1]), dim=-1)  # [t, k], largest first
+        # log-sum-exp in place from the largest logit topk found: no [t, vocab] temporary, one pass fewer
+        largest = values[:, :1]
+        log_sum_exp = logits.sub_(largest).exp_().sum(-1, keepdim=True).log_().add_(largest)
+        logprobs = values - log_sum_exp
         return {"top_ids": indices.cpu().numpy().astype(np.int32)[None], "top_logprobs": logprobs.cpu().numpy()[None]}
 
     def stitched(self, labels: tuple[str, ...], parts: list[dict[str, np.ndarray]], stitch: Stitch) -> HeadOutput:

@@ -7,9 +7,11 @@ Hooks are global state on a module that every browser session shares, so:
 * each hook acts only for the thread that registered it, so two sessions that
   run the same model at once never see (or knock out) each other's heads.
 
-Three context managers: :func:`capture` records activations at named sites,
+Four context managers: :func:`capture` records activations at named sites,
 :func:`knockout` zeroes chosen attention heads, :func:`patch_activations` writes stored
-activations into chosen batch rows, positions and heads (activation patching).
+activations into chosen batch rows, positions and heads (activation patching), and
+:func:`observe_attention` hands the scores and weights the explorer's attention kernel computes
+to a callback (for reductions such as per-head statistics, without copying the weights).
 """
 
 from __future__ import annotations
@@ -53,31 +55,28 @@ class Recording:
     # converting dtype on the way, which saves a copy of every large array.
     buffers: dict[str, torch.Tensor] = field(default_factory=dict)
     filled: dict[str, int] = field(default_factory=dict)
-    # Optional reductions: hook call i stores reducers[site](output) (float32) instead of the output,
-    # e.g. per-head statistics of a layer's attention weights, which are then never copied.
-    reducers: dict[str, Callable[[torch.Tensor], torch.Tensor]] = field(default_factory=dict)
+    split: dict[str, int] = field(default_factory=dict)  # site -> heads, for sites reserved split per head
 
     def reserve(self, site: str, shape: tuple[int, ...], dtype: torch.dtype,
-                out: torch.Tensor | None = None) -> None:
+                out: torch.Tensor | None = None, heads: int | None = None) -> None:
         """Preallocate ``site``'s output: ``shape[0]`` hook calls of ``shape[1:]`` each.
 
         ``out``: a caller's tensor of that shape and dtype to fill instead (reused scratch).
+        ``heads``: store the site's [b, t, heads * head_dim] outputs split per head, as [b, heads, t, head_dim]
+        (``shape[1:]`` in that layout); the transposing copy is the one the hook makes anyway.
         """
         if out is not None and (tuple(out.shape) != tuple(shape) or out.dtype != dtype):
             raise ValueError(f"reserve: out has shape {tuple(out.shape)} {out.dtype}, expected {shape} {dtype}")
         self.buffers[site] = torch.empty(shape, dtype=dtype) if out is None else out
         self.filled[site] = 0
-
-    def reduce(self, site: str, reducer: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        """Store ``reducer(output)`` (as float32) at ``site`` instead of the output itself, until :meth:`clear`."""
-        self.reducers[site] = reducer
+        if heads is not None:
+            self.split[site] = heads
 
     def store(self, site: str, tensor: torch.Tensor, dtype: torch.dtype) -> None:
-        reducer = self.reducers.get(site)
-        if reducer is not None:
-            self.tensors.setdefault(site, []).append(_detached_copy(reducer(tensor.detach()), torch.float32))
-            return
         buffer = self.buffers.get(site)
+        heads = self.split.get(site)
+        if heads is not None:
+            tensor = tensor.unflatten(-1, (heads, -1)).transpose(-3, -2)  # [b, t, h * d] -> [b, h, t, d]
         if buffer is not None and self.filled[site] < buffer.shape[0] and buffer.shape[1:] == tensor.shape:
             buffer[self.filled[site]].copy_(tensor.detach())
             self.filled[site] += 1
@@ -104,7 +103,7 @@ class Recording:
         self.tensors.clear()
         self.buffers.clear()
         self.filled.clear()
-        self.reducers.clear()
+        self.split.clear()
 
 
 def _detached_copy(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -121,6 +120,32 @@ def _for_this_thread(owner: int, fn: Callable[..., object]) -> Callable[..., obj
 
     hook.cbert_hook = True  # type: ignore[attr-defined]  # lets hook_count tell ours from others
     return hook
+
+
+AttentionObserver = Callable[[torch.Tensor, torch.Tensor], None]
+_ATTENTION_OBSERVERS = threading.local()  # .observer: this thread's AttentionObserver, if any
+
+
+@contextmanager
+def observe_attention(observer: AttentionObserver) -> Iterator[None]:
+    """Call ``observer(scores, weights)`` for each attention the explorer's kernel computes in this thread.
+
+    ``scores`` are the scaled (and masked) q.k^T, ``weights`` their softmax, both [batch, head, q, k], in
+    layer order within a forward pass (:func:`cbert_core.model.attention_kernel.explorer_attention`). The
+    kernel needs the scores no more after the call, so the observer may overwrite them; never the weights.
+    Other threads running the same model are not observed; the previous observer is restored on exit.
+    """
+    previous = getattr(_ATTENTION_OBSERVERS, "observer", None)
+    _ATTENTION_OBSERVERS.observer = observer
+    try:
+        yield
+    finally:
+        _ATTENTION_OBSERVERS.observer = previous
+
+
+def attention_observer() -> AttentionObserver | None:
+    """The observer :func:`observe_attention` set for this thread, or None."""
+    return getattr(_ATTENTION_OBSERVERS, "observer", None)
 
 
 # torch hands out hook ids from an unlocked class counter; registering from two

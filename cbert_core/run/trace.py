@@ -28,12 +28,12 @@ import torch
 
 from cbert_core.errors import ResourceLimitError
 from cbert_core.model.heads import HeadOutput, head_adapter
-from cbert_core.model.hooks import HeadSet, Recording, capture, knockout
+from cbert_core.model.hooks import HeadSet, Recording, capture, knockout, observe_attention
 from cbert_core.model.loading import LoadedModel, ModelInfo
 from cbert_core.model.precision import Precision, autocast
 from cbert_core.progress import Progress
 from cbert_core.records import frozen_array
-from cbert_core.run.head_stats import HeadStatistics, statistics_record, statistics_reducer
+from cbert_core.run.head_stats import HeadStatistics, StatisticsCollector
 from cbert_core.run.lazy_attention import WindowAttention
 from cbert_core.run.plan import Budget, NotePlan
 from cbert_core.text.segment import Segmentation
@@ -213,7 +213,7 @@ def trace(
     owner_content = plan.owner
 
     extra = frozenset(extra_sites) - {"hidden", "attention", "query", "key", "ffn_activation"}
-    sites = {"hidden", "attention", "query", "key", *extra}
+    sites = {"hidden", "query", "key", *extra}
     if capture_ffn:
         sites.add("ffn_activation")
 
@@ -236,20 +236,21 @@ def trace(
         widest = max(w.size for w in windows) + 2
         scratch = torch.empty((layers + 1, 1, widest, info.hidden_size), dtype=torch.float16)
     device = loaded.device
+    statistics = StatisticsCollector()  # each layer's weights are reduced to per-head statistics, then dropped
     with torch.inference_mode(), autocast(precision, device), knockout(loaded.anatomy, knocked_out) as heads_out, \
-            capture(loaded.anatomy, sites) as recording:
+            capture(loaded.anatomy, sites) as recording, observe_attention(statistics):
         for window in windows:
             input_ids = torch.from_numpy(plan.window_ids(window))[None].to(device)  # [1, t]
             size = int(input_ids.shape[1])
-            # each layer's weights are reduced to per-head statistics in the hook, then dropped
-            recording.reduce("attention", statistics_reducer([global_tokens[p] for p in plan.window_positions(window)]))
-            recording.reserve("query", (layers, 1, size, info.hidden_size), query_dtype)
-            recording.reserve("key", (layers, 1, size, info.hidden_size), torch.float32)
+            statistics.start_window([global_tokens[p] for p in plan.window_positions(window)])
+            head_dim = info.hidden_size // heads
+            recording.reserve("query", (layers, 1, heads, size, head_dim), query_dtype, heads=heads)
+            recording.reserve("key", (layers, 1, heads, size, head_dim), torch.float32, heads=heads)
             recording.reserve("hidden", (layers + 1, 1, size, info.hidden_size), torch.float16,
                               out=None if scratch is None else scratch[:, :, :size])
             outputs = loaded.model(input_ids=input_ids)  # one unpadded sequence: no mask to build or add
-            head_stats.append(statistics_record(window.index, recording.take_stacked("attention")))
-            collected = _collect_window(recording, sites - {"attention"}, heads)
+            head_stats.append(statistics.finish_window(window.index, layers))
+            collected = _collect_window(recording, sites, heads)
             if streamed is not None:
                 _stitch_into(streamed, collected.pop("hidden"), window.index, owner, local, axis=1)
             per_window.append(collected)
@@ -387,7 +388,7 @@ def _collect_window(recording: Recording, sites: set[str], num_heads: int) -> di
     collected: dict[str, np.ndarray] = {}
     for site in sites:
         stacked = recording.take_stacked(site)[:, 0]  # [layer(+1), ...] without the batch axis
-        if site in HEAD_SPLIT_SITES:
+        if site in HEAD_SPLIT_SITES and stacked.ndim == 3:  # not already split per head as it was recorded
             layers, tokens, width = stacked.shape
             stacked = stacked.reshape(layers, tokens, num_heads, width // num_heads).transpose(0, 2, 1, 3)
             stacked = np.ascontiguousarray(stacked)  # [layer, head, pos, head_dim]
