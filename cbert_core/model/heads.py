@@ -30,6 +30,7 @@ from torch import nn
 from cbert_core.errors import TargetError
 from cbert_core.model.loading import HeadKind, LoadedModel
 from cbert_core.model.precision import float32
+from cbert_core.model.top_k import row_top_k
 from cbert_core.records import frozen
 
 Stitch = Callable[[str, int], np.ndarray]  # (name of a per-token part, its position axis) -> note-wide array
@@ -154,8 +155,8 @@ class MaskedLanguageModel(HeadAdapter):
 
     def trace_part(self, outputs: object, top_k: int) -> dict[str, np.ndarray]:
         logits = outputs.logits[0].float()  # [t, vocab]; overwritten below (the trace reads nothing else of it)
-        values, indices = torch.topk(logits, k=min(top_k, logits.shape[-1]), dim=-1)  # [t, k], largest first
-        # log-sum-exp in place from the largest logit topk found: no [t, vocab] temporary, one pass fewer
+        values, indices = row_top_k(logits, top_k)  # [t, k], largest first
+        # log-sum-exp in place from the largest logit found: no [t, vocab] temporary, one pass fewer
         largest = values[:, :1]
         log_sum_exp = logits.sub_(largest).exp_().sum(-1, keepdim=True).log_().add_(largest)
         logprobs = values - log_sum_exp
