@@ -1,6 +1,7 @@
-"""Fair turns seen from two browsers: while one session's head scan holds the only slot on the shared model, a
-second session that opens a page is told how many analyses are ahead of it, and its short trace is drawn before
-the long scan ends (it waits for one step of the scan, not the whole of it)."""
+"""Fair turns seen from three browsers: while one session's head scan holds the only slot on the shared model, a
+second session's short trace (one window) runs at once, beside it, and is never told to wait; a third session's
+long note (several windows: long work) is told how many analyses are ahead of it once its first window is done,
+and is drawn before the scan ends (it waits for one step of the scan at a time, not for the whole of it)."""
 
 from __future__ import annotations
 
@@ -49,9 +50,13 @@ def _scan_running(page) -> bool:
     return page.locator('[data-testid="stProgress"]').count() > 0
 
 
-def test_a_session_behind_a_head_scan_is_told_it_waits_and_its_trace_comes_before_the_scan_ends(
-        chromium, app_server) -> None:
-    long_tab, short_tab = _tab(chromium, app_server.url), _tab(chromium, app_server.url)
+def _waits(events: list) -> list[int]:
+    return [index for index, (_at, shown) in enumerate(events)
+            if "waiting for the shared model, 1 analysis ahead of yours" in shown]
+
+
+def test_behind_a_head_scan_a_short_trace_runs_at_once_and_a_long_note_is_told_it_waits(chromium, app_server) -> None:
+    long_tab, short_tab, second_long_tab = (_tab(chromium, app_server.url) for _ in range(3))
     set_note(long_tab, LONG_NOTE)
     open_page(long_tab, "Attribution")
     long_tab.get_by_role("button", name="Scan every head", exact=True).click()
@@ -61,21 +66,32 @@ def test_a_session_behind_a_head_scan_is_told_it_waits_and_its_trace_comes_befor
         time.sleep(0.05)
 
     clicked_at = long_tab.evaluate("Date.now()")
-    set_note(short_tab, SHORT_NOTE)  # a new note: its trace needs the model, whose only slot the scan holds
+    set_note(short_tab, SHORT_NOTE)  # a new note of one window: its trace is short work
     open_page(short_tab, "Tokenization")
+    short_drawn_at = short_tab.evaluate("Date.now()")
     screenshot(short_tab, "queue_short_page_drawn")
     assert short_tab.get_by_text("cough").count() > 0  # the short session's own note, tokenized
+
+    # another long note (3 windows on the bundled model): long work, which queues for the slot the scan holds
+    set_note(second_long_tab, LONG_NOTE + " Follow-up with repeat chest film in two weeks.")
+    open_page(second_long_tab, "Tokenization")
+    screenshot(second_long_tab, "queue_long_note_drawn")
+    assert second_long_tab.get_by_text("film").count() > 0
     settle(long_tab, timeout_s=600)  # the scan still finishes
 
-    short_events = short_tab.evaluate("window.progressEvents")
     scan_events = [(at, shown) for at, shown in long_tab.evaluate("window.progressEvents") if at >= clicked_at]
-    waited = [index for index, (_at, shown) in enumerate(short_events)
-              if "waiting for the shared model, 1 analysis ahead of yours" in shown]
-    assert waited, short_events
-    # the moment the short session's bar stopped saying it waits: its trace had the model
-    turn_at = next(at for at, shown in short_events[waited[0]:] if "ahead of yours" not in shown)
-    # the scan reported further steps after that: the short trace waited for one step, not the whole scan
-    assert [shown for at, shown in scan_events if at > turn_at and shown], (turn_at, scan_events)
+    scan_steps_after = lambda moment: [shown for at, shown in scan_events if at > moment and shown]  # noqa: E731
+    short_events = short_tab.evaluate("window.progressEvents")
+    assert not _waits(short_events), short_events  # short work never queued
+    assert scan_steps_after(short_drawn_at), (short_drawn_at, scan_events)  # drawn while the scan still ran
+
+    second_events = second_long_tab.evaluate("window.progressEvents")
+    waited = _waits(second_events)
+    assert waited, second_events
+    # the moment its bar stopped saying it waits: its trace had the model again
+    turn_at = next(at for at, shown in second_events[waited[0]:] if "ahead of yours" not in shown)
+    # the scan reported further steps after that: the long note waited for a step, not the whole scan
+    assert scan_steps_after(turn_at), (turn_at, scan_events)
     assert not _scan_running(long_tab)
     assert long_tab.locator('[data-testid="stException"], [data-testid="stAlertContentError"]').count() == 0
     screenshot(long_tab, "queue_long_scan_done")

@@ -235,6 +235,50 @@ def test_a_nested_turn_in_the_same_thread_reuses_the_one_held() -> None:
     assert scheduler.state().running == 0
 
 
+def test_express_short_work_runs_at_once_and_long_work_queues_at_its_first_step() -> None:
+    scheduler = Scheduler(1, poll_s=POLL_S, express=True)
+    log: list[str] = []
+    seen: list[int] = []
+    long = Job(scheduler, "L", log, steps=3)
+    long.go[0].set()
+    long.start()
+    assert long.started_step[1].wait(TIMEOUT_S)  # after its first step L holds the one slot
+    short = Job(scheduler, "S", log)
+    short.go[0].set()
+    short.start()
+    short.join(TIMEOUT_S)  # ran beside L without waiting for the slot
+    assert log == ["L1", "S1"] and scheduler.state().waiting == 0
+    other = Job(scheduler, "M", log, steps=2, waiting=seen.append)
+    other.go[0].set()
+    other.start()
+    until(queued(scheduler, 1), "M queues for the slot at its first step")
+    until(lambda: seen and seen[-1] == 1, "M is told that one analysis is ahead")
+    assert not other.started_step[1].is_set()
+    long.go[1].set()  # L pauses after its second step: M waits, so M goes first
+    other.go[1].set()
+    other.join(TIMEOUT_S)
+    long.finish()
+    assert log == ["L1", "S1", "M1", "L2", "M2", "L3"]
+    assert all(job.failure is None for job in (long, short, other))
+    assert scheduler.state().running == scheduler.state().waiting == 0
+
+
+def test_express_bound_holds_for_long_work() -> None:
+    scheduler = Scheduler(2, poll_s=POLL_S, express=True)
+    log: list[str] = []
+    jobs = [Job(scheduler, f"J{index}", log, steps=2) for index in range(5)]
+    for job in jobs:
+        job.go[0].set()
+        job.start()
+    until(lambda: scheduler.state().running == 2 and scheduler.state().waiting == 3,
+          "every job took its first step at once; two hold the slots, three wait")
+    assert sum(job.started_step[1].is_set() for job in jobs) == 2
+    for job in jobs:
+        job.finish()
+    assert sorted(log) == sorted(f"J{index}{step}" for index in range(5) for step in (1, 2))
+    assert scheduler.state().running == scheduler.state().waiting == 0
+
+
 def test_slots_and_bounds() -> None:
     assert default_slots() >= 1
     with pytest.raises(ValueError):
@@ -260,7 +304,8 @@ def another_session_working(caches) -> Iterator[threading.Event]:
     holding = threading.Event()
 
     def other_session() -> None:
-        with caches.scheduler().turn():
+        with caches.scheduler().turn() as turn:
+            turn.pause()  # long work: after its first step it holds a slot
             holding.set()
             release.wait(TIMEOUT_S)
 
@@ -314,24 +359,44 @@ def test_computed_analyses_run_in_a_turn_and_the_switch_bypasses_it(one_slot, mo
 
 def test_an_analysis_that_runs_no_model_never_queues_behind_model_work(one_slot, bundled) -> None:
     caches = one_slot
-    finished = threading.Event()
+    running: dict[str, int] = {}
 
     def total(values: tuple[int, ...]) -> int:
+        running["total"] = caches.scheduler().state().running
         return sum(values)
 
     def add_one(value: int, loaded_b: object) -> int:
+        running["add_one"] = caches.scheduler().state().running
         return value + 1
 
-    def model_analysis() -> None:
-        caches.computed(add_one, 41, loaded_b=bundled, label="Adding", progress=False)
-        finished.set()
+    with another_session_working(caches):
+        # reads earlier results only (a trace's statistics, a projection): no turn on the model at all
+        assert caches.computed(total, (1, 2, 3), label="Summing", progress=False) == 6
+        # with the model among its inputs (or keyword arguments) it runs in a turn: short work, at once
+        assert caches.computed(add_one, 41, loaded_b=bundled, label="Adding", progress=False) == 42
+        assert caches.scheduler().state().waiting == 0
+    assert running == {"total": 1, "add_one": 2}  # the other session's, then that and its own
+
+
+def test_long_work_waits_for_the_slot_at_its_first_step_and_short_work_never_waits(one_slot, bundled) -> None:
+    caches = one_slot
+    steps_done = threading.Event()
+
+    def quick(loaded: object) -> str:
+        return "drawn"
+
+    def stepped(loaded: object, progress) -> str:
+        progress(0.5, "Step 1 of 2")
+        progress(1.0, "Step 2 of 2")
+        steps_done.set()
+        return "done"
+
+    def long_session() -> None:
+        caches.computed(stepped, bundled, label="Stepping", progress=True)
 
     with another_session_working(caches):
-        # read from earlier results only (a trace's statistics, a projection): runs at once, outside the queue
-        assert caches.computed(total, (1, 2, 3), label="Summing", progress=False) == 6
-        assert caches.scheduler().state().waiting == 0
-        # with the model among its inputs (or keyword arguments), it waits for the one slot
-        threading.Thread(target=model_analysis, daemon=True).start()
-        until(lambda: caches.scheduler().state().waiting == 1, "the model analysis waits for its turn")
-        assert not finished.is_set()
-    until(finished.is_set, "the model analysis ran once the slot was free")
+        assert caches.computed(quick, bundled, label="Drawing", progress=False) == "drawn"  # did not wait
+        threading.Thread(target=long_session, daemon=True).start()
+        until(lambda: caches.scheduler().state().waiting == 1, "the stepped analysis queues at its first step")
+        assert not steps_done.is_set()
+    until(steps_done.is_set, "the stepped analysis finished once the slot was free")

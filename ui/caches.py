@@ -89,7 +89,7 @@ def scheduler() -> Scheduler:
     if os.environ.get(SCHEDULER_SWITCH, "").strip().lower() == "off":
         return Scheduler(None)
     slots = os.environ.get(SLOTS_SETTING, "").strip()
-    return Scheduler(int(slots) if slots else default_slots())
+    return Scheduler(int(slots) if slots else default_slots(), express=True)
 
 
 def waiting_text(ahead: int) -> str:
@@ -101,10 +101,11 @@ def waiting_text(ahead: int) -> str:
 def model_turn(report: Report) -> Iterator[tuple[Turn, Report]]:
     """A turn on the shared model for this session's work, and the progress callback to give that work.
 
-    While the session waits (for its turn, or in a pause between steps of long work while another
-    session's short job runs), ``report`` shows how many analyses are ahead; updating it is also where
-    Streamlit stops a run whose input changed or whose browser went away, which withdraws it from the
-    queue. The callback yielded reports progress and, between steps, lets waiting sessions go first.
+    Work starts at once; at its first step before the end (long work) it joins the queue for a slot, and
+    at later steps lets waiting sessions go first (:class:`cbert_core.serving.scheduler.Scheduler`, express
+    lane). While the session waits, ``report`` shows how many analyses are ahead; updating it is also
+    where Streamlit stops a run whose input changed or whose browser went away, which withdraws it from
+    the queue.
     """
     shown = [0.0, ""]  # the last fraction and message, kept while waiting in a pause
 
@@ -115,7 +116,11 @@ def model_turn(report: Report) -> Iterator[tuple[Turn, Report]]:
         def step(fraction: float, message: str) -> None:
             shown[:] = [fraction, message]
             report(fraction, message)
-            turn.pause()
+            if fraction < 1.0:  # the last step's report ends the work: nothing to wait for
+                waited = turn.paused_s
+                turn.pause()
+                if turn.paused_s > waited:  # it waited: the bar goes back to the work's own message
+                    report(fraction, message)
 
         yield turn, step
 

@@ -6,6 +6,15 @@ with it (and with everyone else) and takes as long as the slowest of them. The s
 lets at most ``slots`` pieces of work run at once (the cores) and hands out turns in order of
 arrival, across sessions.
 
+With ``express=True`` (the app's setting) short work does not queue at all: a piece of work starts at
+once, and only when it reports its first step (a window of a long note, a batch of attribution passes,
+a head of a scan) does it join the queue for one of the ``slots``. A trace of one window, the walk
+through one window, the pages' quick analyses finish without a step and never wait; long work (which
+is what holds memory and the cores for minutes) is bounded and takes turns. Measured under a mixed load
+(``bench/load.py``), queueing the short work too made the slowest short page worse than no scheduler:
+sessions arrive in bursts, and n equal jobs in one queue finish one after another, while run together
+they finish at about the same time.
+
 How a short job is guaranteed never to wait behind more than the work already running:
 
 * A turn is taken for one piece of work and its place in the queue is the moment it asked.
@@ -54,7 +63,7 @@ class QueueState:
     """A snapshot of the scheduler, for the status line."""
 
     slots: int | None  # None: not bounded (the scheduler is bypassed)
-    running: int
+    running: int  # holding a slot, or short work in the express lane
     waiting: int
 
 
@@ -71,20 +80,28 @@ class _Ticket:
 class Turn:
     """A held turn on the model. Long work calls :meth:`pause` between its steps."""
 
-    def __init__(self, scheduler: Scheduler, ticket: _Ticket, waiting: Waiting | None) -> None:
+    def __init__(self, scheduler: Scheduler, ticket: _Ticket, waiting: Waiting | None, *, express: bool) -> None:
         self._scheduler = scheduler
         self._ticket = ticket
         self._waiting = waiting
+        self.express = express  # running without a slot, as short work, until its first step
         self.paused_s = 0.0  # time spent waiting in pauses (not working): left out of speed measurements
 
     def pause(self) -> None:
         """Between two steps of long work: when anyone waits, let them go first and queue again at the back.
 
-        Returns at once when nobody waits. The ``waiting`` callback of the turn is called while it waits
-        (an exception there ends the wait and propagates; the slot is not held then).
+        Returns at once when nobody waits. Work in the express lane joins the queue for a slot at its first
+        step instead (it is long work). The ``waiting`` callback of the turn is called while it waits (an
+        exception there ends the wait and propagates; the slot is not held then).
         """
         started = time.perf_counter()
-        if self._scheduler._requeue(self._ticket):
+        if self.express:
+            self.express = False
+            self._scheduler._leave_express(self._ticket)
+            queued = True
+        else:
+            queued = self._scheduler._requeue(self._ticket)
+        if queued:
             try:
                 self._scheduler._wait_for_slot(self._ticket, self._waiting)
             finally:
@@ -98,9 +115,10 @@ class Scheduler:
         slots: how many turns may run at once (the cores); None: unbounded, i.e. the scheduler is
             bypassed (every caller runs at once, as without it) but still counted for the status line.
         poll_s: how often a waiter's ``waiting`` callback is called.
+        express: short work runs at once and queues only at its first step (see the module's text).
     """
 
-    def __init__(self, slots: int | None, *, poll_s: float = DEFAULT_POLL_S) -> None:
+    def __init__(self, slots: int | None, *, poll_s: float = DEFAULT_POLL_S, express: bool = False) -> None:
         if slots is not None and slots < 1:
             raise ValueError("a scheduler needs at least one slot")
         self.slots = slots
@@ -108,11 +126,14 @@ class Scheduler:
         self._condition = threading.Condition()
         self._queue: list[_Ticket] = []  # waiting, in order of arrival
         self._running: set[_Ticket] = set()
+        self._express = express
+        self._short: set[_Ticket] = set()  # running in the express lane, without a slot
         self._held = threading.local()  # the turn this thread holds, if any
 
     def state(self) -> QueueState:
         with self._condition:
-            return QueueState(slots=self.slots, running=len(self._running), waiting=len(self._queue))
+            return QueueState(slots=self.slots, running=len(self._running) + len(self._short),
+                              waiting=len(self._queue))
 
     @contextmanager
     def turn(self, waiting: Waiting | None = None) -> Iterator[Turn]:
@@ -128,9 +149,10 @@ class Scheduler:
             return
         ticket = _Ticket()
         with self._condition:
-            self._queue.append(ticket)
-        self._wait_for_slot(ticket, waiting)
-        turn = Turn(self, ticket, waiting)
+            (self._short.add if self._express else self._queue.append)(ticket)
+        if not self._express:
+            self._wait_for_slot(ticket, waiting)
+        turn = Turn(self, ticket, waiting, express=self._express)
         self._held.turn = turn
         try:
             yield turn
@@ -173,8 +195,15 @@ class Scheduler:
             self._condition.notify_all()
             return True
 
+    def _leave_express(self, ticket: _Ticket) -> None:
+        """Move ``ticket`` from the express lane to the back of the queue for a slot."""
+        with self._condition:
+            self._short.discard(ticket)
+            self._queue.append(ticket)
+
     def _leave(self, ticket: _Ticket) -> None:
         with self._condition:
+            self._short.discard(ticket)
             self._running.discard(ticket)
             if ticket in self._queue:
                 self._queue.remove(ticket)
