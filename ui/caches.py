@@ -44,7 +44,7 @@ ANALYSIS_CACHE_BYTES = 2**30  # projections, statistics, attributions... shared 
 TRACE_CACHE_BYTES = 3 * 2**30
 INSIDE_CACHE_BYTES = 2**30
 SCHEDULER_SWITCH = "CBERT_SCHEDULER"  # "off": no turns (every session's work runs at once)
-SLOTS_SETTING = "CBERT_MODEL_SLOTS"  # pieces of model work at once (default: the cores)
+SLOTS_SETTING = "CBERT_MODEL_SLOTS"  # pieces of long model work at once (default: the cores)
 
 
 @st.cache_resource(show_spinner=False)

@@ -84,7 +84,7 @@ def _queue_text(queue: QueueState | None) -> str:
     """The model's turns in the status line: what runs, what waits, and how many may run at once."""
     if queue is None:
         return "no model queue"
-    bound = "no limit at once" if queue.slots is None else f"{queue.slots} at once"
+    bound = "no limit" if queue.slots is None else f"long work: {queue.slots} at once, short work never waits"
     return f"model work: {queue.running} running, {queue.waiting} waiting ({bound})"
 
 
