@@ -274,7 +274,9 @@ def listed(page: object, label: str, typed: str = "") -> list[str]:
             box.fill(typed)
         deadline = time.time() + 4
         while time.time() < deadline:
-            names = [(entry.text_content() or "").strip() for entry in options.all()]
+            # read in one go: a list that closes (a rerun redraws it) between finding and reading is empty, not
+            # a 30 s wait on an option that is gone
+            names = [(text or "").strip() for text in options.all_text_contents()]
             if names:
                 return names
             time.sleep(0.2)
