@@ -87,12 +87,15 @@ def statistics_reducer(tokens: Sequence[str]) -> Callable[[torch.Tensor, torch.T
     punctuation[[0, -1]] = 0.0
     log_keys = float(np.log(max(size, 2)))
 
+    on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # moved once, not once per layer
+
     def reduce(scores: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         device = weights.device
+        if device not in on_device:
+            on_device[device] = (distance.to(device), punctuation.to(device))
         # in float32 even inside a bf16 trace: autocast would run the products below in bfloat16
         with torch.inference_mode(), torch.autocast(device.type, enabled=False):
-            return layer_statistics(scores[0].float(), weights[0].float(), distance.to(device),
-                                    punctuation.to(device), log_keys).cpu()
+            return layer_statistics(scores[0].float(), weights[0].float(), *on_device[device], log_keys).cpu()
 
     return reduce
 
