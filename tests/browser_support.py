@@ -304,6 +304,39 @@ def screenshot(page: object, name: str) -> Path:
 
 # ---------------------------------------------------------------- async versions for many sessions at once
 
+
+class ScriptEnds:
+    """When the server's "script finished" messages reached a tab, read off its websocket.
+
+    Those messages are a few bytes long; only frames that short are parsed, so that the big ones (charts)
+    cost the measuring process nothing.
+    """
+
+    SHORT_FRAME = 256
+
+    def __init__(self, page: object) -> None:
+        self.times: list[float] = []
+        page.on("websocket", lambda socket_: socket_.on("framereceived", self._frame))
+
+    def _frame(self, payload: bytes | str) -> None:
+        if isinstance(payload, str) or len(payload) > self.SHORT_FRAME:
+            return
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        message = ForwardMsg()
+        try:
+            message.ParseFromString(payload)
+        except Exception:  # noqa: BLE001 - not a message of ours to read
+            return
+        if message.WhichOneof("type") == "script_finished":
+            self.times.append(time.perf_counter())
+
+    def served_since(self, started: float) -> float | None:
+        """Seconds from ``started`` to the last script end after it (None: none came)."""
+        ends = [moment for moment in self.times if moment >= started]
+        return ends[-1] - started if ends else None
+
+
 async def asettle(page: object, timeout_s: float = 300.0, quiet_s: float = 1.5) -> None:
     """:func:`settle` for Playwright's async API."""
     import asyncio
@@ -335,12 +368,26 @@ async def aset_note(page: object, text: str) -> None:
     raise AssertionError("the note did not take in the text area")
 
 
-async def aopen_page(page: object, title: str) -> float:
-    """:func:`open_page` for Playwright's async API: seconds from the click until drawn and calm."""
+async def aopen_page(page: object, title: str, script_ends: ScriptEnds | None = None) -> float:
+    """:func:`open_page` for Playwright's async API: seconds from the click until drawn and calm.
+
+    With ``script_ends`` (watching this tab), the page also has to have received the server's end of the
+    page's script: the running indicator can be missing for a moment while a script still runs, so calm
+    alone can come too early.
+    """
+    import asyncio
+
     clicked = time.perf_counter()
     await page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
     await page.wait_for_selector(f"h1:has-text('{title}')", timeout=300_000)
     await asettle(page, quiet_s=0.5)
+    if script_ends is not None and script_ends.served_since(clicked) is None:
+        deadline = time.perf_counter() + 300.0
+        while script_ends.served_since(clicked) is None:
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"the server never finished the script of {title}")
+            await asyncio.sleep(0.05)
+        await asettle(page, quiet_s=0.5)
     return time.perf_counter() - clicked - 0.5
 
 

@@ -17,7 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from browser_support import CHROMIUM, CHROMIUM_ARGS, aopen_page, aset_note, asettle, process_rss_bytes
+from browser_support import CHROMIUM, CHROMIUM_ARGS, ScriptEnds, aopen_page, aset_note, asettle, process_rss_bytes
 
 PAGES = ("Tokenization", "Attention", "Embeddings", "Inside the model", "Note")
 SHORT, EXPLAIN, SCAN = "short page", "Attribution explain", "head scan"  # kinds of timed work
@@ -47,12 +47,17 @@ class LoadReport:
     outside_requests: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0  # from the first session's start until the last one stopped
     by_page: dict[str, list[float]] = field(default_factory=dict)  # short pages' times per page title
+    # short pages' times per page title until the server finished the page's script (the last "script
+    # finished" message on the websocket), without the browser's drawing after it
+    served_by_page: dict[str, list[float]] = field(default_factory=dict)
 
-    def record(self, kind: str, seconds: float, page: str | None = None) -> None:
+    def record(self, kind: str, seconds: float, page: str | None = None, served_s: float | None = None) -> None:
         self.page_times.append(seconds)
         self.times.setdefault(kind, []).append(seconds)
         if page is not None:
             self.by_page.setdefault(page, []).append(seconds)
+        if page is not None and served_s is not None:
+            self.served_by_page.setdefault(page, []).append(served_s)
 
     @property
     def median_page_s(self) -> float:
@@ -102,6 +107,7 @@ async def _session(browser: object, url: str, session: int, deadline: float, rep
     page.on("request", lambda request: None if request.url.startswith(("http://127.0.0.1", "ws://127.0.0.1",
                                                                         "data:", "blob:", "about:"))
             else report.outside_requests.append(request.url))
+    script_ends = ScriptEnds(page)
     rounds = 0
     try:
         await page.goto(url)
@@ -117,7 +123,9 @@ async def _session(browser: object, url: str, session: int, deadline: float, rep
                 await aopen_page(page, "Note")
             else:
                 for title in PAGES:
-                    report.record(SHORT, await aopen_page(page, title), title)
+                    clicked = time.perf_counter()
+                    drawn_s = await aopen_page(page, title, script_ends)
+                    report.record(SHORT, drawn_s, title, served_s=script_ends.served_since(clicked))
                     if time.perf_counter() >= deadline:
                         break
             if await page.locator("h1:has-text('Note')").count():

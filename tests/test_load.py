@@ -17,6 +17,12 @@ def test_four_sessions_for_a_minute_each_see_only_their_own_note(tmp_path: Path)
     assert report.problems == []
     assert all(rounds >= 1 for rounds in report.rounds), report.rounds
     assert len(report.page_times) >= 4 * len(("Tokenization", "Attention"))
+    # every page opened was also timed until the server's script end came over the websocket, and that
+    # came before the page was drawn and calm
+    assert {page: len(times) for page, times in report.served_by_page.items()} == {
+        page: len(times) for page, times in report.by_page.items()}
+    for page, drawn in report.by_page.items():
+        assert all(0 < served <= seen + 0.5 for served, seen in zip(report.served_by_page[page], drawn)), page
     assert report.hooks_after == 0
     assert report.dialogs == [] and report.outside_requests == []
     start, end = report.rss[0][1], report.rss[-1][1]
