@@ -20,6 +20,7 @@ users' browsers do on their own machines.
 
 from __future__ import annotations
 
+import os
 import statistics
 
 from common import announce, bench_parser
@@ -59,6 +60,11 @@ def one_mode(name: str, env: dict[str, str], args) -> LoadReport:
     for title, times in report.served_by_page.items():
         print(f"[{name}]     {title:18s}  {len(times):5d}  {statistics.median(times):8.2f}  {max(times):7.2f}  "
               f"{max(times) / statistics.median(times):12.1f}")
+    if report.cpu_span_s:
+        cores = len(os.sched_getaffinity(0))
+        print(f"[{name}] CPU time over the run's {report.cpu_span_s:.0f} s on {cores} cores: " + ", ".join(
+            f"{who} {seconds:.0f} s ({seconds / (report.cpu_span_s * cores):.0%} of the cores)"
+            for who, seconds in report.cpu_s.items()))
     print(f"[{name}] server RSS: " + ", ".join(f"{label} {value / 2**30:.2f} GB" for label, value in report.rss))
     print(f"[{name}] server status afterwards: {report.server_status}")
     print(f"[{name}] cross-talk / failures: {report.problems or 'none'}")

@@ -391,12 +391,48 @@ async def aopen_page(page: object, title: str, script_ends: ScriptEnds | None = 
     return time.perf_counter() - clicked - 0.5
 
 
+def _server_pids(port: int) -> list[str]:
+    return subprocess.run(["pgrep", "-f", f"streamlit run app.py.*--server.port {port}"], capture_output=True,
+                          text=True, check=False).stdout.split()
+
+
+def cpu_seconds(pids: list[str]) -> float:
+    """User plus system CPU time the processes ``pids`` have used so far, in seconds (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of the line)
+    return total / ticks
+
+
+def server_cpu_seconds(port: int) -> float:
+    """CPU time used so far by the Streamlit server listening on ``port``."""
+    return cpu_seconds(_server_pids(port))
+
+
+def browser_pids() -> list[str]:
+    """Every Chromium process on this machine (the load run's browser and its tabs)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm", encoding="ascii", errors="replace") as handle:
+                    if handle.read().startswith("chrom"):
+                        found.append(entry)
+            except OSError:
+                continue
+    return found
+
+
 def process_rss_bytes(port: int) -> int:
     """Resident memory of the Streamlit server listening on ``port`` (Linux /proc)."""
-    found = subprocess.run(["pgrep", "-f", f"streamlit run app.py.*--server.port {port}"], capture_output=True,
-                           text=True, check=False).stdout.split()
     total = 0
-    for pid in found:
+    for pid in _server_pids(port):
         try:
             with open(f"/proc/{pid}/status", encoding="ascii") as handle:
                 for line in handle:

@@ -17,7 +17,18 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from browser_support import CHROMIUM, CHROMIUM_ARGS, ScriptEnds, aopen_page, aset_note, asettle, process_rss_bytes
+from browser_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    ScriptEnds,
+    aopen_page,
+    aset_note,
+    asettle,
+    browser_pids,
+    cpu_seconds,
+    process_rss_bytes,
+    server_cpu_seconds,
+)
 
 PAGES = ("Tokenization", "Attention", "Embeddings", "Inside the model", "Note")
 SHORT, EXPLAIN, SCAN = "short page", "Attribution explain", "head scan"  # kinds of timed work
@@ -50,6 +61,10 @@ class LoadReport:
     # short pages' times per page title until the server finished the page's script (the last "script
     # finished" message on the websocket), without the browser's drawing after it
     served_by_page: dict[str, list[float]] = field(default_factory=dict)
+    # CPU time used from the start until the deadline, and that span's length: the server's and the
+    # sessions' browser's (which stands for users' own machines but here shares the server's cores)
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    cpu_span_s: float = 0.0
 
     def record(self, kind: str, seconds: float, page: str | None = None, served_s: float | None = None) -> None:
         self.page_times.append(seconds)
@@ -176,6 +191,14 @@ async def _run(url: str, port: int, sessions: int, seconds: float, long_sessions
             browser = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
             started = time.perf_counter()
             deadline = started + seconds
+            cpu_start = {"server": server_cpu_seconds(port), "browsers": cpu_seconds(browser_pids())}
+
+            async def sample_cpu() -> None:
+                """CPU time of the server and of the browser from the start until the deadline."""
+                await asyncio.sleep(max(0.0, deadline - time.perf_counter()))
+                now = {"server": server_cpu_seconds(port), "browsers": cpu_seconds(browser_pids())}
+                report.cpu_s = {name: now[name] - cpu_start[name] for name in now}
+                report.cpu_span_s = time.perf_counter() - started
 
             async def sample_rss() -> None:
                 """Every minute (once, half-way, for runs under two minutes) until the sessions stop."""
@@ -184,7 +207,7 @@ async def _run(url: str, port: int, sessions: int, seconds: float, long_sessions
                     await asyncio.sleep(every)
                     report.rss.append((f"after {time.perf_counter() - started:.0f} s", process_rss_bytes(port)))
 
-            await asyncio.gather(sample_rss(), *(_session(browser, url, index, deadline, report,
+            await asyncio.gather(sample_rss(), sample_cpu(), *(_session(browser, url, index, deadline, report,
                                                           long=index < long_sessions)
                                                  for index in range(sessions)))
             report.elapsed_s = time.perf_counter() - started

@@ -25,5 +25,6 @@ def test_four_sessions_for_a_minute_each_see_only_their_own_note(tmp_path: Path)
         assert all(0 < served <= seen + 0.5 for served, seen in zip(report.served_by_page[page], drawn)), page
     assert report.hooks_after == 0
     assert report.dialogs == [] and report.outside_requests == []
+    assert report.cpu_span_s > 0 and report.cpu_s["server"] > 0 and report.cpu_s["browsers"] > 0, report.cpu_s
     start, end = report.rss[0][1], report.rss[-1][1]
     assert end < start + 3 * 2**30, report.rss  # memory stays bounded (caches are LRU with byte limits)

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 
 Waiting = Callable[[int], None]  # called with the number of analyses ahead (running + queued earlier)
 DEFAULT_POLL_S = 0.5
-DEFAULT_SHORT_FIRST_S = 2.0  # the most a step of long work waits for short work to finish
+DEFAULT_SHORT_FIRST_S = 1.0  # the most a step of long work waits for short work to finish
 
 
 def default_slots() -> int:
