@@ -14,6 +14,12 @@ in the browser, and until the server's "script finished" message for the page re
 users' browsers do on their own machines.
 
     .venv/bin/python bench/load.py [--sessions 8] [--long-sessions 2] [--minutes 5] [--model bundled] [--quick]
+                                   [--clients browsers|protocol]
+
+``--clients protocol``: the sessions are websocket clients that send what a browser sends and draw
+nothing. The browsers of 8 sessions take about 70% of a 2-core machine's CPU (printed with each run), so
+with browsers the page times mostly measure the browsers' drawing on the server's own cores; the protocol
+clients measure what the server does.
 
 ``--quick``: 3 sessions (1 long) for a minute per mode on the bundled model (a round may not finish).
 """
@@ -29,6 +35,7 @@ from common import announce, bench_parser
 # after common, which puts tests/ on the path
 from browser_support import running_app
 from load_sessions import EXPLAIN, SCAN, SHORT, LoadReport, run_load
+from protocol_sessions import run_protocol_load
 
 MODES = {"scheduler": {}, "scheduler-1-slot": {"CBERT_MODEL_SLOTS": "1"}, "bypassed": {"CBERT_SCHEDULER": "off"}}
 GOAL_WORST_OVER_MEDIAN = 3.0
@@ -37,12 +44,19 @@ GOAL_WORST_OVER_MEDIAN = 3.0
 def one_mode(name: str, env: dict[str, str], args) -> LoadReport:
     with running_app(env={"HF_HUB_OFFLINE": "1", "CBERT_MODEL": args.model, **env}) as server:
         port = int(server.url.rsplit(":", 1)[1])
-        report = run_load(server.url, port, sessions=args.sessions, seconds=args.minutes * 60,
-                          long_sessions=args.long_sessions, browser_nice=args.browser_nice)
-    browsers = "normal priority" if args.browser_nice is None else f"nice {args.browser_nice}"
+        if args.clients == "protocol":
+            report = run_protocol_load(server.url, port, sessions=args.sessions, seconds=args.minutes * 60,
+                                       long_sessions=args.long_sessions)
+        else:
+            report = run_load(server.url, port, sessions=args.sessions, seconds=args.minutes * 60,
+                              long_sessions=args.long_sessions, browser_nice=args.browser_nice)
+    if args.clients == "protocol":
+        clients = "websocket clients (nothing drawn: times are until the server's script end)"
+    else:
+        clients = "browsers at " + ("normal priority" if args.browser_nice is None else f"nice {args.browser_nice}")
     print(f"\n[{name}] {args.sessions} sessions ({args.long_sessions} long) x {args.minutes:g} min on {args.model}: "
           f"rounds per session {report.rounds}, {len(report.page_times)} timed pieces of work in "
-          f"{report.elapsed_s:.0f} s; browsers at {browsers}")
+          f"{report.elapsed_s:.0f} s; {clients}")
     print(f"[{name}] page time: median {report.median_page_s:.2f} s, worst {report.worst_page_s:.2f} s (all kinds)")
     print(f"[{name}]   kind                  count  median s  worst s  worst/median  per minute")
     for kind in (SHORT, EXPLAIN, SCAN):
@@ -80,6 +94,10 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0, help="per mode")
     parser.add_argument("--model", default="bundled", help="CBERT_MODEL for the server")
     parser.add_argument("--modes", default="scheduler,bypassed", help="which of: " + ", ".join(MODES))
+    parser.add_argument("--clients", choices=("browsers", "protocol"), default="browsers",
+                        help="browsers: a headless Chromium tab per session, timed until drawn; protocol: a "
+                             "websocket client per session that speaks Streamlit's protocol and draws nothing, "
+                             "so the server has the cores (tests/protocol_sessions.py)")
     parser.add_argument("--browser-nice", type=int, default=None,
                         help="run the sessions' browser at this niceness (e.g. 19), so it takes only the CPU the "
                              "server leaves, as users' browsers on their own machines would")
