@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from cbert_core.serving.scheduler import QueueState, Scheduler, default_slots
+from cbert_core.serving.scheduler import Scheduler, default_slots
 
 POLL_S = 0.005
 TIMEOUT_S = 30.0
@@ -277,42 +277,6 @@ def test_express_bound_holds_for_long_work() -> None:
         job.finish()
     assert sorted(log) == sorted(f"J{index}{step}" for index in range(5) for step in (1, 2))
     assert scheduler.state().running == scheduler.state().waiting == 0
-
-
-def test_long_work_lets_running_short_work_finish_before_its_next_step() -> None:
-    scheduler = Scheduler(2, poll_s=POLL_S, express=True, short_first_s=TIMEOUT_S)
-    log: list[str] = []
-    long = Job(scheduler, "L", log, steps=3)
-    long.go[0].set()
-    long.start()
-    assert long.started_step[1].wait(TIMEOUT_S)  # L took its first step and holds a slot
-    short = Job(scheduler, "S", log)
-    short.start()
-    until(lambda: scheduler.state().running == 2, "S runs in the express lane beside L")
-    long.go[1].set()
-    until(lambda: scheduler.state().yielding == 1, "L, at its step, waits for S")
-    assert not long.started_step[2].is_set()
-    short.go[0].set()
-    short.join(TIMEOUT_S)
-    assert long.started_step[2].wait(TIMEOUT_S)  # S finished: L goes on
-    long.finish()
-    assert log == ["L1", "L2", "S1", "L3"]
-    assert long.failure is None and short.failure is None
-    assert scheduler.state() == QueueState(slots=2, running=0, waiting=0, yielding=0)
-
-
-def test_short_work_that_runs_on_cannot_stop_long_work() -> None:
-    scheduler = Scheduler(1, poll_s=POLL_S, express=True, short_first_s=0.01)
-    log: list[str] = []
-    short = Job(scheduler, "S", log)
-    short.start()
-    until(lambda: scheduler.state().running == 1, "S runs in the express lane")
-    long = Job(scheduler, "L", log, steps=3)
-    long.start()
-    long.finish()  # every step waits at most short_first_s for S, which is still running
-    assert log == ["L1", "L2", "L3"] and not long.is_alive() and long.failure is None
-    short.finish()
-    assert log[-1] == "S1" and short.failure is None
 
 
 def test_slots_and_bounds() -> None:

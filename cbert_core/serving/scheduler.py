@@ -15,11 +15,6 @@ is what holds memory and the cores for minutes) is bounded and takes turns. Meas
 sessions arrive in bursts, and n equal jobs in one queue finish one after another, while run together
 they finish at about the same time.
 
-Short work also goes first on the cores: at each step, long work that holds a slot waits while short work
-runs (up to ``short_first_s`` per step, so that a stream of short work cannot stop it). A page's trace then
-has both cores instead of sharing them with two attributions; the long work loses no more than the short
-work's time, which it would have lost to sharing the cores anyway.
-
 How a short job is guaranteed never to wait behind more than the work already running:
 
 * A turn is taken for one piece of work and its place in the queue is the moment it asked.
@@ -53,7 +48,6 @@ from dataclasses import dataclass
 
 Waiting = Callable[[int], None]  # called with the number of analyses ahead (running + queued earlier)
 DEFAULT_POLL_S = 0.5
-DEFAULT_SHORT_FIRST_S = 1.0  # the most a step of long work waits for short work to finish
 
 
 def default_slots() -> int:
@@ -71,7 +65,6 @@ class QueueState:
     slots: int | None  # None: not bounded (the scheduler is bypassed)
     running: int  # holding a slot, or short work in the express lane
     waiting: int
-    yielding: int = 0  # long work holding a slot that waits for short work to finish
 
 
 class _Ticket:
@@ -108,12 +101,11 @@ class Turn:
             queued = True
         else:
             queued = self._scheduler._requeue(self._ticket)
-        try:
-            if queued:
+        if queued:
+            try:
                 self._scheduler._wait_for_slot(self._ticket, self._waiting)
-            self._scheduler._let_short_work_go_first()
-        finally:
-            self.paused_s += time.perf_counter() - started
+            finally:
+                self.paused_s += time.perf_counter() - started
 
 
 class Scheduler:
@@ -123,13 +115,10 @@ class Scheduler:
         slots: how many turns may run at once (the cores); None: unbounded, i.e. the scheduler is
             bypassed (every caller runs at once, as without it) but still counted for the status line.
         poll_s: how often a waiter's ``waiting`` callback is called.
-        express: short work runs at once and queues only at its first step, and goes first on the cores
-            (see the module's text).
-        short_first_s: with ``express``, the most a step of long work waits for running short work.
+        express: short work runs at once and queues only at its first step (see the module's text).
     """
 
-    def __init__(self, slots: int | None, *, poll_s: float = DEFAULT_POLL_S, express: bool = False,
-                 short_first_s: float = DEFAULT_SHORT_FIRST_S) -> None:
+    def __init__(self, slots: int | None, *, poll_s: float = DEFAULT_POLL_S, express: bool = False) -> None:
         if slots is not None and slots < 1:
             raise ValueError("a scheduler needs at least one slot")
         self.slots = slots
@@ -139,14 +128,12 @@ class Scheduler:
         self._running: set[_Ticket] = set()
         self._express = express
         self._short: set[_Ticket] = set()  # running in the express lane, without a slot
-        self._short_first_s = short_first_s if express else 0.0
-        self._yielding = 0  # long work waiting for short work to finish
         self._held = threading.local()  # the turn this thread holds, if any
 
     def state(self) -> QueueState:
         with self._condition:
             return QueueState(slots=self.slots, running=len(self._running) + len(self._short),
-                              waiting=len(self._queue), yielding=self._yielding)
+                              waiting=len(self._queue))
 
     @contextmanager
     def turn(self, waiting: Waiting | None = None) -> Iterator[Turn]:
@@ -194,21 +181,6 @@ class Scheduler:
         except BaseException:
             self._leave(ticket)
             raise
-
-    def _let_short_work_go_first(self) -> None:
-        """Between two steps of long work: wait while short work runs, at most ``short_first_s``."""
-        if self._short_first_s <= 0:
-            return
-        deadline = time.monotonic() + self._short_first_s
-        with self._condition:
-            if not self._short:
-                return
-            self._yielding += 1
-            try:
-                while self._short and (left := deadline - time.monotonic()) > 0:
-                    self._condition.wait(left)
-            finally:
-                self._yielding -= 1
 
     def _free_slots(self) -> int:
         return len(self._queue) if self.slots is None else self.slots - len(self._running)
