@@ -70,6 +70,9 @@ class ProtocolSession:
             elif kind == "script_finished" and forward.script_finished == FINISHED:
                 self.widgets = widgets
                 return time.perf_counter() - started
+            elif kind == "script_finished":  # stopped for a rerun (st.rerun): the page is what the rerun sends
+                widgets.clear()
+                self.texts = []
 
     def _read(self, element: object, widgets: dict[str, str]) -> None:
         which = element.WhichOneof("type")
