@@ -87,19 +87,3 @@ def test_figures_carry_escaped_labels() -> None:
     assert all("<" not in label for label in figure.data[0].x)
     grid = head_grid(np.arange(12, dtype=np.float32).reshape(3, 4), "entropy", (1, 2))
     assert len(grid.data[0].x) == 12
-
-
-def test_every_figure_module_draws_on_the_light_template() -> None:
-    """The template is plotly's default, set where the shared layout lives (not named in each figure, which
-    cost a validation and a copy per figure): a figure from any view module carries it."""
-    import plotly.io as pio
-
-    from cbert_core.views.embedding_figures import layer_curves
-    from cbert_core.views.inside_figures import layer_token_heatmap
-
-    light = pio.templates["plotly_white"].to_plotly_json()
-    figures = [attention_heatmap(np.full((3, 3), 1 / 3, dtype=np.float32), ["a", "b", "c"], ["a", "b", "c"], "t"),
-               layer_curves({"one": np.arange(3.0)}, "t", "y"),
-               layer_token_heatmap(np.ones((2, 3), dtype=np.float32), ["a", "b", "c"], "t", "value")]
-    for figure in figures:
-        assert figure.layout.template.to_plotly_json() == light

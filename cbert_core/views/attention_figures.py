@@ -8,17 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
-import plotly.io as pio
 from plotly.subplots import make_subplots
 
 from cbert_core.views.labels import escape, head_name, wrap_title
 
 SEQUENTIAL = "Blues"
-# Every figure starts from the light template. Set once as plotly's default, a new figure takes it in about
-# 1 ms; named in each figure's layout, plotly validated and copied it again for each figure (13 ms, holding
-# the interpreter lock that every session's page shares).
-pio.templates.default = "plotly_white"
-CALM_LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), font=dict(size=12))
+CALM_LAYOUT = dict(template="plotly_white", margin=dict(l=10, r=10, t=40, b=10), font=dict(size=12))
 TWO_LINE_TITLE_LAYOUT = {**CALM_LAYOUT, "margin": dict(l=10, r=10, t=70, b=10)}  # for a title from wrap_title()
 STAT_TITLES = {
     "structure": "Structure: attention concentrated on the note's own pieces",
