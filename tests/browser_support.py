@@ -380,14 +380,12 @@ async def aopen_page(page: object, title: str, script_ends: ScriptEnds | None = 
     clicked = time.perf_counter()
     await page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
     await page.wait_for_selector(f"h1:has-text('{title}')", timeout=300_000)
+    deadline = time.perf_counter() + 300.0
+    while script_ends is not None and script_ends.served_since(clicked) is None:
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"the server never finished the script of {title}")
+        await asyncio.sleep(0.05)
     await asettle(page, quiet_s=0.5)
-    if script_ends is not None and script_ends.served_since(clicked) is None:
-        deadline = time.perf_counter() + 300.0
-        while script_ends.served_since(clicked) is None:
-            if time.perf_counter() > deadline:
-                raise TimeoutError(f"the server never finished the script of {title}")
-            await asyncio.sleep(0.05)
-        await asettle(page, quiet_s=0.5)
     return time.perf_counter() - clicked - 0.5
 
 

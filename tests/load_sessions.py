@@ -37,9 +37,13 @@ BUTTON_TIMEOUT_S = 120.0  # a missing button is a finding of the run (reported),
 WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet")
 
 
+def marker(session: int) -> str:
+    """The word only ``session``'s notes hold: another session seeing it is cross-talk."""
+    return f"Zx{WORDS[session % len(WORDS)]}{session}"
+
+
 def session_note(session: int, round_: int) -> str:
-    marker = f"Zx{WORDS[session % len(WORDS)]}{session}"
-    sentences = " ".join(f"Patient {marker} denies chest pain number {i}." for i in range(3 + session))
+    sentences = " ".join(f"Patient {marker(session)} denies chest pain number {i}." for i in range(3 + session))
     return f"HISTORY: {sentences} Round {round_}. COPD [MASK] exacerbation."
 
 
@@ -85,8 +89,8 @@ class LoadReport:
 
 async def _check_own(page: object, session: int, note: str, report: LoadReport, timeout_s: float = 60.0) -> None:
     """The Note page must come to show this session's note (its length and marker) and never another's."""
-    own = f"Zx{WORDS[session % len(WORDS)]}{session}"
-    others = [f"Zx{WORDS[other % len(WORDS)]}{other}" for other in range(report.sessions) if other != session]
+    own = marker(session)
+    others = [marker(other) for other in range(report.sessions) if other != session]
     deadline = time.perf_counter() + timeout_s
     values: list[str] = []
     while time.perf_counter() < deadline:
@@ -153,6 +157,27 @@ async def _session(browser: object, url: str, session: int, deadline: float, rep
         await context.close()
 
 
+async def sample_server(report: LoadReport, port: int, started: float, deadline: float,
+                        browsers: bool = False) -> None:
+    """The server's memory every minute (once, half-way, for runs under two minutes), then the CPU time the
+    server (and, with ``browsers``, every Chromium process) used from ``started`` until ``deadline``."""
+    def cpu_now() -> dict[str, float]:
+        now = {"server": server_cpu_seconds(port)}
+        if browsers:
+            now["browsers"] = cpu_seconds(browser_pids())
+        return now
+
+    cpu_start = cpu_now()
+    seconds = deadline - started
+    every = 60.0 if seconds >= 120 else seconds / 2
+    while time.perf_counter() + every < deadline:
+        await asyncio.sleep(every)
+        report.rss.append((f"after {time.perf_counter() - started:.0f} s", process_rss_bytes(port)))
+    await asyncio.sleep(max(0.0, deadline - time.perf_counter()))
+    report.cpu_s = {name: value - cpu_start[name] for name, value in cpu_now().items()}
+    report.cpu_span_s = time.perf_counter() - started
+
+
 async def _server_status(browser: object, url: str) -> str | None:
     """Read the server status line (in the sidebar's Advanced section) from a fresh session."""
     context = await browser.new_context()
@@ -191,25 +216,9 @@ async def _run(url: str, port: int, sessions: int, seconds: float, long_sessions
             browser = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
             started = time.perf_counter()
             deadline = started + seconds
-            cpu_start = {"server": server_cpu_seconds(port), "browsers": cpu_seconds(browser_pids())}
-
-            async def sample_cpu() -> None:
-                """CPU time of the server and of the browser from the start until the deadline."""
-                await asyncio.sleep(max(0.0, deadline - time.perf_counter()))
-                now = {"server": server_cpu_seconds(port), "browsers": cpu_seconds(browser_pids())}
-                report.cpu_s = {name: now[name] - cpu_start[name] for name in now}
-                report.cpu_span_s = time.perf_counter() - started
-
-            async def sample_rss() -> None:
-                """Every minute (once, half-way, for runs under two minutes) until the sessions stop."""
-                every = 60.0 if seconds >= 120 else seconds / 2
-                while time.perf_counter() + every < deadline:
-                    await asyncio.sleep(every)
-                    report.rss.append((f"after {time.perf_counter() - started:.0f} s", process_rss_bytes(port)))
-
-            await asyncio.gather(sample_rss(), sample_cpu(), *(_session(browser, url, index, deadline, report,
-                                                          long=index < long_sessions)
-                                                 for index in range(sessions)))
+            await asyncio.gather(sample_server(report, port, started, deadline, browsers=True),
+                                 *(_session(browser, url, index, deadline, report, long=index < long_sessions)
+                                   for index in range(sessions)))
             report.elapsed_s = time.perf_counter() - started
             report.rss.append(("end", process_rss_bytes(port)))
             report.server_status = await _server_status(browser, url)

@@ -21,8 +21,8 @@ from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 
-from browser_support import process_rss_bytes, server_cpu_seconds
-from load_sessions import EXPLAIN, PAGES, SCAN, SHORT, WORDS, LoadReport, session_note
+from browser_support import process_rss_bytes
+from load_sessions import EXPLAIN, PAGES, SCAN, SHORT, LoadReport, marker, sample_server, session_note
 
 FINISHED = ForwardMsg.ScriptFinishedStatus.FINISHED_SUCCESSFULLY
 RUN_TIMEOUT_S = 900.0
@@ -40,12 +40,12 @@ class ProtocolSession:
         self.page_hash = ""
         self.note = ""
 
-    async def run(self, page_hash: str | None = None, trigger: str | None = None) -> float:
-        """Ask for a rerun (on ``page_hash``, pressing the button ``trigger``); seconds until it finished."""
+    async def run(self, trigger: str | None = None) -> float:
+        """Ask for a rerun of the current page (pressing the button ``trigger``); seconds until it finished."""
         message = BackMsg()
         rerun = message.rerun_script
         rerun.query_string = ""
-        rerun.page_script_hash = self.page_hash if page_hash is None else page_hash
+        rerun.page_script_hash = self.page_hash
         note_id = self.widgets.get(NOTE_LABEL)
         if note_id is not None:
             rerun.widget_states.widgets.append(WidgetState(id=note_id, string_value=self.note))
@@ -96,8 +96,8 @@ class ProtocolSession:
 
 def _check_own(session: ProtocolSession, index: int, report: LoadReport) -> None:
     """The Note page's run must have sent this session's note (its marker) and no other session's."""
-    own = f"Zx{WORDS[index % len(WORDS)]}{index}"
-    others = [f"Zx{WORDS[other % len(WORDS)]}{other}" for other in range(report.sessions) if other != index]
+    own = marker(index)
+    others = [marker(other) for other in range(report.sessions) if other != index]
     sent = "\n".join(session.texts)
     leaked = [marker for marker in others if marker in sent]
     if leaked:
@@ -142,20 +142,9 @@ async def _run(url: str, port: int, sessions: int, seconds: float, long_sessions
     socket_url = url.replace("http://", "ws://", 1) + "/_stcore/stream"
     started = time.perf_counter()
     deadline = started + seconds
-    cpu_start = server_cpu_seconds(port)
-
-    async def sample() -> None:
-        """The server's memory every minute (once, half-way, for runs under two minutes) and its CPU time."""
-        every = 60.0 if seconds >= 120 else seconds / 2
-        while time.perf_counter() + every < deadline:
-            await asyncio.sleep(every)
-            report.rss.append((f"after {time.perf_counter() - started:.0f} s", process_rss_bytes(port)))
-        await asyncio.sleep(max(0.0, deadline - time.perf_counter()))
-        report.cpu_s = {"server": server_cpu_seconds(port) - cpu_start}
-        report.cpu_span_s = time.perf_counter() - started
-
-    await asyncio.gather(sample(), *(_session(socket_url, index, deadline, report, long=index < long_sessions)
-                                     for index in range(sessions)))
+    await asyncio.gather(sample_server(report, port, started, deadline),
+                         *(_session(socket_url, index, deadline, report, long=index < long_sessions)
+                           for index in range(sessions)))
     report.elapsed_s = time.perf_counter() - started
     report.rss.append(("end", process_rss_bytes(port)))
     return report
