@@ -46,8 +46,16 @@ def _tab(chromium, url: str):
     return page
 
 
+def _note_box(page):
+    return page.locator('[data-testid="stSidebar"] textarea[aria-label="Clinical note"]')
+
+
 def _scan_running(page) -> bool:
     return page.locator('[data-testid="stProgress"]').count() > 0
+
+
+def _scan_step_shown(page) -> bool:
+    return page.locator('[data-testid="stProgress"]', has_text="heads").count() > 0
 
 
 def _waits(events: list) -> list[int]:
@@ -58,36 +66,43 @@ def _waits(events: list) -> list[int]:
 def test_behind_a_head_scan_a_short_trace_runs_at_once_and_a_long_note_is_told_it_waits(chromium, app_server) -> None:
     long_tab, short_tab, second_long_tab = (_tab(chromium, app_server.url) for _ in range(3))
     set_note(long_tab, LONG_NOTE)
+    # the other two notes are typed before the scan starts and sent once it runs (a note is traced when it is
+    # sent): their traces then start well before the scan ends, however fast this machine scans
+    second_note = LONG_NOTE + " Follow-up with repeat chest film in two weeks."
+    typed = {tab: _note_box(tab) for tab in (short_tab, second_long_tab)}
+    typed[short_tab].fill(SHORT_NOTE)  # a note of one window: its trace is short work
+    typed[second_long_tab].fill(second_note)  # 3 windows on the bundled model: long work, queues for the slot
     open_page(long_tab, "Attribution")
     long_tab.get_by_role("button", name="Scan every head", exact=True).click()
     deadline = time.perf_counter() + 120
-    while not _scan_running(long_tab):  # the scan has its turn and reports steps
+    while not _scan_step_shown(long_tab):  # its first step: now it is long work and holds the only slot
         assert time.perf_counter() < deadline, "the head scan did not start"
-        time.sleep(0.05)
+        time.sleep(0.02)
 
-    clicked_at = long_tab.evaluate("Date.now()")
-    set_note(short_tab, SHORT_NOTE)  # a new note of one window: its trace is short work
+    sent_at = long_tab.evaluate("Date.now()")
+    for tab in (short_tab, second_long_tab):
+        typed[tab].press("Control+Enter")
+    settle(short_tab)
+    short_drawn_at = short_tab.evaluate("Date.now()")  # its note traced and drawn (a bound: the page was calm)
     open_page(short_tab, "Tokenization")
-    short_drawn_at = short_tab.evaluate("Date.now()")
     screenshot(short_tab, "queue_short_page_drawn")
     assert short_tab.get_by_text("cough").count() > 0  # the short session's own note, tokenized
-
-    # another long note (3 windows on the bundled model): long work, which queues for the slot the scan holds
-    set_note(second_long_tab, LONG_NOTE + " Follow-up with repeat chest film in two weeks.")
+    settle(second_long_tab, timeout_s=600)
     open_page(second_long_tab, "Tokenization")
     screenshot(second_long_tab, "queue_long_note_drawn")
-    assert second_long_tab.get_by_text("film").count() > 0
+    assert second_long_tab.get_by_text("film").count() > 0  # its own note, tokenized
     settle(long_tab, timeout_s=600)  # the scan still finishes
 
-    scan_events = [(at, shown) for at, shown in long_tab.evaluate("window.progressEvents") if at >= clicked_at]
+    scan_events = [(at, shown) for at, shown in long_tab.evaluate("window.progressEvents") if at >= sent_at]
     scan_steps_after = lambda moment: [shown for at, shown in scan_events if at > moment and shown]  # noqa: E731
-    short_events = short_tab.evaluate("window.progressEvents")
+    short_events = [(at, shown) for at, shown in short_tab.evaluate("window.progressEvents") if at >= sent_at]
     assert not _waits(short_events), short_events  # short work never queued
     assert scan_steps_after(short_drawn_at), (short_drawn_at, scan_events)  # drawn while the scan still ran
 
-    second_events = second_long_tab.evaluate("window.progressEvents")
+    second_events = [(at, shown) for at, shown in second_long_tab.evaluate("window.progressEvents")
+                     if at >= sent_at]
     waited = _waits(second_events)
-    assert waited, second_events
+    assert waited, (second_events, scan_events)
     # the moment its bar stopped saying it waits: its trace had the model again
     turn_at = next(at for at, shown in second_events[waited[0]:] if "ahead of yours" not in shown)
     # the scan reported further steps after that: the long note waited for a step, not the whole scan
