@@ -55,9 +55,13 @@ model_box = st.sidebar.container()  # filled once the model is loaded, drawn abo
 note = note_inputs()
 
 # Now the heavy part: torch, transformers and the model (the note box is already on screen).
+from cbert_core.views.look import make_light_template_default  # noqa: E402
 from ui.context import begin_run  # noqa: E402
 from ui.sidebar import model_sidebar  # noqa: E402
 
+# After 'import streamlit' (which makes its own template plotly's default): figures then get the light template
+# as they are created, not as a validated copy each (cbert_core/views/look.py)
+make_light_template_default()
 begin_run()
 model_sidebar(model_box, note)
 navigation.run()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import plotly.io as pio
 import pytest
 import streamlit.testing.v1.app_test as app_test_module
 from streamlit.runtime.pages_manager import PagesManager
@@ -14,6 +15,7 @@ from cbert_core.model.loading import load_model
 from cbert_core.run.plan import plan_note
 from cbert_core.run.trace import trace
 from cbert_core.text.examples import DEFAULT_EXAMPLE, EXAMPLE_NOTES
+from cbert_core.views.look import LIGHT_TEMPLATE
 from ui.sidebar import MODEL_OTHER
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -120,6 +122,14 @@ def test_a_cased_vocabulary_keeps_case_on_request_and_says_so(tiny_dir: Path) ->
     assert [info.value for info in kept.sidebar.info if "switch on" in info.value] == []
     assert any(info.value.startswith("Case is kept") for info in kept.sidebar.info)
     assert list(kept.dataframe[0].value["token"]) != list(lowered.dataframe[0].value["token"])
+
+
+def test_the_app_makes_the_light_template_the_default_and_sends_it_with_every_figure(monkeypatch) -> None:
+    monkeypatch.setattr(pio.templates, "default", "streamlit")  # what 'import streamlit' leaves
+    figures = charts(start("pages/attention.py"))
+    assert pio.templates.default == LIGHT_TEMPLATE  # set by the app: figures get it as they are made, not copied
+    light = json.loads(json.dumps(pio.templates[LIGHT_TEMPLATE].to_plotly_json()))
+    assert len(figures) >= 2 and all(figure["layout"]["template"] == light for figure in figures.values())
 
 
 def test_attention_page_grid_heatmap_and_views(reference) -> None:

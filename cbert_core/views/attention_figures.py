@@ -11,10 +11,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from cbert_core.views.labels import escape, head_name, wrap_title
+from cbert_core.views.look import TWO_LINE_TITLE_MARGIN, calm
 
 SEQUENTIAL = "Blues"
-CALM_LAYOUT = dict(template="plotly_white", margin=dict(l=10, r=10, t=40, b=10), font=dict(size=12))
-TWO_LINE_TITLE_LAYOUT = {**CALM_LAYOUT, "margin": dict(l=10, r=10, t=70, b=10)}  # for a title from wrap_title()
 STAT_TITLES = {
     "structure": "Structure: attention concentrated on the note's own pieces",
     "entropy": "Entropy (nats): how spread out each head's attention is",
@@ -42,7 +41,7 @@ def attention_heatmap(weights: np.ndarray, row_labels: list[str], column_labels:
         hovertemplate="from %{y}<br>to %{x}<br>weight %{z:.3f}<extra></extra>", colorbar=dict(title="weight"),
     ))
     height = int(min(900, max(380, 14 * size + 120)))
-    figure.update_layout(title=title, height=height, **CALM_LAYOUT)
+    calm(figure, title=title, height=height)
     figure.update_yaxes(autorange="reversed", title="attending token (query)", type="category")
     figure.update_xaxes(title="attended-to token (key)", type="category", tickangle=-60)
     return figure
@@ -69,9 +68,9 @@ def head_grid(values: np.ndarray, metric: str, selected: tuple[int, int] | None 
         figure.add_trace(go.Scatter(x=[head + 1], y=[layer + 1], mode="markers", hoverinfo="skip",
                                     marker=dict(symbol="square-open", size=size + 6, color="#d62728",
                                                 line=dict(width=3))))
-    figure.update_layout(title=wrap_title(STAT_TITLES.get(metric, metric), 38),
-                         height=int(size * layers * 1.25 + 170), showlegend=False, clickmode="event+select",
-                         **TWO_LINE_TITLE_LAYOUT)
+    calm(figure, title=wrap_title(STAT_TITLES.get(metric, metric), 38),
+         height=int(size * layers * 1.25 + 170), showlegend=False, clickmode="event+select",
+         margin=TWO_LINE_TITLE_MARGIN)
     figure.update_xaxes(title="head", tickmode="linear", dtick=1, range=[0.4, heads + 0.6], showgrid=False)
     figure.update_yaxes(title="layer", tickmode="linear", dtick=1, range=[layers + 0.6, 0.4], showgrid=False)
     return figure
@@ -89,7 +88,7 @@ def rollout_figure(rollout_row: np.ndarray, labels: list[str], layer_count: int,
         z=rollout_row.astype(np.float32), x=labels, y=[f"after layer {layer + 1}" for layer in range(layer_count)],
         colorscale=SEQUENTIAL, zmin=0, zmax=zmax, hovertemplate="%{y}<br>%{x}: %{z:.3f}<extra></extra>",
     ))
-    figure.update_layout(title=title, height=max(320, 26 * layer_count + 140), **CALM_LAYOUT)
+    calm(figure, title=title, height=max(320, 26 * layer_count + 140))
     figure.update_xaxes(type="category", tickangle=-60)
     return figure
 
@@ -130,9 +129,8 @@ def neuron_view(query: np.ndarray, keys: np.ndarray, key_labels: list[str], quer
                             customdata=weights, hovertemplate="%{y}: %{x:.3f} (model: %{customdata:.3f})"
                                                               "<extra>softmax</extra>"), 1, 4)
     figure.update_yaxes(autorange="reversed", type="category")
-    figure.update_layout(title=f"Query {query_label}: how its attention weights are computed",
-                         height=int(min(1400, max(420, 16 * len(key_labels) + 140))), showlegend=False,
-                         **CALM_LAYOUT)
+    calm(figure, title=f"Query {query_label}: how its attention weights are computed",
+         height=int(min(1400, max(420, 16 * len(key_labels) + 140))), showlegend=False)
     return figure
 
 

@@ -8,8 +8,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from cbert_core.views.attention_figures import TWO_LINE_TITLE_LAYOUT
 from cbert_core.views.labels import escape, head_name, wrap_title
+from cbert_core.views.look import TWO_LINE_TITLE_MARGIN, calm
 
 KNOCKED_COLOUR = "#222222"
 
@@ -42,8 +42,8 @@ def head_scan_figure(scores: np.ndarray, title: str, knocked_out: Iterable[tuple
             marker=dict(symbol="x-thin", size=size * 0.8, line=dict(width=3, color=KNOCKED_COLOUR)),
             text=[f"{head_name(layer, head)} is knocked out in the views" for layer, head in out],
             hovertemplate="%{text}<extra></extra>", name="knocked out"))
-    figure.update_layout(title=wrap_title(title, 60), height=int(30 * layers + 220), showlegend=False,
-                         clickmode="event+select", **TWO_LINE_TITLE_LAYOUT)
+    calm(figure, title=wrap_title(title, 60), height=int(30 * layers + 220), showlegend=False,
+         clickmode="event+select", margin=TWO_LINE_TITLE_MARGIN)
     figure.update_yaxes(title="layer", autorange="reversed", dtick=1)
     figure.update_xaxes(title="head", dtick=1)
     return figure
@@ -70,9 +70,9 @@ def group_bar_figure(labels: Sequence[str], shares: Mapping[str, np.ndarray], ti
             y=names, x=np.nan_to_num(values), orientation="h", name=escape(method),
             text=[f"{v:+.0%}" if np.isfinite(v) else "" for v in values], textposition="auto",
             hovertemplate="%{y}<br>%{x:+.1%} of the explanation<extra>" + escape(method) + "</extra>"))
-    figure.update_layout(title=wrap_title(title, 70), barmode="group", height=int(140 + len(names) *
-                         (14 + 12 * max(len(shares), 1))), legend=dict(orientation="h", y=-0.08),
-                         **TWO_LINE_TITLE_LAYOUT)
+    calm(figure, title=wrap_title(title, 70), barmode="group", height=int(140 + len(names) *
+         (14 + 12 * max(len(shares), 1))), legend=dict(orientation="h", y=-0.08),
+         margin=TWO_LINE_TITLE_MARGIN)
     figure.update_yaxes(autorange="reversed", automargin=True)
     figure.update_xaxes(title="share of the explanation (right of 0: pushes the prediction up; left: down)", tickformat="+.0%",
                         zeroline=True, zerolinecolor="#7a8a94")
@@ -92,7 +92,7 @@ def agreement_figure(methods: Sequence[str], correlation: np.ndarray, title: str
         text=[[f"{v:.2f}" if np.isfinite(v) else "–" for v in row] for row in correlation],
         texttemplate="%{text}", hovertemplate="%{y} vs %{x}: rank correlation %{text}<extra></extra>",
         colorbar=dict(title="ρ")))
-    figure.update_layout(title=wrap_title(title, 60), height=int(160 + 42 * len(names)), **TWO_LINE_TITLE_LAYOUT)
+    calm(figure, title=wrap_title(title, 60), height=int(160 + 42 * len(names)), margin=TWO_LINE_TITLE_MARGIN)
     figure.update_yaxes(autorange="reversed", automargin=True)
     figure.update_xaxes(automargin=True, tickangle=-30)
     return figure
@@ -111,7 +111,7 @@ def layer_group_figure(labels: Sequence[str], shares: np.ndarray, title: str) ->
         z=shares, x=names, y=[f"layer {layer}" for layer in range(1, shares.shape[0] + 1)], zmin=-(limit or 1.0),
         zmax=limit or 1.0, colorscale="RdBu", reversescale=True,
         hovertemplate="%{y}, %{x}: %{z:+.1%} of the layer's conductance<extra></extra>", colorbar=dict(title="share")))
-    figure.update_layout(title=wrap_title(title, 70), height=int(200 + 26 * shares.shape[0]), **TWO_LINE_TITLE_LAYOUT)
+    calm(figure, title=wrap_title(title, 70), height=int(200 + 26 * shares.shape[0]), margin=TWO_LINE_TITLE_MARGIN)
     figure.update_yaxes(autorange="reversed")
     figure.update_xaxes(automargin=True, tickangle=-35, showticklabels=len(names) <= 60)
     return figure

@@ -7,8 +7,8 @@ from typing import Literal
 import numpy as np
 import plotly.graph_objects as go
 
-from cbert_core.views.attention_figures import CALM_LAYOUT
 from cbert_core.views.labels import escape
+from cbert_core.views.look import calm
 
 CkaShown = Literal["cka", "above", "reference"]
 CKA_TITLES: dict[str, str] = {
@@ -53,7 +53,7 @@ def cka_heatmap(cka: np.ndarray, reference: np.ndarray, name_a: str, name_b: str
                      colorbar=dict(title="CKA"))
     figure = go.Figure(go.Heatmap(x=layer_axis(cka.shape[1]), y=layer_axis(cka.shape[0]), customdata=customdata,
                                   hovertemplate=hover, **scale))
-    figure.update_layout(title=CKA_TITLES[shown], height=max(360, 30 * cka.shape[0] + 140), **CALM_LAYOUT)
+    calm(figure, title=CKA_TITLES[shown], height=max(360, 30 * cka.shape[0] + 140))
     figure.update_yaxes(title=a, autorange="reversed", type="category")
     figure.update_xaxes(title=b, type="category")
     return figure

@@ -6,8 +6,8 @@ import numpy as np
 import plotly.express as px
 import plotly.graph_objects as go
 
-from cbert_core.views.attention_figures import CALM_LAYOUT
 from cbert_core.views.labels import escape, layer_name
+from cbert_core.views.look import calm
 
 PALETTE = px.colors.qualitative.Safe + px.colors.qualitative.Pastel
 
@@ -41,7 +41,7 @@ def projection_scatter(coords: np.ndarray, groups: list[str], hover: list[str], 
             marker=dict(size=8, color=PALETTE[index % len(PALETTE)], line=dict(width=0.5, color="#ffffff")),
             text=hover_array[chosen].tolist(), hovertemplate="%{text}<extra></extra>",
         ))
-    figure.update_layout(title=title, height=560, legend=dict(itemsizing="constant"), **CALM_LAYOUT)
+    calm(figure, title=title, height=560, legend=dict(itemsizing="constant"))
     figure.update_xaxes(title=axis_names[0], zeroline=False)
     figure.update_yaxes(title=axis_names[1], zeroline=False, scaleanchor="x", scaleratio=1)
     return figure
@@ -59,7 +59,7 @@ def trajectory_figure(coords: np.ndarray, names: list[str], title: str) -> go.Fi
             text=["E"] + [str(layer) for layer in range(1, layers)], textposition="top center",
             hovertemplate=[f"{name}<br>{layer_name(layer)}<extra></extra>" for layer in range(layers)],
         ))
-    figure.update_layout(title=title, height=560, **CALM_LAYOUT)
+    calm(figure, title=title, height=560)
     figure.update_xaxes(title="shared PC 1", zeroline=False)
     figure.update_yaxes(title="shared PC 2", zeroline=False)
     return figure
@@ -71,7 +71,7 @@ def similarity_heatmap(matrix: np.ndarray, labels: list[str], title: str) -> go.
         text=np.round(matrix, 2).astype(str).tolist(), texttemplate="%{text}" if len(labels) <= 14 else None,
         hovertemplate="%{y} · %{x}: %{z:.3f}<extra>cosine</extra>",
     ))
-    figure.update_layout(title=title, height=max(360, 36 * len(labels) + 140), **CALM_LAYOUT)
+    calm(figure, title=title, height=max(360, 36 * len(labels) + 140))
     figure.update_xaxes(type="category", tickangle=-45)
     figure.update_yaxes(type="category", autorange="reversed")
     return figure
@@ -84,7 +84,7 @@ def layer_curves(series: dict[str, np.ndarray], title: str, y_title: str) -> go.
         figure.add_trace(go.Scatter(x=[layer_name(layer) for layer in range(len(values))], y=values,
                                     mode="lines+markers", name=name,
                                     line=dict(color=PALETTE[index % len(PALETTE)], width=2)))
-    figure.update_layout(title=title, height=380, **CALM_LAYOUT)
+    calm(figure, title=title, height=380)
     figure.update_yaxes(title=y_title)
     return figure
 

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from cbert_core.views.attention_figures import CALM_LAYOUT
 from cbert_core.views.labels import escape
+from cbert_core.views.look import calm
 
 BEFORE_COLOUR = "#8a6d3b"
 AFTER_COLOUR = "#1f6f8b"
@@ -35,7 +35,7 @@ def confusion_heatmap(confusion: np.ndarray, classes: Sequence[str], *, title: s
         hovertemplate="gold %{customdata[1]}, predicted %{customdata[0]}: %{text} "
                       "(%{z:.0%} of the gold class)<extra></extra>",
         colorbar=dict(title="share of gold", tickformat=".0%")))
-    figure.update_layout(title=title, height=max(300, 60 * len(names) + 140), **CALM_LAYOUT)
+    calm(figure, title=title, height=max(300, 60 * len(names) + 140))
     figure.update_yaxes(title="gold", autorange="reversed", tickvals=positions, ticktext=names)
     figure.update_xaxes(title="predicted", tickvals=positions, ticktext=names)
     return figure
@@ -64,8 +64,8 @@ def reliability_figure(edges: np.ndarray, before: tuple[np.ndarray, np.ndarray, 
                                                                np.asarray(confidence)[shown]], -1),
             hovertemplate="confidence %{customdata[1]:.2f} (mean), right %{y:.0%} of %{customdata[0]} "
                           "units<extra></extra>"))
-    figure.update_layout(title="Reliability: share right at each confidence (held-out check rows)", height=380,
-                         barmode="overlay", legend=dict(orientation="h", y=-0.2), **CALM_LAYOUT)
+    calm(figure, title="Reliability: share right at each confidence (held-out check rows)", height=380,
+         barmode="overlay", legend=dict(orientation="h", y=-0.2))
     figure.update_xaxes(title="confidence (probability of the predicted class)", range=[0, 1])
     figure.update_yaxes(title="share right", range=[0, 1], tickformat=".0%")
     return figure
@@ -87,8 +87,8 @@ def slice_figure(table: pd.DataFrame, overall: float, metric: str, *, top: int =
         hovertemplate="%{y}: %{x:.3f}<extra></extra>"))
     figure.add_vline(x=overall, line=dict(color="#444", dash="dash"),
                      annotation_text=f"whole collection {overall:.3f}", annotation_position="top")
-    figure.update_layout(title=f"{escape(metric)} per slice, with 95% bootstrap intervals (largest gaps)",
-                         height=max(300, 26 * len(names) + 120), showlegend=False, **CALM_LAYOUT)
+    calm(figure, title=f"{escape(metric)} per slice, with 95% bootstrap intervals (largest gaps)",
+         height=max(300, 26 * len(names) + 120), showlegend=False)
     figure.update_xaxes(title=escape(metric), range=[0, 1.02])
     return figure
 
@@ -104,8 +104,8 @@ def behaviour_figure(names: Sequence[str], changed: Sequence[float], failed: Seq
         go.Bar(y=labels, x=list(failed), orientation="h", name="failed the expectation", marker_color=WORSE_COLOUR,
                hovertemplate="%{y}: %{x:.0%} failed<extra></extra>"),
     ])
-    figure.update_layout(title="Behaviour tests", barmode="group", height=max(260, 70 * len(labels) + 100),
-                         legend=dict(orientation="h", y=-0.15), **CALM_LAYOUT)
+    calm(figure, title="Behaviour tests", barmode="group", height=max(260, 70 * len(labels) + 100),
+         legend=dict(orientation="h", y=-0.15))
     figure.update_xaxes(title="share of the edited notes", range=[0, 1], tickformat=".0%")
     figure.update_yaxes(autorange="reversed")
     return figure

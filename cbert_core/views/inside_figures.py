@@ -6,9 +6,9 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from cbert_core.views.attention_figures import CALM_LAYOUT, TWO_LINE_TITLE_LAYOUT
 from cbert_core.views.embedding_figures import PALETTE
 from cbert_core.views.labels import wrap_title
+from cbert_core.views.look import TWO_LINE_TITLE_MARGIN, calm
 
 
 def embedding_parts_figure(part_names: tuple[str, ...], norm_shares: np.ndarray, labels: list[str],
@@ -28,10 +28,10 @@ def embedding_parts_figure(part_names: tuple[str, ...], norm_shares: np.ndarray,
                                 line=dict(color="#444444", width=1.5)))
     figure.add_trace(go.Scatter(x=labels, y=output_norms, name="norm after LayerNorm", yaxis="y2", mode="lines",
                                 line=dict(color="#d62728", width=1.5, dash="dot")))
-    figure.update_layout(barmode="stack", height=440, title="What each word piece starts as",
-                         yaxis=dict(title="share of the parts' norms", tickformat=".0%", range=[0, 1]),
-                         yaxis2=dict(title="norm", overlaying="y", side="right", showgrid=False),
-                         legend=dict(orientation="h", y=-0.25), **CALM_LAYOUT)
+    calm(figure, barmode="stack", height=440, title="What each word piece starts as",
+         yaxis=dict(title="share of the parts' norms", tickformat=".0%", range=[0, 1]),
+         yaxis2=dict(title="norm", overlaying="y", side="right", showgrid=False),
+         legend=dict(orientation="h", y=-0.25))
     figure.update_xaxes(type="category", tickangle=-60)
     return figure
 
@@ -53,8 +53,7 @@ def attention_step_figure(labels: list[str], scores: np.ndarray, weights: np.nda
     figure.add_trace(go.Scatter(x=chosen, y=weights[order] * value_norms[order], name="weight × |value|",
                                 mode="markers", marker=dict(color="#d62728", size=9),
                                 hovertemplate="%{x}: %{y:.3f}<extra>passed on</extra>"), 2, 1)
-    figure.update_layout(height=480, title="The 30 keys this query weights most", legend=dict(orientation="h", y=-0.35),
-                         **CALM_LAYOUT)
+    calm(figure, height=480, title="The 30 keys this query weights most", legend=dict(orientation="h", y=-0.35))
     figure.update_xaxes(type="category", tickangle=-45)
     return figure
 
@@ -63,8 +62,8 @@ def head_share_figure(shares: np.ndarray, chosen_head: int) -> go.Figure:
     colours = ["#d62728" if head == chosen_head else "#9bb7d4" for head in range(len(shares))]
     figure = go.Figure(go.Bar(x=[f"H{h + 1}" for h in range(len(shares))], y=shares, marker_color=colours,
                               hovertemplate="%{x}: %{y:.0%}<extra>share</extra>"))
-    figure.update_layout(height=320, title=wrap_title("Each head's share of this layer's attention update here", 36),
-                         yaxis=dict(tickformat=".0%"), **TWO_LINE_TITLE_LAYOUT)
+    calm(figure, height=320, title=wrap_title("Each head's share of this layer's attention update here", 36),
+         yaxis=dict(tickformat=".0%"), margin=TWO_LINE_TITLE_MARGIN)
     return figure
 
 
@@ -76,7 +75,7 @@ def layer_token_heatmap(values: np.ndarray, labels: list[str], title: str, colou
     figure = go.Figure(go.Heatmap(z=values.astype(np.float32), x=labels, y=rows, colorscale="YlOrRd",
                                   colorbar=dict(title=colour_title),
                                   hovertemplate="%{y} · %{x}: %{z:.3f}<extra></extra>"))
-    figure.update_layout(title=title, height=max(300, 24 * values.shape[0] + 160), **CALM_LAYOUT)
+    calm(figure, title=title, height=max(300, 24 * values.shape[0] + 160))
     figure.update_xaxes(type="category", tickangle=-60)
     figure.update_yaxes(autorange="reversed")
     return figure
@@ -89,7 +88,6 @@ def logit_lens_figure(layer_names: tuple[str, ...], final_probs: np.ndarray, inp
                                 name=f"final answer {final_token}", line=dict(color="#1f6f8b", width=2)))
     figure.add_trace(go.Scatter(x=list(layer_names), y=input_probs, mode="lines+markers",
                                 name=f"token in the note {input_token}", line=dict(color="#d62728", dash="dot")))
-    figure.update_layout(height=340, title="When does the answer form?", yaxis=dict(title="probability",
-                                                                                    range=[0, 1]),
-                         **CALM_LAYOUT)
+    calm(figure, height=340, title="When does the answer form?", yaxis=dict(title="probability",
+                                                                    range=[0, 1]))
     return figure

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from cbert_core.views.attention_figures import TWO_LINE_TITLE_LAYOUT
 from cbert_core.views.labels import head_name, wrap_title
+from cbert_core.views.look import TWO_LINE_TITLE_MARGIN, calm
 
 UNPATCHED_COLOUR = "#d9d9d9"
 SHARE_LIMIT = 1.0  # the colour scale spans at least -1..1 (share of the difference moved)
@@ -48,8 +48,8 @@ def _grid(share: np.ndarray, scores: np.ndarray, x_labels: Sequence[str], y_labe
             mode="markers", marker=dict(symbol="square", size=size, color=UNPATCHED_COLOUR, line=dict(width=0)),
             text=[text[i] for i in np.flatnonzero(missing)], hovertemplate="%{text}<extra></extra>",
             name="not patched"))
-    figure.update_layout(title=wrap_title(title, 90), height=int(max(260, size * 1.25 * rows + 200)), showlegend=False,
-                         clickmode="event+select", **TWO_LINE_TITLE_LAYOUT)
+    calm(figure, title=wrap_title(title, 90), height=int(max(260, size * 1.25 * rows + 200)), showlegend=False,
+         clickmode="event+select", margin=TWO_LINE_TITLE_MARGIN)
     figure.update_yaxes(type="category", categoryorder="array", categoryarray=list(y_labels), autorange="reversed")
     figure.update_xaxes(type="category", categoryorder="array", categoryarray=list(x_labels), tickangle=-60)
     return figure
@@ -127,10 +127,10 @@ def probe_figure(accuracy: np.ndarray, control: np.ndarray, layer_labels: Sequen
     selectivities = [accuracy.mean(1) - control.mean(1)] + ([compare[0].mean(1) - compare[1].mean(1)] if compare
                                                             else [])
     low = min(-0.05, float(min(values.min() for values in selectivities)) - 0.05)  # a negative selectivity shows
-    figure.update_layout(title=wrap_title(title, 90), height=460, barmode="group",
-                         yaxis=dict(title="accuracy (cross-validated)", range=[0, 1.05]),
-                         yaxis2=dict(title="selectivity = probe - control", overlaying="y", side="right",
-                                     range=[low, 1.05], showgrid=False, zeroline=True),
-                         legend=dict(orientation="h", y=-0.2), **TWO_LINE_TITLE_LAYOUT)
+    calm(figure, title=wrap_title(title, 90), height=460, barmode="group",
+         yaxis=dict(title="accuracy (cross-validated)", range=[0, 1.05]),
+         yaxis2=dict(title="selectivity = probe - control", overlaying="y", side="right",
+                     range=[low, 1.05], showgrid=False, zeroline=True),
+         legend=dict(orientation="h", y=-0.2), margin=TWO_LINE_TITLE_MARGIN)
     figure.update_xaxes(type="category")
     return figure

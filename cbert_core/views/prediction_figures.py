@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from cbert_core.views.attention_figures import CALM_LAYOUT
 from cbert_core.views.labels import escape
+from cbert_core.views.look import TWO_LINE_TITLE_MARGIN, calm
 
 BAR_COLOUR = "#1f6f8b"
 REFERENCE_COLOUR = "#8a6d3b"
@@ -63,8 +63,7 @@ def probability_bars(names: Sequence[str], probs: np.ndarray, title: str) -> go.
     hover_decimals = int(axis["tickformat"][1:-1]) + 1
     figure = go.Figure(go.Bar(x=probs, y=[escape(name) for name in names], orientation="h", marker_color=BAR_COLOUR,
                               hovertemplate=f"%{{y}}: %{{x:.{hover_decimals}%}}<extra></extra>"))
-    figure.update_layout(title=title, height=max(220, 28 * len(names) + 90), xaxis=dict(**axis, title="probability"),
-                         **CALM_LAYOUT)
+    calm(figure, title=title, height=max(220, 28 * len(names) + 90), xaxis=dict(**axis, title="probability"))
     figure.update_yaxes(autorange="reversed", type="category")
     return figure
 
@@ -100,8 +99,8 @@ def cosine_bars(descriptions: Sequence[str], cosines: np.ndarray, shares: np.nda
     figure.add_annotation(x=reference, y=1, xref="x", yref="paper", yanchor="bottom", xanchor="left",
                           showarrow=False, text=f"unrelated text {reference:.3f} (+ margin {margin:.3f})",
                           font=dict(color=REFERENCE_COLOUR))
-    figure.update_layout(title=title, height=max(260, 32 * len(descriptions) + 150), showlegend=False,
-                         **{**CALM_LAYOUT, "margin": dict(l=10, r=10, t=70, b=10)})
+    calm(figure, title=title, height=max(260, 32 * len(descriptions) + 150), showlegend=False,
+         margin=TWO_LINE_TITLE_MARGIN)
     figure.update_xaxes(range=[low, high], tickvals=[-1, -0.5, 0, 0.5, 1], zeroline=True, title=COSINE_AXIS_TITLE)
     figure.update_yaxes(autorange="reversed", type="category")
     return figure

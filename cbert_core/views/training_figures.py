@@ -8,15 +8,14 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from cbert_core.views.attention_figures import CALM_LAYOUT
 from cbert_core.views.labels import escape
+from cbert_core.views.look import calm
 
 
 def loss_figure(losses: np.ndarray | list[float]) -> go.Figure:
     """Training loss per optimizer step."""
     figure = go.Figure(go.Scatter(y=np.asarray(losses, dtype=np.float32), mode="lines", line=dict(color="#1f6f8b")))
-    figure.update_layout(title="Training loss per step", height=320, xaxis_title="step", yaxis_title="loss",
-                         **CALM_LAYOUT)
+    calm(figure, title="Training loss per step", height=320, xaxis_title="step", yaxis_title="loss")
     return figure
 
 
@@ -26,7 +25,7 @@ def confusion_figure(confusion: np.ndarray, labels: tuple[str, ...]) -> go.Figur
     counts = np.asarray(confusion)
     figure = go.Figure(go.Heatmap(z=counts, x=names, y=names, colorscale="Blues", text=counts.astype(str),
                                   texttemplate="%{text}", hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>"))
-    figure.update_layout(title="Confusion matrix (validation)", height=320, **CALM_LAYOUT)
+    calm(figure, title="Confusion matrix (validation)", height=320)
     figure.update_yaxes(title="true", autorange="reversed")
     figure.update_xaxes(title="predicted")
     return figure
@@ -37,8 +36,8 @@ def perplexity_figure(steps: Sequence[int], values: Sequence[float], pieces: int
     shown = np.asarray(values, dtype=np.float64)
     figure = go.Figure(go.Scatter(x=list(steps), y=shown, mode="lines+markers", line=dict(color="#8a3b12"),
                                   hovertemplate="after %{x} steps: %{y:,.1f}<extra></extra>"))
-    figure.update_layout(title=f"Held-out pseudo-perplexity ({pieces:,} pieces; lower is better)", height=320,
-                         xaxis_title="step (0 = before training)", yaxis_title="pseudo-perplexity", **CALM_LAYOUT)
+    calm(figure, title=f"Held-out pseudo-perplexity ({pieces:,} pieces; lower is better)", height=320,
+         xaxis_title="step (0 = before training)", yaxis_title="pseudo-perplexity")
     figure.update_yaxes(type="log")
     return figure
 
@@ -52,6 +51,6 @@ def entity_scores_figure(labels: Sequence[str], precision: Sequence[float], reca
                                   ("F1", f1, "#1f6f8b")):
         figure.add_trace(go.Bar(x=names, y=np.asarray(values, dtype=np.float64), name=title, marker_color=colour,
                                 hovertemplate=f"%{{x}}: {title} %{{y:.2f}}<extra></extra>"))
-    figure.update_layout(title="Held-out spans found exactly (entity level)", barmode="group", height=320,
-                         yaxis=dict(range=[0, 1.05], title="score"), **CALM_LAYOUT)
+    calm(figure, title="Held-out spans found exactly (entity level)", barmode="group", height=320,
+         yaxis=dict(range=[0, 1.05], title="score"))
     return figure
