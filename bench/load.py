@@ -5,7 +5,7 @@ Attribution page's explanations, then the scan of every head) while the others o
 pages (Tokenization, Attention, Embeddings, Inside the model, Note), which trace. It runs twice in the
 same process on the same machine: once with the scheduler (fair turns on the shared model), once with
 it bypassed (``CBERT_SCHEDULER=off``, today's code path: every session's work at once). For each it
-prints, per kind of work, the median and worst time and the worst as a multiple of the median, the
+prints, per kind of work, the median, 95th percentile and worst time and the last two as multiples of the median, the
 throughput, the server's resident memory at start, every minute and at the end, cross-talk findings
 and the hooks left on the shared model; then the goals (worst short page <= 3x its median, over all short
 pages and per page, throughput not lower than bypassed). Short pages are timed twice: until drawn and calm
@@ -41,6 +41,14 @@ MODES = {"scheduler": {}, "scheduler-1-slot": {"CBERT_MODEL_SLOTS": "1"}, "bypas
 GOAL_WORST_OVER_MEDIAN = 3.0
 
 
+def _spread(times: list[float]) -> str:
+    """Count, median, 95th percentile and worst of ``times``, the last two also as multiples of the median."""
+    median = statistics.median(times)
+    p95 = statistics.quantiles(times, n=20)[-1] if len(times) > 1 else times[0]
+    return (f"{len(times):5d}  {median:8.2f}  {p95:5.2f}  {max(times):7.2f}  {max(times) / median:12.1f}"
+            f"  {p95 / median:10.1f}")
+
+
 def one_mode(name: str, env: dict[str, str], args) -> LoadReport:
     with running_app(env={"HF_HUB_OFFLINE": "1", "CBERT_MODEL": args.model, **env}) as server:
         port = int(server.url.rsplit(":", 1)[1])
@@ -58,23 +66,19 @@ def one_mode(name: str, env: dict[str, str], args) -> LoadReport:
           f"rounds per session {report.rounds}, {len(report.page_times)} timed pieces of work in "
           f"{report.elapsed_s:.0f} s; {clients}")
     print(f"[{name}] page time: median {report.median_page_s:.2f} s, worst {report.worst_page_s:.2f} s (all kinds)")
-    print(f"[{name}]   kind                  count  median s  worst s  worst/median  per minute")
+    print(f"[{name}]   kind                  count  median s  p95 s  worst s  worst/median  p95/median  per minute")
     for kind in (SHORT, EXPLAIN, SCAN):
         times = report.times.get(kind, [])
         if not times:
             print(f"[{name}]   {kind:20s}      0")
             continue
-        median = statistics.median(times)
-        print(f"[{name}]   {kind:20s}  {len(times):5d}  {median:8.2f}  {max(times):7.2f}  {max(times) / median:12.1f}"
-              f"  {len(times) / report.elapsed_s * 60:10.2f}")
+        print(f"[{name}]   {kind:20s}  {_spread(times)}  {len(times) / report.elapsed_s * 60:10.2f}")
     for title, times in report.by_page.items():
-        print(f"[{name}]     {title:18s}  {len(times):5d}  {statistics.median(times):8.2f}  {max(times):7.2f}  "
-              f"{max(times) / statistics.median(times):12.1f}")
+        print(f"[{name}]     {title:18s}  {_spread(times)}")
     if report.served_by_page:
         print(f"[{name}]   served (click to the server's script end, without the browser's drawing):")
     for title, times in report.served_by_page.items():
-        print(f"[{name}]     {title:18s}  {len(times):5d}  {statistics.median(times):8.2f}  {max(times):7.2f}  "
-              f"{max(times) / statistics.median(times):12.1f}")
+        print(f"[{name}]     {title:18s}  {_spread(times)}")
     if report.cpu_span_s:
         cores = len(os.sched_getaffinity(0))
         print(f"[{name}] CPU time over the run's {report.cpu_span_s:.0f} s on {cores} cores: " + ", ".join(
