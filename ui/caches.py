@@ -34,6 +34,7 @@ from cbert_core.run.inside_capture import InsideTrace, inside_trace
 from cbert_core.run.plan import NotePlan, RunOptions, plan_note, plan_notes
 from cbert_core.run.trace import Trace, trace, trace_budget
 from cbert_core.serving.cache import ResultCache, payload_bytes
+from cbert_core.serving.collector import set_aside_long_lived
 from cbert_core.serving.scheduler import Scheduler, Turn, default_slots
 from cbert_core.serving.speed import Estimate, Passes, SpeedBook
 from cbert_core.serving.status import ServerStatus, server_status
@@ -139,9 +140,11 @@ def get_model(spec_text: str) -> LoadedModel:
         return found
     report, done = progress_bar(f"Loading {spec.label}")
     try:
-        return model_cache().get_or_compute(spec, lambda: load_model(spec, progress=report))
+        loaded = model_cache().get_or_compute(spec, lambda: load_model(spec, progress=report))
     finally:
         done()
+    set_aside_long_lived()  # the model stays: later full collections need not walk its objects
+    return loaded
 
 
 @st.cache_resource(show_spinner="Loading the tokenizer...", max_entries=4)

@@ -1,0 +1,63 @@
+"""Long-lived objects set aside from the cyclic collector: skipped by later collections, garbage still collected."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+
+from cbert_core.serving.collector import set_aside_long_lived
+
+
+class Node:
+    def __init__(self) -> None:
+        self.partner: Node | None = None
+
+
+def _cycle() -> tuple[Node, weakref.ref]:
+    first, second = Node(), Node()
+    first.partner, second.partner = second, first
+    return first, weakref.ref(second)
+
+
+@pytest.fixture(autouse=True)
+def _unfrozen():
+    yield
+    gc.unfreeze()
+
+
+def test_what_is_alive_is_set_aside_and_later_collections_skip_it() -> None:
+    kept, kept_ref = _cycle()
+    assert set_aside_long_lived() == gc.get_freeze_count() > 0
+    assert not any(tracked is kept for tracked in gc.get_objects())  # in no generation a collection walks
+    assert len(gc.get_objects()) < gc.get_freeze_count()  # a full collection walks far fewer objects than are alive
+    del kept
+    gc.collect()
+    assert kept_ref() is not None  # a frozen cycle is not collected...
+    set_aside_long_lived()
+    assert kept_ref() is None  # ...until the next call gives it back to the collector (an evicted model)
+
+
+def test_garbage_is_collected_before_and_after() -> None:
+    old, old_ref = _cycle()
+    del old
+    set_aside_long_lived()
+    assert old_ref() is None  # garbage at the time is collected, not frozen
+    new, new_ref = _cycle()
+    del new
+    gc.collect()
+    assert new_ref() is None  # objects made afterwards are collected as before
+
+
+def test_loading_a_model_sets_what_is_alive_aside_and_a_cached_model_does_not(monkeypatch) -> None:
+    from cbert_core.serving.cache import ResultCache
+    from ui import caches
+
+    calls = []
+    monkeypatch.setattr(caches, "set_aside_long_lived", lambda: calls.append("set aside") or 0)
+    models = ResultCache(max_items=3)
+    monkeypatch.setattr(caches, "model_cache", lambda: models)  # no model loaded yet
+    loaded = caches.get_model("bundled")
+    assert calls == ["set aside"] and len(models) == 1
+    assert caches.get_model("bundled") is loaded and calls == ["set aside"]  # from the cache: nothing to set aside
