@@ -170,7 +170,7 @@ REPORTS = {
     "load.py": [
         "sessions (1 long) x",
         "page time: median",
-        "kind                  count  median s  worst s  worst/median  per minute",
+        "kind                  count  median s  p95 s  worst s  worst/median  p95/median  per minute",
         "short page",
         "Attribution explain",
         "head scan",
