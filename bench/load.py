@@ -5,8 +5,8 @@ Attribution page's explanations, then the scan of every head) while the others o
 pages (Tokenization, Attention, Embeddings, Inside the model, Note), which trace. It runs twice in the
 same process on the same machine: once with the scheduler (fair turns on the shared model), once with
 it bypassed (``CBERT_SCHEDULER=off``, today's code path: every session's work at once). For each it
-prints, per kind of work, the median, 95th percentile and worst time and the last two as multiples of the median, the
-throughput, the server's resident memory at start, every minute and at the end, cross-talk findings
+prints, per kind of work, the median, 95th percentile and worst time (the last two also as multiples of
+the median), the throughput, the server's resident memory at start, every minute and at the end, cross-talk findings
 and the hooks left on the shared model; then the goals (worst short page <= 3x its median, over all short
 pages and per page, throughput not lower than bypassed). Short pages are timed twice: until drawn and calm
 in the browser, and until the server's "script finished" message for the page reached the browser

@@ -221,7 +221,7 @@ def wait_for_plots(page: object, count: int = 1, timeout_s: float = 60.0) -> Non
 
 def set_note(page: object, text: str) -> None:
     """Type a note into the sidebar text area and commit it (Ctrl+Enter), checking it took."""
-    area = page.locator('[data-testid="stSidebar"] textarea[aria-label="Clinical note"]')
+    area = page.locator(NOTE_BOX)
     for _attempt in range(3):
         area.click()
         area.fill(text)
@@ -357,7 +357,7 @@ async def asettle(page: object, timeout_s: float = 300.0, quiet_s: float = 1.5) 
 
 async def aset_note(page: object, text: str) -> None:
     """:func:`set_note` for Playwright's async API."""
-    area = page.locator('[data-testid="stSidebar"] textarea[aria-label="Clinical note"]')
+    area = page.locator(NOTE_BOX)
     for _attempt in range(3):
         await area.click()
         await area.fill(text)

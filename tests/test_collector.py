@@ -7,7 +7,9 @@ import weakref
 
 import pytest
 
+from cbert_core.serving.cache import ResultCache
 from cbert_core.serving.collector import set_aside_long_lived
+from ui import caches
 
 
 class Node:
@@ -51,9 +53,6 @@ def test_garbage_is_collected_before_and_after() -> None:
 
 
 def test_loading_a_model_sets_what_is_alive_aside_and_a_cached_model_does_not(monkeypatch) -> None:
-    from cbert_core.serving.cache import ResultCache
-    from ui import caches
-
     calls = []
     monkeypatch.setattr(caches, "set_aside_long_lived", lambda: calls.append("set aside") or 0)
     models = ResultCache(max_items=3)

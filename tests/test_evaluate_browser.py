@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from browser_support import needs_chromium, open_page, screenshot, settle
+from browser_support import NOTE_BOX, needs_chromium, open_page, screenshot, settle
 from cbert_core.evaluation.dataset import example_set
 
 pytestmark = needs_chromium
@@ -75,7 +75,7 @@ def test_evaluate_example_click_through_to_attribution_and_back_then_an_upload(t
     tab.wait_for_selector("h1:has-text('Attribution')", timeout=120_000)
     settle(tab)
     no_errors(tab, "Attribution opened from an error")
-    note = tab.locator('[data-testid="stSidebar"] textarea[aria-label="Clinical note"]').input_value()
+    note = tab.locator(NOTE_BOX).input_value()
     assert note in example_set().texts  # the clicked row's note is the current note
     wait_for_text(tab, "Back to the Evaluate page", timeout_s=60, where="attribution")
     screenshot(tab, "evaluate_2_attribution_from_error")

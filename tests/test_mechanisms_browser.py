@@ -3,7 +3,7 @@ layer to open it on "Inside the model", knock out the heads that carry the diffe
 
 from __future__ import annotations
 
-from browser_support import needs_chromium, open_page, screenshot, set_note, settle, wait_for_plots
+from browser_support import NOTE_BOX, needs_chromium, open_page, screenshot, set_note, settle, wait_for_plots
 
 pytestmark = needs_chromium
 NOTE = "The patient denies chest pain and shortness of breath. No fever."
@@ -43,7 +43,7 @@ def test_patch_a_pair_then_open_a_head_and_a_layer_from_the_heatmaps(tab) -> Non
     assert tab.get_by_role("spinbutton", name="Layer").input_value() == "2"
     assert tab.get_by_role("spinbutton", name="Head").input_value() == "3"
     # the switch keeps the sidebar's choices: the note is still the one typed, not the default example
-    assert tab.locator('[data-testid="stSidebar"] textarea[aria-label="Clinical note"]').input_value() == NOTE
+    assert tab.locator(NOTE_BOX).input_value() == NOTE
     screenshot(tab, "mechanisms_opened_head")
 
     open_page(tab, "Mechanisms")

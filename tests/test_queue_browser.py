@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from browser_support import needs_chromium, open_page, running_app, screenshot, set_note, settle
+from browser_support import NOTE_BOX, needs_chromium, open_page, running_app, screenshot, set_note, settle
 from notes import LONG_NOTE
 
 pytestmark = needs_chromium
@@ -46,10 +46,6 @@ def _tab(chromium, url: str):
     return page
 
 
-def _note_box(page):
-    return page.locator('[data-testid="stSidebar"] textarea[aria-label="Clinical note"]')
-
-
 def _scan_running(page) -> bool:
     return page.locator('[data-testid="stProgress"]').count() > 0
 
@@ -69,7 +65,7 @@ def test_behind_a_head_scan_a_short_trace_runs_at_once_and_a_long_note_is_told_i
     # the other two notes are typed before the scan starts and sent once it runs (a note is traced when it is
     # sent): their traces then start well before the scan ends, however fast this machine scans
     second_note = LONG_NOTE + " Follow-up with repeat chest film in two weeks."
-    typed = {tab: _note_box(tab) for tab in (short_tab, second_long_tab)}
+    typed = {tab: tab.locator(NOTE_BOX) for tab in (short_tab, second_long_tab)}
     typed[short_tab].fill(SHORT_NOTE)  # a note of one window: its trace is short work
     typed[second_long_tab].fill(second_note)  # 3 windows on the bundled model: long work, queues for the slot
     open_page(long_tab, "Attribution")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from browser_support import needs_chromium, open_page, screenshot, settle, wait_for_plots
+from browser_support import NOTE_BOX, needs_chromium, open_page, screenshot, settle, wait_for_plots
 
 pytestmark = needs_chromium
 
@@ -46,7 +46,7 @@ def save_to(page, folder: Path) -> None:
 
 
 def test_pretraining_then_a_tagger_whose_spans_show_on_predictions(tab, app_server, tmp_path: Path) -> None:
-    area = tab.locator('[data-testid="stSidebar"] textarea[aria-label="Clinical note"]')
+    area = tab.locator(NOTE_BOX)
     area.fill(NOTE_WITH_MASK)
     area.press("Control+Enter")
     settle(tab)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from browser_support import needs_chromium, open_page, screenshot, settle
+from browser_support import NOTE_BOX, needs_chromium, open_page, screenshot, settle
 from notes import labelled_rows
 
 pytestmark = needs_chromium
@@ -73,7 +73,7 @@ def no_errors(page, where: str) -> None:
 
 
 def note_area(page):
-    return page.locator('[data-testid="stSidebar"] textarea[aria-label="Clinical note"]')
+    return page.locator(NOTE_BOX)
 
 
 def chosen(page, label: str) -> str:
