@@ -39,6 +39,9 @@ from protocol_sessions import run_protocol_load
 
 MODES = {"scheduler": {}, "scheduler-1-slot": {"CBERT_MODEL_SLOTS": "1"}, "bypassed": {"CBERT_SCHEDULER": "off"}}
 GOAL_WORST_OVER_MEDIAN = 3.0
+# The first seconds after a server start: every session's first visit to each page, while the app imports the
+# pages' modules in the background (ui/warm_up.py) and sets them aside from the collector. Printed apart too.
+WARM_UP_S = 15.0
 
 
 def _spread(times: list[float]) -> str:
@@ -47,6 +50,13 @@ def _spread(times: list[float]) -> str:
     p95 = statistics.quantiles(times, n=20, method="inclusive")[-1] if len(times) > 1 else times[0]  # within the data
     return (f"{len(times):5d}  {median:8.2f}  {p95:5.2f}  {max(times):7.2f}  {max(times) / median:12.1f}"
             f"  {p95 / median:10.1f}")
+
+
+def after_warm_up(report: LoadReport) -> dict[str, list[float]]:
+    """Each short page's times of the pieces of work that began once the server had warmed up."""
+    return {title: kept for title, times in report.by_page.items()
+            if (kept := [seconds for seconds, began in zip(times, report.began_by_page.get(title, []))
+                         if began >= WARM_UP_S])}
 
 
 def one_mode(name: str, env: dict[str, str], args) -> LoadReport:
@@ -79,6 +89,14 @@ def one_mode(name: str, env: dict[str, str], args) -> LoadReport:
         print(f"[{name}]   served (click to the server's script end, without the browser's drawing):")
     for title, times in report.served_by_page.items():
         print(f"[{name}]     {title:18s}  {_spread(times)}")
+    if report.began_by_page:
+        print(f"[{name}]   each page's slowest began at: " + ", ".join(
+            f"{title} {began[times.index(max(times))]:.0f} s" for title, times in report.by_page.items()
+            if (began := report.began_by_page.get(title))) + " into the run")
+        print(f"[{name}]   once the server has warmed up (pieces of work that began {WARM_UP_S:.0f} s or more "
+              "into the run):")
+        for title, times in after_warm_up(report).items():
+            print(f"[{name}]     {title:18s}  {_spread(times)}")
     if report.cpu_span_s:
         cores = len(os.sched_getaffinity(0))
         print(f"[{name}] CPU time over the run's {report.cpu_span_s:.0f} s on {cores} cores: " + ", ".join(
@@ -117,7 +135,8 @@ def main() -> None:
         ratio = max(short) / statistics.median(short) if short else float("nan")
         print(f"goal [{name}]: worst short page {ratio:.1f}x its median (goal <= {GOAL_WORST_OVER_MEDIAN:.0f}x)")
         timed = "drawn" if args.clients == "browsers" else "served"  # protocol clients: until the script end
-        for measure, by_page in ((timed, report.by_page), ("served", report.served_by_page)):
+        for measure, by_page in ((timed, report.by_page), ("served", report.served_by_page),
+                                 (f"{timed}, once warmed up", after_warm_up(report))):
             if not by_page:  # each page against its own median: pages of different cost are not mixed
                 continue
             page, times = max(by_page.items(), key=lambda item: max(item[1]) / statistics.median(item[1]))

@@ -69,8 +69,14 @@ class LoadReport:
     # sessions' browser's (which stands for users' own machines but here shares the server's cores)
     cpu_s: dict[str, float] = field(default_factory=dict)
     cpu_span_s: float = 0.0
+    started: float = field(default_factory=time.perf_counter)  # the run's start (perf_counter)
+    # short pages' start times per page title (seconds since the run's start), in the order of by_page
+    began_by_page: dict[str, list[float]] = field(default_factory=dict)
 
     def record(self, kind: str, seconds: float, page: str | None = None, served_s: float | None = None) -> None:
+        """One piece of work that took ``seconds`` and has just finished."""
+        if page is not None:
+            self.began_by_page.setdefault(page, []).append(time.perf_counter() - seconds - self.started)
         self.page_times.append(seconds)
         self.times.setdefault(kind, []).append(seconds)
         if page is not None:
@@ -214,7 +220,7 @@ async def _run(url: str, port: int, sessions: int, seconds: float, long_sessions
         with tempfile.TemporaryDirectory() as folder:
             executable = CHROMIUM if browser_nice is None else _niced_chromium(folder, browser_nice)
             browser = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-            started = time.perf_counter()
+            started = report.started = time.perf_counter()
             deadline = started + seconds
             await asyncio.gather(sample_server(report, port, started, deadline, browsers=True),
                                  *(_session(browser, url, index, deadline, report, long=index < long_sessions)

@@ -140,7 +140,7 @@ async def _run(url: str, port: int, sessions: int, seconds: float, long_sessions
     report = LoadReport(sessions=sessions, seconds=seconds)
     report.rss.append(("start", process_rss_bytes(port)))
     socket_url = url.replace("http://", "ws://", 1) + "/_stcore/stream"
-    started = time.perf_counter()
+    started = report.started = time.perf_counter()
     deadline = started + seconds
     await asyncio.gather(sample_server(report, port, started, deadline),
                          *(_session(socket_url, index, deadline, report, long=index < long_sessions)

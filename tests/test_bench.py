@@ -174,6 +174,8 @@ REPORTS = {
         "short page",
         "Attribution explain",
         "head scan",
+        "each page's slowest began at:",
+        "once the server has warmed up",
         "server RSS:",
         "server status afterwards:",
         "cross-talk / failures:",
