@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import threading
+import time
 import weakref
 
 import pytest
@@ -60,3 +62,31 @@ def test_loading_a_model_sets_what_is_alive_aside_and_a_cached_model_does_not(mo
     loaded = caches.get_model("bundled")
     assert calls == ["set aside"] and len(models) == 1
     assert caches.get_model("bundled") is loaded and calls == ["set aside"]  # from the cache: nothing to set aside
+
+
+def test_sessions_that_wait_for_a_load_do_not_collect_again(monkeypatch) -> None:
+    calls, entered, release = [], [], threading.Event()
+    monkeypatch.setattr(caches, "set_aside_long_lived", lambda: calls.append("set aside") or 0)
+    models = ResultCache(max_items=3)
+    monkeypatch.setattr(caches, "model_cache", lambda: models)
+    real_load = caches.load_model
+    monkeypatch.setattr(caches, "load_model", lambda spec, progress: release.wait(30) and real_load(spec, progress))
+    real_get_or_compute = models.get_or_compute
+
+    def get_or_compute(key, compute):
+        entered.append(key)
+        return real_get_or_compute(key, compute)
+
+    monkeypatch.setattr(models, "get_or_compute", get_or_compute)
+    got = []
+    sessions = [threading.Thread(target=lambda: got.append(caches.get_model("bundled"))) for _ in range(3)]
+    for session in sessions:
+        session.start()
+    deadline = time.monotonic() + 30
+    while len(entered) < 3 and time.monotonic() < deadline:  # all three asked while the first one loads
+        time.sleep(0.01)
+    release.set()
+    for session in sessions:
+        session.join(60)
+    assert len(entered) == 3 and len(got) == 3 and got[0] is got[1] is got[2]
+    assert calls == ["set aside"]  # only the session that loaded it collected

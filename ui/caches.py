@@ -139,12 +139,16 @@ def get_model(spec_text: str) -> LoadedModel:
     if found is not None:
         return found
     report, done = progress_bar(f"Loading {spec.label}")
-    try:
-        loaded = model_cache().get_or_compute(spec, lambda: load_model(spec, progress=report))
+
+    def load() -> LoadedModel:
+        loaded = load_model(spec, progress=report)
+        set_aside_long_lived()  # the model stays: later full collections need not walk its objects
+        return loaded
+
+    try:  # sessions that wait for another's load get its model without collecting again
+        return model_cache().get_or_compute(spec, load)
     finally:
         done()
-    set_aside_long_lived()  # the model stays: later full collections need not walk its objects
-    return loaded
 
 
 @st.cache_resource(show_spinner="Loading the tokenizer...", max_entries=4)
