@@ -10,6 +10,7 @@ logic is in cbert_core.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -33,6 +34,7 @@ st.set_page_config(page_title="Clinical BERT explorer", page_icon=tab_icon(), la
                    initial_sidebar_state="expanded")
 identity = sign_in_gate()  # stops here unless sign-in is off, or the user is signed in and allowed
 
+PAGES_FOLDER = Path(__file__).resolve().parent / "pages"
 PAGES = [
     st.Page("pages/note.py", title="Note", icon=":material/description:", default=True),
     st.Page("pages/inside.py", title="Inside the model", icon=":material/biotech:"),
@@ -58,10 +60,14 @@ note = note_inputs()
 from cbert_core.views.look import make_light_template_default  # noqa: E402
 from ui.context import begin_run  # noqa: E402
 from ui.sidebar import model_sidebar  # noqa: E402
+from ui.warm_up import warm_up_pages  # noqa: E402
 
 # After 'import streamlit' (which makes its own template plotly's default): figures then get the light template
 # as they are created, not as a validated copy each (cbert_core/views/look.py)
 make_light_template_default()
 begin_run()
 model_sidebar(model_box, note)
-navigation.run()
+try:
+    navigation.run()
+finally:  # once per server, after the first page has run: later first visits to a page import nothing
+    warm_up_pages(tuple(sorted(PAGES_FOLDER.glob("*.py"))))
