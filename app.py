@@ -66,8 +66,7 @@ from ui.warm_up import warm_up_pages  # noqa: E402
 # as they are created, not as a validated copy each (cbert_core/views/look.py)
 make_light_template_default()
 begin_run()
+# Once per server, while the model loads: every page's imports in the background, so no first visit pays for them
+warm_up_pages(tuple(sorted(PAGES_FOLDER.glob("*.py"))))
 model_sidebar(model_box, note)
-try:
-    navigation.run()
-finally:  # once per server, after the first page has run: later first visits to a page import nothing
-    warm_up_pages(tuple(sorted(PAGES_FOLDER.glob("*.py"))))
+navigation.run()

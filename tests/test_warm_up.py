@@ -1,4 +1,4 @@
-"""The pages' modules are imported once per server in the background, after the first page has run."""
+"""The pages' modules are imported once per server in the background, while the model loads."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def test_only_a_pages_import_lines_run(tmp_path) -> None:
     assert "json" in names and "os_path" in names
 
 
-def test_the_app_starts_the_warm_up_with_every_page_after_its_first_run(monkeypatch) -> None:
+def test_the_app_starts_the_warm_up_with_every_page_on_its_first_run(monkeypatch) -> None:
     calls = []
     monkeypatch.setattr(warm_up, "warm_up_pages", lambda paths: calls.append(paths))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)

@@ -1,13 +1,15 @@
-"""Import every page's modules once per server, in the background, after the first page has run.
+"""Import every page's modules once per server, in the background, while the model loads.
 
 A page's first visit after a server start imports what that page needs: scikit-learn for Embeddings,
 captum for Attribution, spaCy for Evaluate. On a quiet 2-core machine that is 0.1-0.9 s, holding the
-interpreter lock for much of it; under eight sessions the first visit to Embeddings took 1.2 s
+interpreter lock for much of it; under eight sessions the first visit to Embeddings took 1.2-1.5 s
 against a median of 0.3 s, and it was that page's slowest visit of the run (``bench/load.py`` prints when
-each page's slowest visit began). So once the first page has been served, a daemon thread runs each
-page's own module-level import statements (read from the page files, so nothing is listed twice), then
-sets what they loaded aside from later full collections (:mod:`cbert_core.serving.collector`).
-Modules a page imports only inside a function (UMAP, on request) stay lazy.
+each page's slowest visit began). Imported after the first page instead, the imports stalled the other
+sessions' first pages (1.3-1.6 s). So on the server's first script run, a daemon thread runs each page's
+own module-level import statements (read from the page files, so nothing is listed twice) while the model
+loads, which mostly waits on files and native code, then sets what they loaded aside from later full
+collections (:mod:`cbert_core.serving.collector`). Modules a page imports only inside a function (UMAP, on
+request) stay lazy.
 """
 
 from __future__ import annotations
