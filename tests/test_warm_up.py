@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import streamlit
 from streamlit.testing.v1 import AppTest
 
 from ui import warm_up
@@ -40,6 +41,39 @@ def test_the_warm_up_imports_the_pages_modules_in_the_background_and_sets_them_a
     assert done.stdout.split() == ["True", "False", "True", "True"]  # sklearn yes, captum (not asked) no, frozen
 
 
+# Eight sessions' first runs call the warm-up in the same moment: one thread, started once.
+RACE = """
+import sys, threading
+from pathlib import Path
+from ui.warm_up import THREAD_NAME, warm_up_pages
+page = (Path(sys.argv[1]),)
+callers = 8
+barrier = threading.Barrier(callers)
+got = []
+
+def first_run():
+    barrier.wait()
+    got.append(warm_up_pages(page))
+
+runners = [threading.Thread(target=first_run) for _ in range(callers)]
+for runner in runners:
+    runner.start()
+for runner in runners:
+    runner.join()
+print(len({id(thread) for thread in got}), len(got))
+"""
+
+
+def test_sessions_starting_together_start_one_warm_up(tmp_path) -> None:
+    page = tmp_path / "page.py"
+    page.write_text("import json\n")
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", RACE, str(page)], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.split() == ["1", "8"]  # every caller got the same thread
+
+
 def test_only_a_pages_import_lines_run(tmp_path) -> None:
     page = tmp_path / "page.py"
     page.write_text("from __future__ import annotations\nimport json\nfrom os import path as os_path\n"
@@ -49,10 +83,22 @@ def test_only_a_pages_import_lines_run(tmp_path) -> None:
     assert "json" in names and "os_path" in names
 
 
-def test_the_app_starts_the_warm_up_with_every_page_on_its_first_run(monkeypatch) -> None:
+def test_the_app_starts_the_warm_up_with_every_page_in_the_sidebars_order_on_its_first_run(monkeypatch) -> None:
     calls = []
     monkeypatch.setattr(warm_up, "warm_up_pages", lambda paths: calls.append(paths))
+    shown = []  # the pages the navigation shows, in its order
+    navigation = streamlit.navigation
+
+    def recording_navigation(pages, *args, **kwargs):
+        shown[:] = list(pages)
+        return navigation(pages, *args, **kwargs)
+
+    monkeypatch.setattr(streamlit, "navigation", recording_navigation)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
     at.run()
     assert not at.exception
     assert calls and set(calls[-1]) == set(PAGES.glob("*.py"))
+    # the pages people meet first (Note, then the sidebar's order) are warmed first; Streamlit names a page's URL
+    # after its file, and the default page's URL is the root
+    assert [page.url_path for page in shown] == ["" if index == 0 else path.stem
+                                                 for index, path in enumerate(calls[-1])]

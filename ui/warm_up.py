@@ -15,7 +15,6 @@ request) stay lazy.
 from __future__ import annotations
 
 import ast
-import functools
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -49,9 +48,18 @@ def import_pages(paths: Iterable[Path]) -> list[Path]:
     return failed
 
 
-@functools.cache
+# The warm-up thread, once started; eight sessions' first runs reach app.py's call in the same moment after a
+# start, and each must find the one thread (a cache without the lock let two of them start one each: the second
+# waited on the first's module locks, then both ran a full collection)
+_started: list[threading.Thread] = []
+_starting = threading.Lock()
+
+
 def warm_up_pages(paths: tuple[Path, ...]) -> threading.Thread:
     """Start importing the modules of the pages at ``paths`` in a daemon thread, once per process; that thread."""
-    thread = threading.Thread(target=import_pages, args=(paths,), name=THREAD_NAME, daemon=True)
-    thread.start()
-    return thread
+    with _starting:
+        if not _started:
+            thread = threading.Thread(target=import_pages, args=(paths,), name=THREAD_NAME, daemon=True)
+            thread.start()
+            _started.append(thread)
+        return _started[0]
