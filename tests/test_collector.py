@@ -10,7 +10,7 @@ import weakref
 import pytest
 
 from cbert_core.serving.cache import ResultCache
-from cbert_core.serving.collector import set_aside_long_lived
+from cbert_core.serving.collector import set_aside_long_lived, set_aside_new_long_lived
 from ui import caches
 
 
@@ -52,6 +52,22 @@ def test_garbage_is_collected_before_and_after() -> None:
     del new
     gc.collect()
     assert new_ref() is None  # objects made afterwards are collected as before
+
+
+def test_setting_aside_what_is_new_leaves_what_was_set_aside_unwalked() -> None:
+    earlier, earlier_ref = _cycle()
+    set_aside_long_lived()
+    del earlier  # garbage now, but frozen
+    garbage, garbage_ref = _cycle()
+    del garbage
+    later, later_ref = _cycle()
+    frozen_before = gc.get_freeze_count()
+    assert set_aside_new_long_lived() > frozen_before
+    assert garbage_ref() is None  # new garbage is collected, not frozen
+    assert not any(tracked is later for tracked in gc.get_objects())  # what is new and alive is set aside
+    assert earlier_ref() is not None  # the earlier frozen ones were not given back and walked
+    set_aside_long_lived()
+    assert earlier_ref() is None and later_ref() is not None
 
 
 def test_loading_a_model_sets_what_is_alive_aside_and_a_cached_model_does_not(monkeypatch) -> None:

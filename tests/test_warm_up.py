@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = ROOT / "pages"
 
 # In a fresh interpreter: nothing of scikit-learn or captum is loaded until the warm-up imports the given pages'
-# modules; a page whose imports fail does not stop the others; the thread runs once per process.
+# modules; a page whose imports fail does not stop the others; the thread runs once per process; what was set
+# aside earlier is left alone.
 FRESH_PROCESS = """
 import gc, sys
 from pathlib import Path
@@ -23,12 +24,22 @@ from ui.warm_up import import_pages, warm_up_pages
 pages = Path(sys.argv[1])
 broken = Path(sys.argv[2])
 assert "sklearn.decomposition" not in sys.modules and "captum" not in sys.modules
+class Node:
+    pass
+first, second = Node(), Node()
+first.partner, second.partner = second, first
+import weakref
+earlier = weakref.ref(second)
+gc.collect()
+gc.freeze()  # set aside earlier (the model, when it loaded)
+del first, second  # garbage now, frozen
 frozen_before = gc.get_freeze_count()
 thread = warm_up_pages((broken, pages / "embeddings.py"))
 thread.join(120)
 assert warm_up_pages((broken, pages / "embeddings.py")) is thread  # once per process
 print("sklearn.decomposition" in sys.modules, "captum" in sys.modules, gc.get_freeze_count() > frozen_before)
 print(import_pages([broken]) == [broken])
+print(earlier() is not None)  # what was set aside earlier is not walked again
 """
 
 
@@ -38,7 +49,8 @@ def test_the_warm_up_imports_the_pages_modules_in_the_background_and_sets_them_a
     done = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(PAGES), str(broken)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["True", "False", "True", "True"]  # sklearn yes, captum (not asked) no, frozen
+    # sklearn yes, captum (not asked) no, frozen, the broken page reported, the earlier frozen objects not walked
+    assert done.stdout.split() == ["True", "False", "True", "True", "True"]
 
 
 # Eight sessions' first runs call the warm-up in the same moment: one thread, started once.

@@ -8,7 +8,7 @@ each page's slowest visit began). Imported after the first page instead, the imp
 sessions' first pages (1.3-1.6 s). So on the server's first script run, a daemon thread runs each page's
 own module-level import statements (read from the page files, so nothing is listed twice) while the model
 loads, which mostly waits on files and native code, then sets what they loaded aside from later full
-collections (:mod:`cbert_core.serving.collector`). Modules a page imports only inside a function (UMAP, on
+collections (:mod:`cbert_core.serving.collector`), without walking the model's objects again. Modules a page imports only inside a function (UMAP, on
 request) stay lazy.
 """
 
@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import CodeType
 
-from cbert_core.serving.collector import set_aside_long_lived
+from cbert_core.serving.collector import set_aside_new_long_lived
 
 THREAD_NAME = "warm-up-pages"
 
@@ -44,7 +44,7 @@ def import_pages(paths: Iterable[Path]) -> list[Path]:
             exec(page_imports(path), {})  # noqa: S102 - this app's own page files, their import lines only
         except Exception:  # noqa: BLE001 - the page reports its own error when it is opened
             failed.append(path)
-    set_aside_long_lived()
+    set_aside_new_long_lived()  # the model, set aside when it was loaded, is not walked again
     return failed
 
 
