@@ -41,3 +41,20 @@ def test_under_the_light_default_a_figure_is_not_given_a_copy_of_the_template(mo
     calm(figure, title="default")
     assert not made  # no second copy of the template: 8 ms of the interpreter lock per figure
     assert figure.layout.template == pio.templates[LIGHT_TEMPLATE]
+
+
+def test_making_the_light_template_default_again_copies_nothing(monkeypatch) -> None:
+    monkeypatch.setattr(pio.templates, "default", "plotly")
+    made = []
+    template_init = go.layout.Template.__init__
+
+    def counting_init(self, *args, **kwargs):
+        made.append(1)
+        template_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(go.layout.Template, "__init__", counting_init)
+    make_light_template_default()
+    assert made and pio.templates.default == LIGHT_TEMPLATE  # another default was in force: set (and copied)
+    made.clear()
+    make_light_template_default()  # every later script run
+    assert not made and pio.templates.default == LIGHT_TEMPLATE

@@ -22,8 +22,12 @@ CALM_FONT = dict(size=12)
 
 
 def make_light_template_default() -> None:
-    """Make the light template plotly's default for figures created from now on, in this process."""
-    pio.templates.default = LIGHT_TEMPLATE
+    """Make the light template plotly's default for figures created from now on, in this process.
+
+    Only when another is in force: setting it validates and copies the whole template (10 ms holding the
+    interpreter lock), and the app calls this on every script run of every session."""
+    if pio.templates.default != LIGHT_TEMPLATE:
+        pio.templates.default = LIGHT_TEMPLATE
 
 
 def calm(figure: go.Figure, **layout: object) -> go.Figure:
