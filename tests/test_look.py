@@ -20,9 +20,11 @@ def test_a_calm_figure_has_the_light_template_whatever_the_default(default, monk
     assert calm(go.Figure(), margin=TWO_LINE_TITLE_MARGIN).layout.margin.to_plotly_json() == TWO_LINE_TITLE_MARGIN
 
 
-def test_under_the_light_default_a_figure_is_not_given_a_copy_of_the_template(monkeypatch) -> None:
+@pytest.fixture
+def made(monkeypatch) -> list[int]:
+    """One entry per template plotly makes (validates and copies) from now on; plotly's own default in force."""
     monkeypatch.setattr(pio.templates, "default", "plotly")
-    made = []
+    made: list[int] = []
     template_init = go.layout.Template.__init__
 
     def counting_init(self, *args, **kwargs):
@@ -30,6 +32,10 @@ def test_under_the_light_default_a_figure_is_not_given_a_copy_of_the_template(mo
         template_init(self, *args, **kwargs)
 
     monkeypatch.setattr(go.layout.Template, "__init__", counting_init)
+    return made
+
+
+def test_under_the_light_default_a_figure_is_not_given_a_copy_of_the_template(made) -> None:
     figure = go.Figure()
     made.clear()
     calm(figure, title="named")
@@ -43,16 +49,7 @@ def test_under_the_light_default_a_figure_is_not_given_a_copy_of_the_template(mo
     assert figure.layout.template == pio.templates[LIGHT_TEMPLATE]
 
 
-def test_making_the_light_template_default_again_copies_nothing(monkeypatch) -> None:
-    monkeypatch.setattr(pio.templates, "default", "plotly")
-    made = []
-    template_init = go.layout.Template.__init__
-
-    def counting_init(self, *args, **kwargs):
-        made.append(1)
-        template_init(self, *args, **kwargs)
-
-    monkeypatch.setattr(go.layout.Template, "__init__", counting_init)
+def test_making_the_light_template_default_again_copies_nothing(made) -> None:
     make_light_template_default()
     assert made and pio.templates.default == LIGHT_TEMPLATE  # another default was in force: set (and copied)
     made.clear()
