@@ -8,8 +8,8 @@ each page's slowest visit began). Imported after the first page instead, the imp
 sessions' first pages (1.3-1.6 s). So on the server's first script run, a daemon thread runs each page's
 own module-level import statements (read from the page files, so nothing is listed twice) while the model
 loads, which mostly waits on files and native code, then sets what they loaded aside from later full
-collections (:mod:`cbert_core.serving.collector`), without walking the model's objects again. Modules a page imports only inside a function (UMAP, on
-request) stay lazy.
+collections (:mod:`cbert_core.serving.collector`), without walking the model's objects again. Modules a
+page imports only inside a function (UMAP, on request) stay lazy.
 """
 
 from __future__ import annotations
