@@ -14,12 +14,16 @@ in the browser, and until the server's "script finished" message for the page re
 users' browsers do on their own machines.
 
     .venv/bin/python bench/load.py [--sessions 8] [--long-sessions 2] [--minutes 5] [--model bundled] [--quick]
-                                   [--clients browsers|protocol]
+                                   [--clients browsers|protocol] [--passes 1]
 
 ``--clients protocol``: the sessions are websocket clients that send what a browser sends and draw
 nothing. The browsers of 8 sessions take about 70% of a 2-core machine's CPU (printed with each run), so
 with browsers the page times mostly measure the browsers' drawing on the server's own cores; the protocol
 clients measure what the server does.
+
+``--passes N``: run the modes N times over, every other pass in reverse order (scheduler, bypassed, bypassed,
+scheduler...), each run on a fresh server, and compare throughput over all of a mode's runs together: the
+machine's speed drifts over the minutes, and with one run of each the mode run second took the drift.
 
 ``--quick``: 3 sessions (1 long) for a minute per mode on the bundled model (a round may not finish).
 """
@@ -34,7 +38,7 @@ from common import announce, bench_parser
 # isort: split
 # after common, which puts tests/ on the path
 from browser_support import running_app
-from load_sessions import EXPLAIN, SCAN, SHORT, LoadReport, run_load
+from load_sessions import EXPLAIN, SCAN, SHORT, LoadReport, alternating_order, pooled_rate, run_load
 from protocol_sessions import run_protocol_load
 
 MODES = {"scheduler": {}, "scheduler-1-slot": {"CBERT_MODEL_SLOTS": "1"}, "bypassed": {"CBERT_SCHEDULER": "off"}}
@@ -57,6 +61,12 @@ def after_warm_up(report: LoadReport) -> dict[str, list[float]]:
     return {title: kept for title, times in report.by_page.items()
             if (kept := [seconds for seconds, began in zip(times, report.began_by_page.get(title, []))
                          if began >= WARM_UP_S])}
+
+
+def throughput_ratio(runs: list[tuple[str, str, LoadReport]]) -> float:
+    """Work per minute with the scheduler over that bypassed, each mode's ``runs`` (label, mode, report) pooled."""
+    bypassed = pooled_rate(report for _, mode, report in runs if mode == "bypassed")
+    return pooled_rate(report for _, mode, report in runs if mode == "scheduler") / bypassed if bypassed else float("nan")
 
 
 def one_mode(name: str, env: dict[str, str], args) -> LoadReport:
@@ -117,6 +127,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0, help="per mode")
     parser.add_argument("--model", default="bundled", help="CBERT_MODEL for the server")
     parser.add_argument("--modes", default="scheduler,bypassed", help="which of: " + ", ".join(MODES))
+    parser.add_argument("--passes", type=int, default=1,
+                        help="run the modes this many times over, every other pass reversed, and pool each mode's "
+                             "runs for the throughput comparison (a steady drift of the machine then weighs alike)")
     parser.add_argument("--clients", choices=("browsers", "protocol"), default="browsers",
                         help="browsers: a headless Chromium tab per session, timed until drawn; protocol: a "
                              "websocket client per session that speaks Streamlit's protocol and draws nothing, "
@@ -128,27 +141,37 @@ def main() -> None:
     announce(args.quick)
     if args.quick:
         args.sessions, args.long_sessions, args.minutes, args.model = 3, 1, 1.0, "bundled"
-    reports = {name: one_mode(name, MODES[name], args) for name in args.modes.split(",")}
+    order = alternating_order(args.modes.split(","), max(1, args.passes))
+    # (label, mode, report) per run; a label tells the runs of one mode apart when there are several
+    runs = []
+    for name in order:
+        label = name if args.passes <= 1 else f"{name} #{sum(mode == name for _, mode, _ in runs) + 1}"
+        runs.append((label, name, one_mode(label, MODES[name], args)))
     print()
-    for name, report in reports.items():
+    for label, _, report in runs:
         short = report.times.get(SHORT, [])
         ratio = max(short) / statistics.median(short) if short else float("nan")
-        print(f"goal [{name}]: worst short page {ratio:.1f}x its median (goal <= {GOAL_WORST_OVER_MEDIAN:.0f}x)")
+        print(f"goal [{label}]: worst short page {ratio:.1f}x its median (goal <= {GOAL_WORST_OVER_MEDIAN:.0f}x)")
         timed = "drawn" if args.clients == "browsers" else "served"  # protocol clients: until the script end
         for measure, by_page in ((timed, report.by_page), ("served", report.served_by_page),
                                  (f"{timed}, once warmed up", after_warm_up(report))):
             if not by_page:  # each page against its own median: pages of different cost are not mixed
                 continue
             page, times = max(by_page.items(), key=lambda item: max(item[1]) / statistics.median(item[1]))
-            print(f"goal [{name}]: per page, {measure}, the worst is at most "
+            print(f"goal [{label}]: per page, {measure}, the worst is at most "
                   f"{max(times) / statistics.median(times):.1f}x that page's median ({page}; "
                   f"goal <= {GOAL_WORST_OVER_MEDIAN:.0f}x)")
-    if {"scheduler", "bypassed"} <= reports.keys():
-        done = {name: len(report.page_times) / report.elapsed_s * 60 for name, report in reports.items()}
-        ratio = done["scheduler"] / done["bypassed"] if done["bypassed"] else float("nan")
+    modes = {mode for _, mode, _ in runs}
+    if {"scheduler", "bypassed"} <= modes:
+        done = {mode: pooled_rate(report for _, name, report in runs if name == mode) for mode in modes}
+        ratio = throughput_ratio(runs)
         print(f"goal: throughput with the scheduler {done['scheduler']:.2f} vs bypassed {done['bypassed']:.2f} "
-              f"pieces of work per minute ({ratio:.2f}x; goal >= 1x)")
-
+              f"pieces of work per minute ({ratio:.2f}x; goal >= 1x)"
+              + (f", over {args.passes} runs of each in the order {', '.join(order)}" if args.passes > 1 else ""))
+        if args.passes > 1:  # each pass's own ratio: the spread the pooled figure averages over
+            per_pass = len(order) // args.passes
+            print("goal: each pass's throughput ratio: " + ", ".join(
+                f"{throughput_ratio(runs[start:start + per_pass]):.2f}x" for start in range(0, len(runs), per_pass)))
 
 if __name__ == "__main__":
     main()

@@ -15,6 +15,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from browser_support import (
@@ -92,6 +93,23 @@ class LoadReport:
     def worst_page_s(self) -> float:
         return max(self.page_times) if self.page_times else float("nan")
 
+
+
+def alternating_order(modes: Sequence[str], passes: int) -> list[str]:
+    """The runs of ``passes`` passes over ``modes``, every other pass reversed (A B, B A, A B...).
+
+    A machine's speed drifts over a bench's minutes (here by up to half within an hour). Run once each in a
+    fixed order, the mode run last takes all of a steady drift; in this order, after every second pass each
+    mode's runs sit at the same mean position, so a steady drift weighs on every mode alike.
+    """
+    return [mode for index in range(passes) for mode in (modes if index % 2 == 0 else list(reversed(modes)))]
+
+
+def pooled_rate(reports: Iterable[LoadReport]) -> float:
+    """Pieces of work finished per minute over ``reports`` together: all their work over all their time."""
+    taken = list(reports)
+    elapsed_s = sum(report.elapsed_s for report in taken)
+    return sum(len(report.page_times) for report in taken) / elapsed_s * 60 if elapsed_s else float("nan")
 
 async def _check_own(page: object, session: int, note: str, report: LoadReport, timeout_s: float = 60.0) -> None:
     """The Note page must come to show this session's note (its length and marker) and never another's."""
