@@ -66,7 +66,8 @@ def after_warm_up(report: LoadReport) -> dict[str, list[float]]:
 def throughput_ratio(runs: list[tuple[str, str, LoadReport]]) -> float:
     """Work per minute with the scheduler over that bypassed, each mode's ``runs`` (label, mode, report) pooled."""
     bypassed = pooled_rate(report for _, mode, report in runs if mode == "bypassed")
-    return pooled_rate(report for _, mode, report in runs if mode == "scheduler") / bypassed if bypassed else float("nan")
+    scheduler = pooled_rate(report for _, mode, report in runs if mode == "scheduler")
+    return scheduler / bypassed if bypassed else float("nan")
 
 
 def one_mode(name: str, env: dict[str, str], args) -> LoadReport:
@@ -141,11 +142,12 @@ def main() -> None:
     announce(args.quick)
     if args.quick:
         args.sessions, args.long_sessions, args.minutes, args.model = 3, 1, 1.0, "bundled"
-    order = alternating_order(args.modes.split(","), max(1, args.passes))
+    modes, passes = args.modes.split(","), max(1, args.passes)
+    order = alternating_order(modes, passes)
     # (label, mode, report) per run; a label tells the runs of one mode apart when there are several
     runs = []
     for name in order:
-        label = name if args.passes <= 1 else f"{name} #{sum(mode == name for _, mode, _ in runs) + 1}"
+        label = name if passes == 1 else f"{name} #{sum(mode == name for _, mode, _ in runs) + 1}"
         runs.append((label, name, one_mode(label, MODES[name], args)))
     print()
     for label, _, report in runs:
@@ -161,17 +163,16 @@ def main() -> None:
             print(f"goal [{label}]: per page, {measure}, the worst is at most "
                   f"{max(times) / statistics.median(times):.1f}x that page's median ({page}; "
                   f"goal <= {GOAL_WORST_OVER_MEDIAN:.0f}x)")
-    modes = {mode for _, mode, _ in runs}
-    if {"scheduler", "bypassed"} <= modes:
+    if {"scheduler", "bypassed"} <= set(modes):
         done = {mode: pooled_rate(report for _, name, report in runs if name == mode) for mode in modes}
         ratio = throughput_ratio(runs)
         print(f"goal: throughput with the scheduler {done['scheduler']:.2f} vs bypassed {done['bypassed']:.2f} "
               f"pieces of work per minute ({ratio:.2f}x; goal >= 1x)"
-              + (f", over {args.passes} runs of each in the order {', '.join(order)}" if args.passes > 1 else ""))
-        if args.passes > 1:  # each pass's own ratio: the spread the pooled figure averages over
-            per_pass = len(order) // args.passes
-            print("goal: each pass's throughput ratio: " + ", ".join(
-                f"{throughput_ratio(runs[start:start + per_pass]):.2f}x" for start in range(0, len(runs), per_pass)))
+              + (f", over {passes} runs of each in the order {', '.join(order)}" if passes > 1 else ""))
+        if passes > 1:  # each pass's own ratio: the spread the pooled figure averages over
+            ratios = [throughput_ratio(runs[start:start + len(modes)]) for start in range(0, len(runs), len(modes))]
+            print("goal: each pass's throughput ratio: " + ", ".join(f"{one:.2f}x" for one in ratios))
+
 
 if __name__ == "__main__":
     main()

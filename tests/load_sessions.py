@@ -94,7 +94,6 @@ class LoadReport:
         return max(self.page_times) if self.page_times else float("nan")
 
 
-
 def alternating_order(modes: Sequence[str], passes: int) -> list[str]:
     """The runs of ``passes`` passes over ``modes``, every other pass reversed (A B, B A, A B...).
 
@@ -110,6 +109,7 @@ def pooled_rate(reports: Iterable[LoadReport]) -> float:
     taken = list(reports)
     elapsed_s = sum(report.elapsed_s for report in taken)
     return sum(len(report.page_times) for report in taken) / elapsed_s * 60 if elapsed_s else float("nan")
+
 
 async def _check_own(page: object, session: int, note: str, report: LoadReport, timeout_s: float = 60.0) -> None:
     """The Note page must come to show this session's note (its length and marker) and never another's."""
