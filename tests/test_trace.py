@@ -91,6 +91,39 @@ def test_no_hook_left_after_trace_or_exception(tiny) -> None:
     assert hook_count(tiny.model, ours_only=False) == all_hooks_before
 
 
+class RegistersAnotherWhenAsked:
+    """A hook that, when asked whether it is ours, places another hook on its module: another session's thread
+    registering (as captum does, outside our lock) at the very moment hook_count looks at this one."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module = module
+        self.placed: list[torch.utils.hooks.RemovableHandle] = []
+
+    def __call__(self, *args: object) -> None:
+        return None
+
+    @property
+    def cbert_hook(self) -> bool:
+        self.placed.append(self.module.register_forward_hook(lambda *args: None))
+        return True
+
+
+def test_counting_hooks_while_another_thread_registers_one(tiny) -> None:
+    """The sidebar's status line counts hooks on the shared model while other sessions place and remove theirs."""
+    module = tiny.anatomy.embeddings.word
+    racer = RegistersAnotherWhenAsked(module)
+    handle = module.register_forward_hook(racer)
+    try:
+        assert hook_count(tiny.model) == 1  # the table as it was when counting began
+        assert len(racer.placed) == 1
+        assert hook_count(tiny.model) == 1  # the hook placed meanwhile is not ours
+    finally:
+        handle.remove()
+        for placed in racer.placed:
+            placed.remove()
+    assert hook_count(tiny.model) == 0
+
+
 def test_knockout_changes_output_and_restoring_is_exact(tiny) -> None:
     text = "Patient denies chest pain [MASK] fever."
     intact = trace(tiny, plan_note(tiny, text))

@@ -409,10 +409,10 @@ def hook_count(model: nn.Module, ours_only: bool = True) -> int:
             it for ``output_attentions``).
     """
     names = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-    return sum(
-        1
-        for module in model.modules()
-        for name in names
-        for hook in (getattr(module, name, None) or {}).values()
-        if not ours_only or getattr(hook, "cbert_hook", False)
-    )
+    # Other sessions' threads register and remove hooks on the shared model while this counts (for the
+    # status line), and not only under _REGISTRY_LOCK (captum and transformers place their own). So each
+    # table is copied first: tuple() copies it in C without letting another thread in, where Python code
+    # between two items of a live iteration let one in ("OrderedDict mutated during iteration").
+    hooks = [hook for module in model.modules() for name in names
+             for hook in tuple((getattr(module, name, None) or {}).values())]
+    return sum(1 for hook in hooks if not ours_only or getattr(hook, "cbert_hook", False))
