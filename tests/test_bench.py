@@ -21,6 +21,15 @@ BROWSER = pytest.mark.skipif(not Path(CHROMIUM).exists(),
 
 # script -> labels that must each start or appear in a line of its report
 REPORTS = {
+    "convoy.py": [
+        "cpu: ",
+        "a note of ",
+        "beside                         torch threads       trace ms  x alone inside walk ms  x alone",
+        "alone ",
+        "1 thread building figures ",
+        "2 threads building figures ",
+        "2 threads of torch products ",
+    ],
     "trace.py": [
         "checkpoint:",
         " tokens  positions  windows  trace s  plain s  trace/plain  trace MB",

@@ -1,0 +1,123 @@
+"""Convoy: one session's model work beside other sessions' Python work in the same server process.
+
+Under ``bench/load.py`` (8 sessions, protocol clients) the walk through one window of a short note on
+"Inside the model" took about 0.9 s in the server against 0.03 s alone, while the same page's Python
+work (its figures) took about 3x its time alone. This bench shows why without a server. The model's work
+is hundreds of small torch operations, and each one lets go of the interpreter lock while it computes
+and must take it back afterwards; a thread that runs Python (a page script building a figure) keeps the
+lock until the interpreter's switch interval (5 ms) is up, so every operation can wait that long for it.
+Torch work in other threads, which lets go of the lock, costs far less.
+
+    .venv/bin/python bench/convoy.py [--model bundled] [--repeats 8] [--quick]
+
+It times a trace and the "Inside the model" walk of a short note (the load bench's kind): alone; beside
+one and two threads building Plotly figures (what page scripts spend the lock on); beside two threads of
+torch matrix products (one torch thread each); each with torch's default thread count and with one.
+Medians of ``--repeats``, and each as a multiple of the time alone with the same thread count.
+
+``--quick``: a tiny model, two repeats and torch's default thread count only, no ../shared.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+
+from common import announce, bench_parser, cpu_line, tiny_checkpoint
+
+NOTE = ("HISTORY: " + " ".join(f"Patient denies chest pain number {i}." for i in range(8))
+        + " COPD [MASK] exacerbation.")
+QUICK_NOTE = "Patient denies chest pain. COPD [MASK] exacerbation."  # within the tiny model's 64 positions
+
+
+def build_figures(stop: threading.Event) -> None:
+    """What a page script does with the lock: Plotly figures built and serialised, over and over."""
+    import numpy as np
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    values = np.random.default_rng(0).random((6, 48))
+    while not stop.is_set():
+        figure = go.Figure(go.Heatmap(z=values, x=[f"piece {i}" for i in range(48)]))
+        figure.update_layout(title="a page's figure", height=300)
+        pio.to_json(figure, validate=False)
+
+
+def multiply_matrices(stop: threading.Event) -> None:
+    """Torch work that lets go of the lock while it computes, on one torch thread."""
+    import torch
+
+    torch.set_num_threads(1)
+    matrix = torch.randn(384, 384)
+    while not stop.is_set():
+        matrix @ matrix
+
+
+def median_ms(work: Callable[[], object], repeats: int) -> float:
+    work()  # warm
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def beside(load: Callable[[threading.Event], None] | None, count: int,
+           measures: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median milliseconds of each measure while ``count`` threads run ``load``."""
+    stop = threading.Event()
+    threads = [threading.Thread(target=load, args=(stop,), daemon=True) for _ in range(count if load else 0)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.2)  # the load is running
+        return {name: median_ms(work, repeats) for name, work in measures.items()}
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+
+def main() -> None:
+    parser = bench_parser(__doc__)
+    parser.add_argument("--model", default="bundled", help="a model spec as the app takes it (default: bundled)")
+    parser.add_argument("--repeats", type=int, default=8)
+    args = parser.parse_args()
+    announce(args.quick)
+    if args.quick:
+        args.model, args.repeats = str(tiny_checkpoint()), 2
+
+    import torch
+
+    from cbert_core.model.loading import load_model
+    from cbert_core.run.inside_capture import inside_trace
+    from cbert_core.run.plan import plan_note
+    from cbert_core.run.trace import trace
+
+    loaded = load_model(args.model)
+    plan = plan_note(loaded, QUICK_NOTE if args.quick else NOTE)
+    measures = {"trace": lambda: trace(loaded, plan), "inside walk": lambda: inside_trace(loaded, plan)}
+    default_threads = torch.get_num_threads()
+    print(cpu_line())
+    print(f"model {args.model}: a note of {len(plan.tokens.tokens)} pieces; torch {torch.__version__}, "
+          f"{default_threads} threads by default; medians of {args.repeats}")
+    loads = (("alone", None, 0), ("1 thread building figures", build_figures, 1),
+             ("2 threads building figures", build_figures, 2), ("2 threads of torch products", multiply_matrices, 2))
+    print(f"{'beside':30s} {'torch threads':>13s} " + " ".join(f"{name + ' ms':>14s} {'x alone':>8s}"
+                                                               for name in measures))
+    for threads in [default_threads] if args.quick else sorted({default_threads, 1}, reverse=True):
+        torch.set_num_threads(threads)
+        alone: dict[str, float] = {}
+        for label, load, count in loads:
+            times = beside(load, count, measures, args.repeats)
+            alone = alone or times
+            print(f"{label:30s} {threads:13d} " + " ".join(f"{times[name]:14.1f} {times[name] / alone[name]:8.1f}"
+                                                            for name in measures))
+    torch.set_num_threads(default_threads)
+
+
+if __name__ == "__main__":
+    main()
