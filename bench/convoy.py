@@ -69,7 +69,7 @@ def beside(load: Callable[[threading.Event], None] | None, count: int,
            measures: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
     """Median milliseconds of each measure while ``count`` threads run ``load``."""
     stop = threading.Event()
-    threads = [threading.Thread(target=load, args=(stop,), daemon=True) for _ in range(count if load else 0)]
+    threads = [threading.Thread(target=load, args=(stop,), daemon=True) for _ in range(count)]
     for thread in threads:
         thread.start()
     try:
@@ -116,7 +116,6 @@ def main() -> None:
             alone = alone or times
             print(f"{label:30s} {threads:13d} " + " ".join(f"{times[name]:14.1f} {times[name] / alone[name]:8.1f}"
                                                             for name in measures))
-    torch.set_num_threads(default_threads)
 
 
 if __name__ == "__main__":
