@@ -96,26 +96,46 @@ def main() -> None:
     from cbert_core.run.inside_capture import inside_trace
     from cbert_core.run.plan import plan_note
     from cbert_core.run.trace import trace
+    from cbert_core.run.worker_requests import InsideRequest, TraceRequest
+    from cbert_core.serving.worker_pool import WorkerPool
 
     loaded = load_model(args.model)
     plan = plan_note(loaded, QUICK_NOTE if args.quick else NOTE)
-    measures = {"trace": lambda: trace(loaded, plan), "inside walk": lambda: inside_trace(loaded, plan)}
+    here = {"trace": lambda: trace(loaded, plan), "inside walk": lambda: inside_trace(loaded, plan)}
     default_threads = torch.get_num_threads()
     print(cpu_line())
     print(f"model {args.model}: a note of {len(plan.tokens.tokens)} pieces; torch {torch.__version__}, "
           f"{default_threads} threads by default; medians of {args.repeats}")
     loads = (("alone", None, 0), ("1 thread building figures", build_figures, 1),
              ("2 threads building figures", build_figures, 2), ("2 threads of torch products", multiply_matrices, 2))
-    print(f"{'beside':30s} {'torch threads':>13s} " + " ".join(f"{name + ' ms':>14s} {'x alone':>8s}"
-                                                               for name in measures))
+    names = [*here, *(f"{name} in a worker" for name in here)]
+    print(f"{'beside':30s} {'torch threads':>13s} " + " ".join(f"{name + ' ms':>26s} {'x alone':>8s}"
+                                                               for name in names))
     for threads in [default_threads] if args.quick else sorted({default_threads, 1}, reverse=True):
         torch.set_num_threads(threads)
-        alone: dict[str, float] = {}
-        for label, load, count in loads:
-            times = beside(load, count, measures, args.repeats)
-            alone = alone or times
-            print(f"{label:30s} {threads:13d} " + " ".join(f"{times[name]:14.1f} {times[name] / alone[name]:8.1f}"
-                                                            for name in measures))
+        pool = WorkerPool(1, threads=threads)  # a worker process with its own copy, on as many torch threads
+        try:
+            pool.start(loaded.info.spec, loaded.info.key)
+            if not pool.wait_ready(loaded.info.spec, 300):
+                raise SystemExit("the model worker did not start")
+            measures = {**here, "trace in a worker": lambda: answered(pool, loaded, TraceRequest.of(plan, capture_qk=False)),
+                        "inside walk in a worker": lambda: answered(pool, loaded, InsideRequest.of(plan, 0))}
+            alone: dict[str, float] = {}
+            for label, load, count in loads:
+                times = beside(load, count, measures, args.repeats)
+                alone = alone or times
+                print(f"{label:30s} {threads:13d} " + " ".join(
+                    f"{times[name]:26.1f} {times[name] / alone[name]:8.1f}" for name in names))
+        finally:
+            pool.close()
+
+
+def answered(pool: object, loaded: object, request: object) -> object:
+    """The worker's answer (the bench stops if the worker did not answer: its times would be the caller's)."""
+    found = pool.answer(loaded.info.spec, request)
+    if found is None:
+        raise SystemExit("the model worker did not answer")
+    return found
 
 
 if __name__ == "__main__":

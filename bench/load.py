@@ -4,7 +4,9 @@ The mixed workload: of ``--sessions`` sessions, ``--long-sessions`` run long wor
 Attribution page's explanations, then the scan of every head) while the others only open the short
 pages (Tokenization, Attention, Embeddings, Inside the model, Note), which trace. It runs twice in the
 same process on the same machine: once with the scheduler (fair turns on the shared model), once with
-it bypassed (``CBERT_SCHEDULER=off``, today's code path: every session's work at once). For each it
+it bypassed (``CBERT_SCHEDULER=off`` and ``CBERT_MODEL_WORKERS=off``, the code path before both: every
+session's work at once, in the server's own process; ``--modes in-process`` adds the scheduler without the
+model worker processes). For each it
 prints, per kind of work, the median, 95th percentile and worst time (the last two also as multiples of
 the median), the throughput, the server's resident memory at start, every minute and at the end, cross-talk findings
 and the hooks left on the shared model; then the goals (worst short page <= 3x its median, over all short
@@ -41,7 +43,11 @@ from browser_support import running_app
 from load_sessions import EXPLAIN, SCAN, SHORT, LoadReport, alternating_order, pooled_rate, run_load
 from protocol_sessions import run_protocol_load
 
-MODES = {"scheduler": {}, "scheduler-1-slot": {"CBERT_MODEL_SLOTS": "1"}, "bypassed": {"CBERT_SCHEDULER": "off"}}
+# "bypassed" is the code path before the scheduler and the model worker processes; "in-process" is the scheduler
+# with short model work run in the server's own process (no workers)
+MODES = {"scheduler": {}, "scheduler-1-slot": {"CBERT_MODEL_SLOTS": "1"},
+         "in-process": {"CBERT_MODEL_WORKERS": "off"},
+         "bypassed": {"CBERT_SCHEDULER": "off", "CBERT_MODEL_WORKERS": "off"}}
 GOAL_WORST_OVER_MEDIAN = 3.0
 # The first seconds after a server start: every session's first visit to each page, while the app imports the
 # pages' modules in the background (ui/warm_up.py) and sets them aside from the collector. Printed apart too.

@@ -24,7 +24,8 @@ REPORTS = {
     "convoy.py": [
         "cpu: ",
         "a note of ",
-        "beside                         torch threads       trace ms  x alone inside walk ms  x alone",
+        "beside                         torch threads                   trace ms  x alone             inside walk ms"
+        "  x alone       trace in a worker ms  x alone inside walk in a worker ms  x alone",
         "alone ",
         "1 thread building figures ",
         "2 threads building figures ",

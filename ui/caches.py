@@ -12,6 +12,7 @@ key by hand, so a result is never shown for settings it was not computed with.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import os
@@ -33,11 +34,13 @@ from cbert_core.model.loading import (
 from cbert_core.run.inside_capture import InsideTrace, inside_trace
 from cbert_core.run.plan import NotePlan, RunOptions, plan_note, plan_notes
 from cbert_core.run.trace import Trace, trace, trace_budget
+from cbert_core.run.worker_requests import InsideRequest, TraceRequest
 from cbert_core.serving.cache import ResultCache, payload_bytes
 from cbert_core.serving.collector import set_aside_long_lived
 from cbert_core.serving.scheduler import Scheduler, Turn, default_slots
 from cbert_core.serving.speed import Estimate, Passes, SpeedBook
 from cbert_core.serving.status import ServerStatus, server_status
+from cbert_core.serving.worker_pool import WorkerMode, WorkerPool, worker_mode
 from ui.audit import audited
 from ui.widgets import Report, progress_bar
 
@@ -46,6 +49,7 @@ TRACE_CACHE_BYTES = 3 * 2**30
 INSIDE_CACHE_BYTES = 2**30
 SCHEDULER_SWITCH = "CBERT_SCHEDULER"  # "off": no turns (every session's work runs at once)
 SLOTS_SETTING = "CBERT_MODEL_SLOTS"  # pieces of long model work at once (default: the cores)
+WORKERS_SETTING = "CBERT_MODEL_WORKERS"  # auto (default), always or off: short model work in worker processes
 
 
 @st.cache_resource(show_spinner=False)
@@ -89,8 +93,51 @@ def scheduler() -> Scheduler:
     """The one queue of model work for every session on this server."""
     if os.environ.get(SCHEDULER_SWITCH, "").strip().lower() == "off":
         return Scheduler(None)
+    return Scheduler(model_slots(), express=True)
+
+
+def model_slots() -> int:
+    """Pieces of long model work at once (``CBERT_MODEL_SLOTS``, default the cores)."""
     slots = os.environ.get(SLOTS_SETTING, "").strip()
-    return Scheduler(int(slots) if slots else default_slots(), express=True)
+    return int(slots) if slots else default_slots()
+
+
+@st.cache_resource(show_spinner=False)
+def worker_pool() -> WorkerPool:
+    """Model worker processes for this server (:mod:`cbert_core.serving.worker_pool`): one per slot and model."""
+    pool = WorkerPool(model_slots())
+    atexit.register(pool.close)
+    return pool
+
+
+@st.cache_resource(show_spinner=False)
+def workers_mode() -> WorkerMode:
+    """``CBERT_MODEL_WORKERS`` read once per server.
+
+    Raises:
+        ValueError: a value other than auto, always or off.
+    """
+    try:
+        return worker_mode(os.environ.get(WORKERS_SETTING))
+    except ValueError as problem:
+        raise ValueError(f"{WORKERS_SETTING}: {problem}") from problem
+
+
+def in_a_worker(loaded: LoadedModel, request: TraceRequest | InsideRequest) -> Any | None:
+    """``request`` answered by a worker process with its own copy of ``loaded``, or None: run it here.
+
+    ``CBERT_MODEL_WORKERS``: ``auto`` starts the workers of a model the first time its work overlaps other
+    model work on this server (alone, one session's work never waits for the interpreter lock, and the
+    workers' memory is not spent); ``always`` starts them at the first request; ``off`` never does. Only a
+    model this server loaded from its spec, on the CPU, has workers: a model held only in memory (one being
+    fine-tuned) cannot be loaded by another process, and a GPU would hold one copy per worker.
+    """
+    mode = workers_mode()
+    if mode == "off" or loaded.device.type != "cpu" or model_cache().get(loaded.info.spec) is not loaded:
+        return None
+    if mode == "always" or scheduler().state().running > 1:
+        worker_pool().start(loaded.info.spec, loaded.info.key)
+    return worker_pool().answer(loaded.info.spec, request)
 
 
 def waiting_text(ahead: int) -> str:
@@ -197,7 +244,14 @@ def get_trace(loaded: LoadedModel, plan: NotePlan, *, label: str = "Running the 
 
     def run() -> Trace:
         with model_turn(report) as (turn, step):
-            return timed(lambda: trace(loaded, plan, capture_qk=capture_qk, progress=step), working(measured, turn))
+            def compute() -> Trace:
+                if len(plan.windows) == 1:
+                    found = in_a_worker(loaded, TraceRequest.of(plan, capture_qk=capture_qk))
+                    if found is not None:
+                        return found
+                return trace(loaded, plan, capture_qk=capture_qk, progress=step)
+
+            return timed(compute, working(measured, turn))
 
     try:
         return trace_cache().get_or_compute(key, run)
@@ -216,7 +270,8 @@ def get_inside(loaded: LoadedModel, plan: NotePlan, window: int) -> InsideTrace:
 
     def run() -> InsideTrace:
         with model_turn(report):
-            return inside_trace(loaded, plan, window=window)
+            found = in_a_worker(loaded, InsideRequest.of(plan, window))
+            return inside_trace(loaded, plan, window=window) if found is None else found
 
     try:
         return inside_cache().get_or_compute(key, run)

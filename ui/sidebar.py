@@ -17,10 +17,11 @@ from cbert_core.model.loading import BIO_CLINICALBERT, BUNDLED_NAME, LoadedModel
 from cbert_core.model.precision import bf16_is_fast, precisions_for
 from cbert_core.run.plan import RunOptions
 from cbert_core.serving.scheduler import QueueState
+from cbert_core.serving.worker_pool import PoolState
 from cbert_core.text.tokens import DEFAULT_MAX_CHARS
 from cbert_core.text.windows import DEFAULT_OVERLAP
 from ui import state
-from ui.caches import analysis_cache, default_resolution, get_model, status
+from ui.caches import analysis_cache, default_resolution, get_model, status, worker_pool, workers_mode
 from ui.context import Settings, set_run
 
 MODEL_DEFAULT = "Default (see why below)"
@@ -88,6 +89,12 @@ def _queue_text(queue: QueueState | None) -> str:
     return f"model work: {queue.running} running, {queue.waiting} waiting ({bound})"
 
 
+def _workers_text(workers: PoolState) -> str:
+    """The model worker processes in the status line."""
+    starting = f", {workers.starting} starting" if workers.starting else ""
+    return f"{workers.ready} model worker process{'' if workers.ready == 1 else 'es'}{starting}"
+
+
 @st.cache_resource(show_spinner=False)
 def server_device() -> torch.device:
     """The device every model of this server runs on (``CBERT_DEVICE``), decided once."""
@@ -103,6 +110,15 @@ def require_device() -> torch.device:
         st.error(f"The app cannot start: {problem}", icon=":material/memory:")
         st.stop()
         raise  # st.stop() raises; this keeps type checkers informed
+
+
+def require_worker_mode() -> None:
+    """Stops the app with a message when ``CBERT_MODEL_WORKERS`` has a value it does not know."""
+    try:
+        workers_mode()
+    except ValueError as problem:
+        st.error(f"The app cannot start: {problem}.", icon=":material/memory:")
+        st.stop()
 
 
 def _precision_help(device: torch.device) -> str:
@@ -134,7 +150,7 @@ def _advanced(device: torch.device) -> tuple[int, str, int]:
         st.caption(f"Server: {now.rss_bytes / 2**30:.2f} GB resident · {now.models} model(s) · "
                    f"{now.traces} trace(s), {now.trace_bytes / 2**20:.0f} MB cached · "
                    f"{len(analyses)} analyses, {analyses.total_bytes / 2**20:.0f} MB cached · "
-                   f"{_queue_text(now.queue)} · "
+                   f"{_queue_text(now.queue)} · {_workers_text(worker_pool().state())} · "
                    f"{now.hooks} hooks left on models", help="For whoever runs the server: memory in use, "
                    "analyses running on the shared model and waiting for a turn, and a check that no analysis "
                    "left a hook on a shared model.")
@@ -146,6 +162,7 @@ def model_sidebar(box: DeltaGenerator, note: str) -> Settings | None:
     this run's settings (None: the model could not be loaded, the message is in the sidebar)."""
     box.markdown("### Model")
     device = require_device()
+    require_worker_mode()
     spec_text = _model_choice(box)
     loaded = None
     with box:

@@ -1,0 +1,92 @@
+"""A model worker process: its own copy of one model, answering the server's requests one at a time.
+
+The server's threads share one interpreter lock. Model work is hundreds of small torch operations, and
+after each one the thread must take the lock back from whichever thread is running Python (another
+session's page building its figures), up to 5 ms each time: a 30 ms trace took 2.2 s beside one such
+thread (``bench/convoy.py``). In its own process the model never waits for that lock; the server's thread
+only waits for the answer, once.
+
+Started by :class:`cbert_core.serving.worker_pool.ModelWorker` as::
+
+    python -m cbert_core.serving.model_worker DESCRIPTOR SPEC THREADS
+
+``DESCRIPTOR`` is this process's end of a socket pair with the server, ``SPEC`` what
+:func:`cbert_core.model.loading.parse_spec` reads, ``THREADS`` torch's thread count. Messages:
+
+* worker to server, once: ``("ready", model key)`` when the model is loaded, or ``("failed", exception)``;
+* server to worker: a request, any picklable object with ``answer(loaded) -> value``;
+* worker to server: the value (:func:`cbert_core.serving.shared_results.send_value`), or
+  ``("error", exception)`` when answering raised (the worker goes on serving).
+
+It writes nothing (no log, no file) and ends when the server closes its end or goes away.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from multiprocessing.connection import Connection
+from typing import Any
+
+import torch
+
+from cbert_core.model.loading import LoadedModel, load_model
+from cbert_core.serving.shared_results import send_value
+
+READY = "ready"
+FAILED = "failed"
+ERROR = "error"
+
+
+def portable(failure: BaseException) -> BaseException:
+    """``failure`` itself when it pickles (the server raises the same error), else a RuntimeError naming it."""
+    try:
+        pickle.loads(pickle.dumps(failure))
+    except Exception:  # an exception whose arguments do not pickle
+        return RuntimeError(f"{type(failure).__name__}: {failure}")
+    return failure
+
+
+def warm_up(loaded: LoadedModel) -> None:
+    """One short pass before the first request, which would otherwise pay for torch's first-call set-up
+    (measured here: 0.2 s for the first trace of a short note against 0.04 s for the next)."""
+    encoded = loaded.tokenizer()("Patient denies chest pain.", return_tensors="pt")
+    with torch.inference_mode():
+        loaded.model(input_ids=encoded["input_ids"].to(loaded.device))
+
+
+def serve(connection: Connection, loaded: LoadedModel) -> None:
+    """Answer requests until the server closes the connection."""
+    while True:
+        try:
+            request: Any = connection.recv()
+        except (EOFError, OSError):  # the server closed its end, or went away
+            return
+        try:
+            value = request.answer(loaded)
+        except Exception as failure:
+            connection.send((ERROR, portable(failure)))
+            continue
+        send_value(connection, value)
+
+
+def main(argv: list[str]) -> int:
+    descriptor, spec_text, threads = int(argv[1]), argv[2], int(argv[3])
+    torch.set_num_threads(max(1, threads))
+    connection = Connection(descriptor)
+    try:
+        loaded = load_model(spec_text)
+    except Exception as failure:
+        connection.send((FAILED, portable(failure)))
+        return 1
+    warm_up(loaded)
+    connection.send((READY, loaded.info.key))
+    try:
+        serve(connection, loaded)
+    except (BrokenPipeError, ConnectionResetError):  # the server went away while an answer was on its way
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,357 @@
+"""Model worker processes for a shared server: per model, one per core, each with its own copy of it.
+
+Why: in one process every session's model work waits for the interpreter lock behind the other sessions'
+Python (see :mod:`cbert_core.serving.model_worker`). A worker answers a request in its own process, and the
+server's thread waits once for the answer, whose arrays arrive through shared memory
+(:mod:`cbert_core.serving.shared_results`).
+
+How it behaves:
+
+* Workers are started by :meth:`WorkerPool.start` (the app does so when model work from two sessions
+  overlaps, or always when asked), in the background, one after another; each loads the model by its spec,
+  a few seconds for the bundled model. Until one is ready, :meth:`WorkerPool.answer` returns None and the
+  caller runs the work itself, so nobody ever waits for a worker to start.
+* A request goes to an idle worker of its model; when all are busy the caller waits for one (requests are
+  short work: a trace of one window, a walk through one window), up to ``wait_s``, then runs it itself.
+* An error raised while answering (a note the model refuses) is raised in the caller, as if it had run
+  there; the worker goes on serving. A worker that dies (killed, out of memory) or whose answer is broken
+  off is stopped and replaced; the caller gets None and runs the work itself. A model whose workers fail to
+  load, or die ``max_losses`` times, is not given workers again.
+* Workers of at most ``max_models`` models are kept; the least recently used model's are stopped.
+* :meth:`WorkerPool.close` stops them all; a worker also ends by itself when the server's end of its
+  connection closes, so none outlives the server.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from cbert_core.model.loading import ModelSpec
+from cbert_core.serving.model_worker import ERROR, FAILED, READY
+from cbert_core.serving.shared_results import receive_value
+
+WorkerMode = Literal["auto", "always", "off"]
+WORKER_MODES: tuple[WorkerMode, ...] = ("auto", "always", "off")
+DEFAULT_START_TIMEOUT_S = 300.0  # loading a model in a worker: longer means it is stuck
+DEFAULT_WAIT_S = 30.0  # the longest a request waits for a busy worker before running in the caller
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]  # where ``cbert_core`` is importable from
+
+
+def worker_mode(value: str | None) -> WorkerMode:
+    """``auto`` (empty too), ``always`` or ``off`` (also ``0``), case-insensitive.
+
+    Raises:
+        ValueError: any other value.
+    """
+    text = (value or "").strip().lower() or "auto"
+    text = "off" if text == "0" else text
+    if text not in WORKER_MODES:
+        raise ValueError(f"{text!r} is not a worker mode: use auto, always or off")
+    return text  # type: ignore[return-value]
+
+
+def spec_argument(spec: ModelSpec) -> str:
+    """What a worker is told to load: the text that parses back to ``spec``."""
+    return "bundled" if spec.kind == "bundled" else spec.location
+
+
+class WorkerLost(Exception):
+    """The worker process ended, or its connection broke, before it answered."""
+
+
+class ModelWorker:
+    """One worker process holding one model; asked one request at a time.
+
+    Args:
+        spec: the model to load (a hub model must be in the local cache: the worker never asks the hub).
+        threads: torch's thread count in the worker (None: this process's).
+    """
+
+    def __init__(self, spec: ModelSpec, *, threads: int | None = None) -> None:
+        threads = torch.get_num_threads() if threads is None else threads
+        ours, theirs = socket.socketpair()
+        path = os.pathsep.join(part for part in (str(_PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if part)
+        environment = {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "cbert_core.serving.model_worker", str(theirs.fileno()), spec_argument(spec),
+                 str(threads)],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=environment)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self._connection = Connection(ours.detach())
+        self.model_key: str | None = None  # known once ready
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait_ready(self, timeout_s: float = DEFAULT_START_TIMEOUT_S) -> str:
+        """Block until the model is loaded; its key.
+
+        Raises:
+            WorkerLost: the worker ended or did not answer within ``timeout_s``.
+            The load's own error (e.g. ModelNotFoundError) when the worker could not load the model.
+        """
+        if not self._connection.poll(timeout_s):
+            self.stop()
+            raise WorkerLost(f"the model worker did not load the model within {timeout_s:g} s")
+        tag, detail = self._receive()
+        if tag == FAILED:
+            self.stop()
+            raise detail
+        if tag != READY:
+            self.stop()
+            raise WorkerLost(f"the model worker sent {tag!r} instead of saying it was ready")
+        self.model_key = str(detail)
+        return self.model_key
+
+    def ask(self, request: Any) -> tuple[Any, BaseException | None]:
+        """(the answer, None), or (None, the error raised while answering).
+
+        Raises:
+            WorkerLost: the worker ended or the connection broke.
+        """
+        try:
+            self._connection.send(request)
+        except OSError as broken:
+            raise WorkerLost("the model worker's connection is closed") from broken
+        message = self._receive()
+        if message[0] == ERROR:
+            return None, message[1]
+        try:
+            return receive_value(self._connection, message), None
+        except (EOFError, OSError) as broken:
+            raise WorkerLost("the model worker's answer was broken off") from broken
+
+    def _receive(self) -> Any:
+        try:
+            return self._connection.recv()
+        except (EOFError, OSError) as broken:
+            raise WorkerLost("the model worker ended") from broken
+
+    def stop(self) -> None:
+        """End the worker now (it holds nothing that needs saving)."""
+        self._connection.close()
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+@dataclass(kw_only=True, eq=False)
+class _Crew:
+    """The workers of one model."""
+
+    spec: ModelSpec
+    model_key: str  # what the server's copy of the model is keyed as: a worker must load the same
+    idle: list[ModelWorker]
+    busy: set[ModelWorker]
+    starting: int = 0
+    losses: int = 0
+    failed: bool = False  # no more workers for this model (it failed to load, or workers kept dying)
+    retired: bool = False  # its model was evicted: busy workers are stopped when they finish
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolState:
+    """How many workers there are, for the status line."""
+
+    ready: int  # loaded, idle or answering
+    starting: int
+
+
+class WorkerPool:
+    """Worker processes for up to ``max_models`` models, ``size`` per model.
+
+    Args:
+        size: workers per model (the app uses one per core).
+        threads: torch's thread count in each worker (None: this process's).
+        max_models: models that keep workers at once (least recently used first to go).
+        max_losses: workers of one model that may die before the model gets no more.
+        wait_s: how long a request waits for a busy worker before its caller runs it.
+        start_timeout_s: how long a worker may take to load its model.
+        make_worker: how a worker is started (a parameter so tests can count or break starts).
+    """
+
+    def __init__(self, size: int, *, threads: int | None = None, max_models: int = 2, max_losses: int = 3,
+                 wait_s: float = DEFAULT_WAIT_S, start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
+                 make_worker: Callable[[ModelSpec, int | None], ModelWorker] | None = None) -> None:
+        if size < 1 or max_models < 1:
+            raise ValueError("a worker pool needs at least one worker and one model")
+        self._size = size
+        self._threads = threads
+        self._max_models = max_models
+        self._max_losses = max_losses
+        self._wait_s = wait_s
+        self._start_timeout_s = start_timeout_s
+        self._make_worker = make_worker or (lambda spec, threads: ModelWorker(spec, threads=threads))
+        self._condition = threading.Condition()
+        self._crews: OrderedDict[ModelSpec, _Crew] = OrderedDict()
+        self._closed = False
+
+    def start(self, spec: ModelSpec, model_key: str) -> None:
+        """Start ``size`` workers for ``spec`` in the background, unless it has them (or they failed).
+
+        ``model_key``: the key of the server's own copy; a worker that loads a model keyed otherwise is
+        not used (the files changed under the server).
+        """
+        with self._condition:
+            if self._closed or spec in self._crews:
+                return
+            crew = _Crew(spec=spec, model_key=model_key, idle=[], busy=set(), starting=self._size)
+            self._crews[spec] = crew
+            while len(self._crews) > self._max_models:
+                _spec, evicted = self._crews.popitem(last=False)
+                self._retire(evicted)
+        threading.Thread(target=self._bring_up, args=(crew, self._size), name="cbert-worker-start",
+                         daemon=True).start()
+
+    def answer(self, spec: ModelSpec, request: Any) -> Any | None:
+        """A worker's answer to ``request`` (never None), or None: no worker of ``spec`` is ready, or the
+        one asked was lost; the caller then does the work itself.
+
+        Raises:
+            What answering raised in the worker (the same error the caller would have met).
+        """
+        crew, worker = self._take(spec)
+        if worker is None:
+            return None
+        try:
+            value, failure = worker.ask(request)
+        except WorkerLost:
+            self._lose(crew, worker)
+            return None
+        except BaseException:  # interrupted while the worker answered: its connection is in an unknown state
+            self._lose(crew, worker)
+            raise
+        self._give_back(crew, worker)
+        if failure is not None:
+            raise failure
+        return value
+
+    def wait_ready(self, spec: ModelSpec, timeout_s: float) -> bool:
+        """Block until every worker of ``spec`` has started (or failed to); whether any is ready."""
+        deadline = time.monotonic() + timeout_s
+        with self._condition:
+            while True:
+                crew = self._crews.get(spec)
+                if crew is None:
+                    return False
+                if crew.starting == 0 or crew.failed:
+                    return bool(crew.idle or crew.busy)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return bool(crew.idle or crew.busy)
+                self._condition.wait(remaining)
+
+    def worker_pids(self, spec: ModelSpec) -> list[int]:
+        """Process ids of ``spec``'s ready workers (idle first)."""
+        with self._condition:
+            crew = self._crews.get(spec)
+            return [] if crew is None else [worker.pid for worker in (*crew.idle, *crew.busy)]
+
+    def state(self) -> PoolState:
+        with self._condition:
+            crews = list(self._crews.values())
+            return PoolState(ready=sum(len(crew.idle) + len(crew.busy) for crew in crews),
+                             starting=sum(crew.starting for crew in crews))
+
+    def close(self) -> None:
+        """Stop every worker; the pool starts none afterwards."""
+        with self._condition:
+            self._closed = True
+            crews = list(self._crews.values())
+            self._crews.clear()
+            for crew in crews:
+                self._retire(crew)
+            self._condition.notify_all()
+
+    def _take(self, spec: ModelSpec) -> tuple[_Crew | None, ModelWorker | None]:
+        deadline = time.monotonic() + self._wait_s
+        with self._condition:
+            while True:
+                crew = self._crews.get(spec)
+                if crew is None or crew.failed or not (crew.idle or crew.busy):
+                    return crew, None  # none ready (yet): the caller works without waiting
+                self._crews.move_to_end(spec)
+                if crew.idle:
+                    worker = crew.idle.pop()
+                    crew.busy.add(worker)
+                    return crew, worker
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return crew, None
+                self._condition.wait(remaining)
+
+    def _give_back(self, crew: _Crew, worker: ModelWorker) -> None:
+        with self._condition:
+            crew.busy.discard(worker)
+            if crew.retired:
+                worker.stop()
+            else:
+                crew.idle.append(worker)
+            self._condition.notify_all()
+
+    def _lose(self, crew: _Crew, worker: ModelWorker) -> None:
+        """``worker`` died or was interrupted: stop it and start another (unless too many died)."""
+        worker.stop()
+        with self._condition:
+            crew.busy.discard(worker)
+            crew.losses += 1
+            if crew.losses >= self._max_losses:
+                crew.failed = True
+            replace = not (crew.failed or crew.retired)
+            if replace:
+                crew.starting += 1
+            self._condition.notify_all()
+        if replace:
+            threading.Thread(target=self._bring_up, args=(crew, 1), name="cbert-worker-start", daemon=True).start()
+
+    def _retire(self, crew: _Crew) -> None:
+        """Stop ``crew``'s idle workers; busy ones stop when they finish. Called holding the condition."""
+        crew.retired = True
+        for worker in crew.idle:
+            worker.stop()
+        crew.idle.clear()
+
+    def _bring_up(self, crew: _Crew, count: int) -> None:
+        """Start ``count`` workers of ``crew``, one after another (each load takes the cores for a while)."""
+        for _ in range(count):
+            worker: ModelWorker | None = None
+            try:
+                worker = self._make_worker(crew.spec, self._threads)
+                key = worker.wait_ready(self._start_timeout_s)
+                usable = key == crew.model_key
+            except Exception:  # the model did not load in a worker: the server keeps running it itself
+                usable = False
+            with self._condition:
+                crew.starting -= 1
+                if not usable:
+                    crew.failed = True
+                    crew.starting = 0
+                keep = usable and not (crew.failed or crew.retired or self._closed)
+                if keep:
+                    crew.idle.append(worker)
+                else:
+                    crew.starting = 0  # nothing more is started for this model
+                self._condition.notify_all()
+            if not keep:
+                if worker is not None:
+                    worker.stop()
+                return

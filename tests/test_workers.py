@@ -1,0 +1,273 @@
+"""Model worker processes: the same answers as in the server's own process, arrays through shared memory,
+errors raised where they were asked for, a killed worker replaced, none left behind, no note text written."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cbert_core.errors import TargetError
+from cbert_core.model.loading import LoadedModel, ModelSpec, parse_spec
+from cbert_core.run.inside_capture import inside_trace
+from cbert_core.run.lazy_attention import WindowAttention
+from cbert_core.run.plan import RunOptions, plan_note
+from cbert_core.run.trace import trace
+from cbert_core.run.worker_requests import InsideRequest, TraceRequest
+from cbert_core.serving.worker_pool import WorkerPool, spec_argument, worker_mode
+from tiny_models import write_bert
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTE = "HISTORY: Patient denies chest pain. COPD [MASK] exacerbation with cough."
+
+
+def assert_same(ours: Any, theirs: Any, where: str = "value") -> None:
+    """Field by field and array by array (dtype, shape and every number) the same."""
+    if dataclasses.is_dataclass(ours):
+        assert type(ours) is type(theirs), where
+        for field in dataclasses.fields(ours):
+            assert_same(getattr(ours, field.name), getattr(theirs, field.name), f"{where}.{field.name}")
+    elif isinstance(ours, WindowAttention):
+        assert_same(ours.full(), theirs.full(), f"{where} (weights recomputed)")
+    elif isinstance(ours, np.ndarray):
+        assert isinstance(theirs, np.ndarray) and ours.dtype == theirs.dtype and ours.shape == theirs.shape, where
+        assert np.array_equal(ours, theirs, equal_nan=ours.dtype.kind == "f"), where
+    elif isinstance(ours, (tuple, list)):
+        assert type(ours) is type(theirs) and len(ours) == len(theirs), where
+        for index, (a, b) in enumerate(zip(ours, theirs)):
+            assert_same(a, b, f"{where}[{index}]")
+    elif isinstance(ours, dict):
+        assert ours.keys() == theirs.keys(), where
+        for key in ours:
+            assert_same(ours[key], theirs[key], f"{where}[{key!r}]")
+    else:
+        assert ours == theirs, where
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a child that ended but was not waited for yet is a zombie: not alive
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until(condition, timeout_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+@pytest.fixture(scope="module")
+def tiny_spec(tiny: LoadedModel) -> ModelSpec:
+    return tiny.info.spec
+
+
+@pytest.fixture(scope="module")
+def pool(tiny: LoadedModel, tiny_spec: ModelSpec):
+    """One worker of the tiny model, on one torch thread as the in-process runs below use."""
+    workers = WorkerPool(1, threads=1)
+    workers.start(tiny_spec, tiny.info.key)
+    assert workers.wait_ready(tiny_spec, 120)
+    yield workers
+    workers.close()
+
+
+@pytest.fixture(autouse=True)
+def one_thread_here():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same thread count as the worker, so sums are added up the same way
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_worker_modes_are_read_strictly() -> None:
+    assert [worker_mode(value) for value in ("", None, "AUTO", " always ", "off", "0")] == \
+        ["auto", "auto", "auto", "always", "off", "off"]
+    with pytest.raises(ValueError, match="'sometimes' is not a worker mode"):
+        worker_mode("sometimes")
+
+
+def test_a_worker_is_told_the_text_that_parses_back_to_its_model(tiny_spec: ModelSpec) -> None:
+    for spec in (parse_spec(""), tiny_spec, ModelSpec(kind="hub", location="emilyalsentzer/Bio_ClinicalBERT")):
+        assert parse_spec(spec_argument(spec)) == spec
+
+
+@pytest.mark.parametrize("capture_qk", [False, True])
+def test_a_workers_trace_equals_the_trace_run_here(pool: WorkerPool, tiny: LoadedModel, tiny_spec: ModelSpec,
+                                                   capture_qk: bool) -> None:
+    for options in (RunOptions(), RunOptions(precision="bf16", knocked_out=frozenset({(1, 2)}))):
+        plan = plan_note(tiny, NOTE, options)
+        theirs = pool.answer(tiny_spec, TraceRequest.of(plan, capture_qk=capture_qk))
+        assert theirs is not None, "the worker did not answer"
+        ours = trace(tiny, plan, capture_qk=capture_qk)
+        assert theirs.key == ours.key and theirs.knocked_out == ours.knocked_out
+        assert_same(ours, theirs, "trace")
+        # its arrays are read-only views of the shared memory, as a cached record's arrays must be
+        assert not theirs.hidden_states.flags.writeable
+        with pytest.raises(ValueError):
+            theirs.hidden_states[0, 0, 0] = 1
+
+
+def test_a_workers_walk_equals_the_walk_run_here(pool: WorkerPool, tiny: LoadedModel, tiny_spec: ModelSpec) -> None:
+    plan = plan_note(tiny, NOTE)
+    theirs = pool.answer(tiny_spec, InsideRequest.of(plan, 0))
+    assert theirs is not None
+    assert_same(inside_trace(tiny, plan, window=0), theirs, "walk")
+
+
+def test_only_a_note_of_one_window_is_traced_in_a_worker(tiny: LoadedModel) -> None:
+    long_plan = plan_note(tiny, " ".join(["Patient denies chest pain."] * 40))
+    assert len(long_plan.windows) > 1
+    with pytest.raises(ValueError, match="one window"):
+        TraceRequest.of(long_plan, capture_qk=False)
+
+
+def test_an_error_in_the_worker_is_raised_here_and_the_worker_serves_on(pool: WorkerPool, tiny: LoadedModel,
+                                                                       tiny_spec: ModelSpec) -> None:
+    plan = plan_note(tiny, NOTE)
+    before = pool.worker_pids(tiny_spec)
+    with pytest.raises(TargetError, match="Window 4 does not exist"):
+        pool.answer(tiny_spec, InsideRequest.of(plan, 3))
+    assert pool.answer(tiny_spec, InsideRequest.of(plan, 0)) is not None
+    assert pool.worker_pids(tiny_spec) == before
+
+
+def test_requests_from_several_threads_share_the_workers(pool: WorkerPool, tiny: LoadedModel,
+                                                         tiny_spec: ModelSpec) -> None:
+    """Four threads, one worker: each waits for it in turn (none is told to run it itself: None), and each gets
+    the answer to its own note."""
+    notes = [f"Patient {word} denies chest pain." for word in ("alert", "normal", "daily", "left")]
+    plans = [plan_note(tiny, note) for note in notes]
+    answers: dict[int, Any] = {}
+
+    def ask(index: int) -> None:
+        answers[index] = pool.answer(tiny_spec, TraceRequest.of(plans[index], capture_qk=False))
+
+    threads = [threading.Thread(target=ask, args=(index,)) for index in range(len(plans))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(answers) == [0, 1, 2, 3]
+    for index, plan in enumerate(plans):
+        assert answers[index].text == notes[index]
+        assert_same(trace(tiny, plan), answers[index], f"note {index}")
+
+
+def test_a_killed_worker_is_replaced_and_its_caller_runs_the_work_itself(tiny: LoadedModel,
+                                                                          tiny_spec: ModelSpec) -> None:
+    workers = WorkerPool(1, threads=1)
+    try:
+        workers.start(tiny_spec, tiny.info.key)
+        assert workers.wait_ready(tiny_spec, 120)
+        [first] = workers.worker_pids(tiny_spec)
+        os.kill(first, signal.SIGKILL)
+        assert wait_until(lambda: not alive(first) or _reaped(first))
+        plan = plan_note(tiny, NOTE)
+        assert workers.answer(tiny_spec, TraceRequest.of(plan, capture_qk=False)) is None  # lost: run it here
+        assert workers.wait_ready(tiny_spec, 120)
+        [second] = workers.worker_pids(tiny_spec)
+        assert second != first
+        assert_same(trace(tiny, plan), workers.answer(tiny_spec, TraceRequest.of(plan, capture_qk=False)), "trace")
+    finally:
+        workers.close()
+
+
+def _reaped(pid: int) -> bool:
+    return not Path(f"/proc/{pid}").exists()
+
+
+def test_a_model_that_does_not_load_in_a_worker_gets_no_workers(tmp_path: Path, tiny: LoadedModel) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json", encoding="utf-8")
+    spec = parse_spec(str(broken))
+    workers = WorkerPool(2, threads=1)
+    try:
+        workers.start(spec, f"folder:{broken}")
+        assert not workers.wait_ready(spec, 120)
+        assert workers.state().ready == 0 and workers.state().starting == 0
+        assert workers.answer(spec, TraceRequest.of(plan_note(tiny, NOTE), capture_qk=False)) is None
+        workers.start(spec, f"folder:{broken}")  # not tried again
+        assert workers.state().starting == 0
+    finally:
+        workers.close()
+
+
+def test_a_worker_that_loads_a_model_keyed_otherwise_is_not_used(tiny: LoadedModel, tiny_spec: ModelSpec) -> None:
+    workers = WorkerPool(1, threads=1)
+    try:
+        workers.start(tiny_spec, "folder:/somewhere/else")
+        assert not workers.wait_ready(tiny_spec, 120)
+        assert workers.answer(tiny_spec, TraceRequest.of(plan_note(tiny, NOTE), capture_qk=False)) is None
+    finally:
+        workers.close()
+
+
+def test_the_least_recently_used_models_workers_are_stopped(tiny: LoadedModel, tiny_spec: ModelSpec,
+                                                            tmp_path: Path) -> None:
+    other = parse_spec(str(write_bert(tmp_path / "other")))
+    workers = WorkerPool(1, threads=1, max_models=1)
+    try:
+        workers.start(tiny_spec, tiny.info.key)
+        assert workers.wait_ready(tiny_spec, 120)
+        [first] = workers.worker_pids(tiny_spec)
+        workers.start(other, f"folder:{other.location}")
+        assert wait_until(lambda: _reaped(first))
+        assert workers.worker_pids(tiny_spec) == []
+        assert workers.wait_ready(other, 120) and len(workers.worker_pids(other)) == 1
+    finally:
+        workers.close()
+    assert workers.state().ready == 0
+
+
+def test_a_worker_ends_with_the_server_and_writes_no_note_text(tiny_spec: ModelSpec, tmp_path: Path) -> None:
+    """A server process asks its worker for a marker note (a trace, and a walk that fails), then dies without
+    cleaning up: the worker ends too, and neither wrote the note anywhere on stdout or stderr."""
+    marker = "zqmarker" + "ab12cd"
+    script = textwrap.dedent(f"""
+        import os, sys
+        from cbert_core.model.loading import load_model, parse_spec
+        from cbert_core.run.plan import plan_note
+        from cbert_core.run.worker_requests import InsideRequest, TraceRequest
+        from cbert_core.serving.worker_pool import WorkerPool
+        spec = parse_spec({spec_argument(tiny_spec)!r})
+        loaded = load_model(spec)
+        pool = WorkerPool(1, threads=1)
+        pool.start(spec, loaded.info.key)
+        assert pool.wait_ready(spec, 120)
+        plan = plan_note(loaded, "Patient {marker} denies chest pain.")
+        assert {marker!r} in pool.answer(spec, TraceRequest.of(plan, capture_qk=False)).text
+        try:
+            pool.answer(spec, InsideRequest.of(plan, 7))
+        except Exception as failure:
+            print("failed as expected:", type(failure).__name__, flush=True)
+        print("worker", *pool.worker_pids(spec), flush=True)
+        os._exit(0)  # no clean-up: the worker must notice by itself
+    """)
+    run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr
+    assert "failed as expected: TargetError" in run.stdout
+    worker = int(run.stdout.split("worker")[-1].split()[0])
+    assert wait_until(lambda: not alive(worker))
+    assert marker not in run.stdout + run.stderr
