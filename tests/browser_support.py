@@ -394,6 +394,13 @@ def _server_pids(port: int) -> list[str]:
                           text=True, check=False).stdout.split()
 
 
+def worker_pids(port: int) -> list[str]:
+    """The model worker processes of the server listening on ``port``."""
+    return [pid for server in _server_pids(port)
+            for pid in subprocess.run(["pgrep", "-P", server, "-f", "cbert_core.serving.model_worker"],
+                                      capture_output=True, text=True, check=False).stdout.split()]
+
+
 def cpu_seconds(pids: list[str]) -> float:
     """User plus system CPU time the processes ``pids`` have used so far, in seconds (Linux /proc)."""
     ticks = os.sysconf("SC_CLK_TCK")
@@ -409,8 +416,8 @@ def cpu_seconds(pids: list[str]) -> float:
 
 
 def server_cpu_seconds(port: int) -> float:
-    """CPU time used so far by the Streamlit server listening on ``port``."""
-    return cpu_seconds(_server_pids(port))
+    """CPU time used so far by the Streamlit server listening on ``port`` and its model worker processes."""
+    return cpu_seconds(_server_pids(port) + worker_pids(port))
 
 
 def browser_pids() -> list[str]:
@@ -428,9 +435,9 @@ def browser_pids() -> list[str]:
 
 
 def process_rss_bytes(port: int) -> int:
-    """Resident memory of the Streamlit server listening on ``port`` (Linux /proc)."""
+    """Resident memory of the Streamlit server listening on ``port`` and its model worker processes (Linux /proc)."""
     total = 0
-    for pid in _server_pids(port):
+    for pid in _server_pids(port) + worker_pids(port):
         try:
             with open(f"/proc/{pid}/status", encoding="ascii") as handle:
                 for line in handle:
