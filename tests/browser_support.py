@@ -394,6 +394,15 @@ def _server_pids(port: int) -> list[str]:
                           text=True, check=False).stdout.split()
 
 
+def process_alive(pid: int | str) -> bool:
+    """Whether process ``pid`` runs (one that ended but was not waited for yet, a zombie, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def worker_pids(port: int) -> list[str]:
     """The model worker processes of the server listening on ``port``."""
     return [pid for server in _server_pids(port)

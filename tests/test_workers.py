@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from browser_support import process_alive
 from cbert_core.errors import TargetError
 from cbert_core.model.loading import LoadedModel, ModelSpec, parse_spec
 from cbert_core.run.inside_capture import inside_trace
@@ -52,18 +53,6 @@ def assert_same(ours: Any, theirs: Any, where: str = "value") -> None:
             assert_same(ours[key], theirs[key], f"{where}[{key!r}]")
     else:
         assert ours == theirs, where
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a child that ended but was not waited for yet is a zombie: not alive
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def wait_until(condition, timeout_s: float = 30.0) -> bool:
@@ -182,7 +171,7 @@ def test_a_killed_worker_is_replaced_and_its_caller_runs_the_work_itself(tiny: L
         assert workers.wait_ready(tiny_spec, 120)
         [first] = workers.worker_pids(tiny_spec)
         os.kill(first, signal.SIGKILL)
-        assert wait_until(lambda: not alive(first) or _reaped(first))
+        assert wait_until(lambda: not process_alive(first))
         plan = plan_note(tiny, NOTE)
         assert workers.answer(tiny_spec, TraceRequest.of(plan, capture_qk=False)) is None  # lost: run it here
         assert workers.wait_ready(tiny_spec, 120)
@@ -191,10 +180,6 @@ def test_a_killed_worker_is_replaced_and_its_caller_runs_the_work_itself(tiny: L
         assert_same(trace(tiny, plan), workers.answer(tiny_spec, TraceRequest.of(plan, capture_qk=False)), "trace")
     finally:
         workers.close()
-
-
-def _reaped(pid: int) -> bool:
-    return not Path(f"/proc/{pid}").exists()
 
 
 def test_a_model_that_does_not_load_in_a_worker_gets_no_workers(tmp_path: Path, tiny: LoadedModel) -> None:
@@ -233,7 +218,7 @@ def test_the_least_recently_used_models_workers_are_stopped(tiny: LoadedModel, t
         assert workers.wait_ready(tiny_spec, 120)
         [first] = workers.worker_pids(tiny_spec)
         workers.start(other, f"folder:{other.location}")
-        assert wait_until(lambda: _reaped(first))
+        assert wait_until(lambda: not process_alive(first))
         assert workers.worker_pids(tiny_spec) == []
         assert workers.wait_ready(other, 120) and len(workers.worker_pids(other)) == 1
     finally:
@@ -269,5 +254,5 @@ def test_a_worker_ends_with_the_server_and_writes_no_note_text(tiny_spec: ModelS
     assert run.returncode == 0, run.stderr
     assert "failed as expected: TargetError" in run.stdout
     worker = int(run.stdout.split("worker")[-1].split()[0])
-    assert wait_until(lambda: not alive(worker))
+    assert wait_until(lambda: not process_alive(worker))
     assert marker not in run.stdout + run.stderr

@@ -10,6 +10,7 @@ from browser_support import (
     cpu_seconds,
     needs_chromium,
     open_page,
+    process_alive,
     running_app,
     screenshot,
     set_note,
@@ -63,14 +64,6 @@ def test_short_model_work_runs_in_worker_processes_that_end_with_the_server(chro
         assert "Traceback" not in log and "prednisone" not in log
         server_pids_before = worker_pids(port)
     deadline = time.monotonic() + 30
-    while any(_alive(pid) for pid in server_pids_before) and time.monotonic() < deadline:
+    while any(process_alive(pid) for pid in server_pids_before) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not any(_alive(pid) for pid in server_pids_before), "a model worker outlived its server"
-
-
-def _alive(pid: str) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    assert not any(process_alive(pid) for pid in server_pids_before), "a model worker outlived its server"
