@@ -30,6 +30,7 @@ from tiny_models import write_bert
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTE = "HISTORY: Patient denies chest pain. COPD [MASK] exacerbation with cough."
+LONG_NOTE = " ".join(f"Patient denies chest pain {day}." for day in range(1, 30))  # several of the tiny model's windows
 
 
 def assert_same(ours: Any, theirs: Any, where: str = "value") -> None:
@@ -124,11 +125,58 @@ def test_a_workers_walk_equals_the_walk_run_here(pool: WorkerPool, tiny: LoadedM
     assert_same(inside_trace(tiny, plan, window=0), theirs, "walk")
 
 
-def test_only_a_note_of_one_window_is_traced_in_a_worker(tiny: LoadedModel) -> None:
-    long_plan = plan_note(tiny, " ".join(["Patient denies chest pain."] * 40))
-    assert len(long_plan.windows) > 1
-    with pytest.raises(ValueError, match="one window"):
-        TraceRequest.of(long_plan, capture_qk=False)
+@pytest.fixture(scope="module")
+def pair(tiny: LoadedModel, tiny_spec: ModelSpec):
+    """Two workers: long work may take one of them (the other stays for short work)."""
+    workers = WorkerPool(2, threads=1)
+    workers.start(tiny_spec, tiny.info.key)
+    assert workers.wait_ready(tiny_spec, 120) and len(workers.worker_pids(tiny_spec)) == 2
+    yield workers
+    workers.close()
+
+
+def test_long_work_never_takes_the_last_idle_worker(pool: WorkerPool, tiny: LoadedModel, tiny_spec: ModelSpec) -> None:
+    long_plan = plan_note(tiny, LONG_NOTE)
+    assert len(long_plan.windows) > 1 and TraceRequest.of(long_plan, capture_qk=False).long
+    assert pool.answer(tiny_spec, TraceRequest.of(long_plan, capture_qk=False), long=True) is None  # run it here
+    assert pool.answer(tiny_spec, TraceRequest.of(plan_note(tiny, NOTE), capture_qk=False)) is not None
+
+
+def test_a_long_notes_trace_in_a_worker_reports_each_window_and_equals_the_trace_run_here(
+        pair: WorkerPool, tiny: LoadedModel, tiny_spec: ModelSpec) -> None:
+    plan = plan_note(tiny, LONG_NOTE)
+    here: list[tuple[float, str]] = []
+    ours = trace(tiny, plan, progress=lambda fraction, message: here.append((fraction, message)))
+    there: list[tuple[float, str]] = []
+    theirs = pair.answer(tiny_spec, TraceRequest.of(plan, capture_qk=False),
+                         lambda fraction, message: there.append((fraction, message)), long=True)
+    assert theirs is not None
+    assert there == here and len(there) == len(plan.windows)
+    assert_same(ours, theirs, "long trace")
+
+
+def test_a_session_that_moves_on_stops_the_work_in_the_worker_which_serves_on(
+        pair: WorkerPool, tiny: LoadedModel, tiny_spec: ModelSpec) -> None:
+    """The progress report raises at the second window (as Streamlit does when the input changed): the trace
+    ends in the worker there, the error is raised here, and the same workers answer the next request."""
+    plan = plan_note(tiny, LONG_NOTE)
+    before = sorted(pair.worker_pids(tiny_spec))
+    reports: list[float] = []
+
+    class MovedOn(Exception):
+        pass
+
+    def report(fraction: float, _message: str) -> None:
+        reports.append(fraction)
+        if len(reports) == 2:
+            raise MovedOn
+
+    with pytest.raises(MovedOn):
+        pair.answer(tiny_spec, TraceRequest.of(plan, capture_qk=False), report, long=True)
+    assert len(reports) == 2  # no report after the work was stopped
+    assert sorted(pair.worker_pids(tiny_spec)) == before
+    assert_same(trace(tiny, plan), pair.answer(tiny_spec, TraceRequest.of(plan, capture_qk=False), long=True),
+                "the next trace")
 
 
 def test_an_error_in_the_worker_is_raised_here_and_the_worker_serves_on(pool: WorkerPool, tiny: LoadedModel,
@@ -178,6 +226,25 @@ def test_a_killed_worker_is_replaced_and_its_caller_runs_the_work_itself(tiny: L
         [second] = workers.worker_pids(tiny_spec)
         assert second != first
         assert_same(trace(tiny, plan), workers.answer(tiny_spec, TraceRequest.of(plan, capture_qk=False)), "trace")
+    finally:
+        workers.close()
+
+
+def test_a_model_whose_workers_keep_dying_gets_no_more(tiny: LoadedModel, tiny_spec: ModelSpec) -> None:
+    workers = WorkerPool(1, threads=1, max_losses=2)
+    request = TraceRequest.of(plan_note(tiny, NOTE), capture_qk=False)
+    try:
+        workers.start(tiny_spec, tiny.info.key)
+        for _death in range(2):
+            assert workers.wait_ready(tiny_spec, 120)
+            [pid] = workers.worker_pids(tiny_spec)
+            os.kill(pid, signal.SIGKILL)
+            assert wait_until(lambda: not process_alive(pid))  # noqa: B023 - waited for within the iteration
+            assert workers.answer(tiny_spec, request) is None
+        assert not workers.wait_ready(tiny_spec, 5)
+        assert workers.worker_pids(tiny_spec) == [] and workers.state().starting == 0
+        workers.start(tiny_spec, tiny.info.key)  # not tried again
+        assert workers.state().starting == 0 and workers.answer(tiny_spec, request) is None
     finally:
         workers.close()
 

@@ -1,6 +1,7 @@
 """Model worker processes seen from the browser: a server that runs short model work in its workers
 (``CBERT_MODEL_WORKERS=always``) shows them in its status line, draws a new note's Note and "Inside the
-model" pages with the workers doing the model's work, and leaves no worker behind when it stops."""
+model" pages and a 700-word note's Note page with the workers doing the model's work, and leaves no worker
+behind when it stops."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from browser_support import (
     settle,
     worker_pids,
 )
+from notes import LONG_NOTE
 
 pytestmark = needs_chromium
 FIRST_NOTE = "Patient reports a dry cough for three days. Denies fever. Lungs clear on auscultation."
@@ -60,6 +62,16 @@ def test_short_model_work_runs_in_worker_processes_that_end_with_the_server(chro
         assert cpu_seconds(workers) > before, "the workers did none of the model's work"
         shot = screenshot(page, "inside-with-workers")
         assert shot.stat().st_size > 0
+
+        # a 700-word note (three windows): its trace is long work, which takes one worker while the other
+        # stays free for short work; its windows are reported back as they are done
+        before = cpu_seconds(workers)
+        set_note(page, LONG_NOTE)
+        open_page(page, "Note")
+        assert page.get_by_text("It is read in 3 overlapping windows", exact=False).count() == 1
+        assert page.locator('[data-testid="stException"]').count() == 0
+        assert cpu_seconds(workers) > before + 0.5, "the long note's trace did not run in a worker"
+        screenshot(page, "long-note-with-workers")
         log = server.log()
         assert "Traceback" not in log and "prednisone" not in log
         server_pids_before = worker_pids(port)

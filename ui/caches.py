@@ -31,6 +31,7 @@ from cbert_core.model.loading import (
     parse_spec,
     resolve_default_model,
 )
+from cbert_core.progress import Progress
 from cbert_core.run.inside_capture import InsideTrace, inside_trace
 from cbert_core.run.plan import NotePlan, RunOptions, plan_note, plan_notes
 from cbert_core.run.trace import Trace, trace, trace_budget
@@ -123,8 +124,13 @@ def workers_mode() -> WorkerMode:
         raise ValueError(f"{WORKERS_SETTING}: {problem}") from problem
 
 
-def in_a_worker(loaded: LoadedModel, request: TraceRequest | InsideRequest) -> Any | None:
+def in_a_worker(loaded: LoadedModel, request: TraceRequest | InsideRequest,
+                progress: Progress | None = None) -> Any | None:
     """``request`` answered by a worker process with its own copy of ``loaded``, or None: run it here.
+
+    ``progress`` (the session's step of its turn) is told the work's progress reports as they come: the turn
+    pauses there as it would for work run here, and a session that moved on stops the work in the worker.
+    Long work (a trace of several windows) takes a worker only when another stays free for short work.
 
     ``CBERT_MODEL_WORKERS``: ``auto`` starts the workers of a model the first time its work overlaps other
     model work on this server (alone, one session's work never waits for the interpreter lock, and the
@@ -137,7 +143,7 @@ def in_a_worker(loaded: LoadedModel, request: TraceRequest | InsideRequest) -> A
         return None
     if mode == "always" or scheduler().state().running > 1:
         worker_pool().start(loaded.info.spec, loaded.info.key)
-    return worker_pool().answer(loaded.info.spec, request)
+    return worker_pool().answer(loaded.info.spec, request, progress, long=request.long)
 
 
 def waiting_text(ahead: int) -> str:
@@ -245,11 +251,8 @@ def get_trace(loaded: LoadedModel, plan: NotePlan, *, label: str = "Running the 
     def run() -> Trace:
         with model_turn(report) as (turn, step):
             def compute() -> Trace:
-                if len(plan.windows) == 1:
-                    found = in_a_worker(loaded, TraceRequest.of(plan, capture_qk=capture_qk))
-                    if found is not None:
-                        return found
-                return trace(loaded, plan, capture_qk=capture_qk, progress=step)
+                found = in_a_worker(loaded, TraceRequest.of(plan, capture_qk=capture_qk), step)
+                return trace(loaded, plan, capture_qk=capture_qk, progress=step) if found is None else found
 
             return timed(compute, working(measured, turn))
 

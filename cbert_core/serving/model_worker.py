@@ -6,15 +6,17 @@ session's page building its figures), up to 5 ms each time: a 30 ms trace took 2
 thread (``bench/convoy.py``). In its own process the model never waits for that lock; the server's thread
 only waits for the answer, once.
 
-Started by :class:`cbert_core.serving.worker_pool.ModelWorker` as::
-
-    python -m cbert_core.serving.model_worker DESCRIPTOR SPEC THREADS
+Started by :class:`cbert_core.serving.worker_pool.ModelWorker`, which runs :func:`main` with the arguments
+``DESCRIPTOR SPEC THREADS``.
 
 ``DESCRIPTOR`` is this process's end of a socket pair with the server, ``SPEC`` what
 :func:`cbert_core.model.loading.parse_spec` reads, ``THREADS`` torch's thread count. Messages:
 
 * worker to server, once: ``("ready", model key)`` when the model is loaded, or ``("failed", exception)``;
-* server to worker: a request, any picklable object with ``answer(loaded) -> value``;
+* server to worker: a request, any picklable object with ``answer(loaded, progress) -> value``;
+* worker to server, as the work goes on: ``("progress", fraction, message)``, after which the worker waits
+  for ``"go"`` (the server reported it, and its session may have waited for a turn on the model meanwhile)
+  or ``"stop"`` (the session moved on: the work ends with :class:`Stopped`);
 * worker to server: the value (:func:`cbert_core.serving.shared_results.send_value`), or
   ``("error", exception)`` when answering raised (the worker goes on serving).
 
@@ -24,18 +26,36 @@ It writes nothing (no log, no file) and ends when the server closes its end or g
 from __future__ import annotations
 
 import pickle
-import sys
 from multiprocessing.connection import Connection
 from typing import Any
 
 import torch
 
 from cbert_core.model.loading import LoadedModel, load_model
+from cbert_core.progress import Progress
 from cbert_core.serving.shared_results import send_value
 
 READY = "ready"
 FAILED = "failed"
 ERROR = "error"
+PROGRESS = "progress"
+GO = "go"
+STOP = "stop"
+
+
+class Stopped(Exception):
+    """The server stopped the work at a progress report (its session changed its input or went away)."""
+
+
+def reporter(connection: Connection) -> Progress:
+    """The progress callback of a request: each report goes to the server, which says whether to go on."""
+
+    def report(fraction: float, message: str) -> None:
+        connection.send((PROGRESS, float(fraction), str(message)))
+        if connection.recv() != GO:
+            raise Stopped("the server stopped this work")
+
+    return report
 
 
 def portable(failure: BaseException) -> BaseException:
@@ -63,7 +83,7 @@ def serve(connection: Connection, loaded: LoadedModel) -> None:
         except (EOFError, OSError):  # the server closed its end, or went away
             return
         try:
-            value = request.answer(loaded)
+            value = request.answer(loaded, reporter(connection))
         except Exception as failure:
             connection.send((ERROR, portable(failure)))
             continue
@@ -86,7 +106,3 @@ def main(argv: list[str]) -> int:
     except (BrokenPipeError, ConnectionResetError):  # the server went away while an answer was on its way
         return 0
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))

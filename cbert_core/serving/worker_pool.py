@@ -11,8 +11,13 @@ How it behaves:
   overlaps, or always when asked), in the background, one after another; each loads the model by its spec,
   a few seconds for the bundled model. Until one is ready, :meth:`WorkerPool.answer` returns None and the
   caller runs the work itself, so nobody ever waits for a worker to start.
-* A request goes to an idle worker of its model; when all are busy the caller waits for one (requests are
-  short work: a trace of one window, a walk through one window), up to ``wait_s``, then runs it itself.
+* A request goes to an idle worker of its model; when all are busy the caller waits for one (short work:
+  a trace of one window, a walk through one window), up to ``wait_s``, then runs it itself. Long work (a
+  trace of several windows, which may hold its worker for long, also while its session waits for a turn)
+  takes a worker only when another stays idle for short work, and otherwise runs in the caller at once.
+* The work's progress reports come back to the caller as they happen, and the work waits for each to be
+  taken: its session's turn pauses there as it would in-process, and what the report raises (the session
+  changed its input) stops the work in the worker, which then serves the next request.
 * An error raised while answering (a note the model refuses) is raised in the caller, as if it had run
   there; the worker goes on serving. A worker that dies (killed, out of memory) or whose answer is broken
   off is stopped and replaced; the caller gets None and runs the work itself. A model whose workers fail to
@@ -40,7 +45,8 @@ from typing import Any, Literal
 import torch
 
 from cbert_core.model.loading import ModelSpec
-from cbert_core.serving.model_worker import ERROR, FAILED, READY
+from cbert_core.progress import Progress
+from cbert_core.serving.model_worker import ERROR, FAILED, GO, PROGRESS, READY, STOP
 from cbert_core.serving.shared_results import receive_value
 
 WorkerMode = Literal["auto", "always", "off"]
@@ -48,6 +54,9 @@ WORKER_MODES: tuple[WorkerMode, ...] = ("auto", "always", "off")
 DEFAULT_START_TIMEOUT_S = 300.0  # loading a model in a worker: longer means it is stuck
 DEFAULT_WAIT_S = 30.0  # the longest a request waits for a busy worker before running in the caller
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]  # where ``cbert_core`` is importable from
+# The worker's entry: imported rather than run as ``-m`` (which would make it ``__main__``), so that what it
+# sends back (its ``Stopped`` error) unpickles in the server under the same name.
+_WORKER_MAIN = "import sys; from cbert_core.serving.model_worker import main; sys.exit(main(sys.argv))"
 
 
 def worker_mode(value: str | None) -> WorkerMode:
@@ -87,8 +96,7 @@ class ModelWorker:
         environment = {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "cbert_core.serving.model_worker", str(theirs.fileno()), spec_argument(spec),
-                 str(threads)],
+                [sys.executable, "-c", _WORKER_MAIN, str(theirs.fileno()), spec_argument(spec), str(threads)],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=environment)
         except BaseException:
             ours.close()
@@ -97,6 +105,7 @@ class ModelWorker:
             theirs.close()
         self._connection = Connection(ours.detach())
         self.model_key: str | None = None  # known once ready
+        self.in_step = True  # False while an exchange is under way: an interruption leaves it out of step
 
     @property
     def pid(self) -> int:
@@ -122,23 +131,55 @@ class ModelWorker:
         self.model_key = str(detail)
         return self.model_key
 
-    def ask(self, request: Any) -> tuple[Any, BaseException | None]:
+    def ask(self, request: Any, progress: Progress | None = None) -> tuple[Any, BaseException | None]:
         """(the answer, None), or (None, the error raised while answering).
+
+        Args:
+            progress: told each of the work's progress reports, in this thread; the work waits meanwhile (its
+                session's turn may pause there). What it raises stops the work in the worker and is raised
+                here, once the worker has ended that work (:attr:`in_step` is then True again).
 
         Raises:
             WorkerLost: the worker ended or the connection broke.
         """
-        try:
-            self._connection.send(request)
-        except OSError as broken:
-            raise WorkerLost("the model worker's connection is closed") from broken
+        self.in_step = False
+        self._send(request)
         message = self._receive()
-        if message[0] == ERROR:
-            return None, message[1]
+        while message[0] == PROGRESS:
+            try:
+                if progress is not None:
+                    progress(message[1], message[2])
+            except BaseException:
+                self._abandon()
+                raise
+            self._send(GO)
+            message = self._receive()
+        answer = (None, message[1]) if message[0] == ERROR else (self._value(message), None)
+        self.in_step = True
+        return answer
+
+    def _abandon(self) -> None:
+        """Stop the work under way and read what the worker sends until it has ended it."""
+        self._send(STOP)
+        message = self._receive()
+        while message[0] == PROGRESS:  # not expected: the worker stops at the report it waits on
+            self._send(STOP)
+            message = self._receive()
+        if message[0] != ERROR:
+            self._value(message)  # it finished anyway: its answer is read and dropped
+        self.in_step = True
+
+    def _value(self, message: Any) -> Any:
         try:
-            return receive_value(self._connection, message), None
+            return receive_value(self._connection, message)
         except (EOFError, OSError) as broken:
             raise WorkerLost("the model worker's answer was broken off") from broken
+
+    def _send(self, message: Any) -> None:
+        try:
+            self._connection.send(message)
+        except OSError as broken:
+            raise WorkerLost("the model worker's connection is closed") from broken
 
     def _receive(self) -> Any:
         try:
@@ -222,23 +263,31 @@ class WorkerPool:
         threading.Thread(target=self._bring_up, args=(crew, self._size), name="cbert-worker-start",
                          daemon=True).start()
 
-    def answer(self, spec: ModelSpec, request: Any) -> Any | None:
+    def answer(self, spec: ModelSpec, request: Any, progress: Progress | None = None, *,
+               long: bool = False) -> Any | None:
         """A worker's answer to ``request`` (never None), or None: no worker of ``spec`` is ready, or the
         one asked was lost; the caller then does the work itself.
 
+        Args:
+            progress: told the work's progress reports (see :meth:`ModelWorker.ask`): what it raises stops
+                the work and is raised here.
+            long: work of several steps, which may hold its worker for long (and while its session waits
+                for a turn): it takes a worker only when another stays idle for short work, and never
+                waits for one.
+
         Raises:
-            What answering raised in the worker (the same error the caller would have met).
+            What answering raised in the worker (the same error the caller would have met), or ``progress``.
         """
-        crew, worker = self._take(spec)
+        crew, worker = self._take(spec, long=long)
         if worker is None:
             return None
         try:
-            value, failure = worker.ask(request)
+            value, failure = worker.ask(request, progress)
         except WorkerLost:
             self._lose(crew, worker)
             return None
-        except BaseException:  # interrupted while the worker answered: its connection is in an unknown state
-            self._lose(crew, worker)
+        except BaseException:  # progress raised (the worker ended the work), or this thread was interrupted
+            (self._give_back if worker.in_step else self._lose)(crew, worker)
             raise
         self._give_back(crew, worker)
         if failure is not None:
@@ -282,7 +331,7 @@ class WorkerPool:
                 self._retire(crew)
             self._condition.notify_all()
 
-    def _take(self, spec: ModelSpec) -> tuple[_Crew | None, ModelWorker | None]:
+    def _take(self, spec: ModelSpec, *, long: bool) -> tuple[_Crew | None, ModelWorker | None]:
         deadline = time.monotonic() + self._wait_s
         with self._condition:
             while True:
@@ -290,6 +339,12 @@ class WorkerPool:
                 if crew is None or crew.failed or not (crew.idle or crew.busy):
                     return crew, None  # none ready (yet): the caller works without waiting
                 self._crews.move_to_end(spec)
+                if long:
+                    if len(crew.idle) < 2:  # the last idle worker stays for short work
+                        return crew, None
+                    worker = crew.idle.pop()
+                    crew.busy.add(worker)
+                    return crew, worker
                 if crew.idle:
                     worker = crew.idle.pop()
                     crew.busy.add(worker)
@@ -302,7 +357,7 @@ class WorkerPool:
     def _give_back(self, crew: _Crew, worker: ModelWorker) -> None:
         with self._condition:
             crew.busy.discard(worker)
-            if crew.retired:
+            if crew.retired or crew.failed:
                 worker.stop()
             else:
                 crew.idle.append(worker)
@@ -316,6 +371,7 @@ class WorkerPool:
             crew.losses += 1
             if crew.losses >= self._max_losses:
                 crew.failed = True
+                self._retire(crew)
             replace = not (crew.failed or crew.retired)
             if replace:
                 crew.starting += 1
@@ -324,7 +380,8 @@ class WorkerPool:
             threading.Thread(target=self._bring_up, args=(crew, 1), name="cbert-worker-start", daemon=True).start()
 
     def _retire(self, crew: _Crew) -> None:
-        """Stop ``crew``'s idle workers; busy ones stop when they finish. Called holding the condition."""
+        """Stop ``crew``'s idle workers; busy ones stop when they finish, and none is started any more. Called
+        holding the condition."""
         crew.retired = True
         for worker in crew.idle:
             worker.stop()
@@ -344,7 +401,7 @@ class WorkerPool:
                 crew.starting -= 1
                 if not usable:
                     crew.failed = True
-                    crew.starting = 0
+                    self._retire(crew)
                 keep = usable and not (crew.failed or crew.retired or self._closed)
                 if keep:
                     crew.idle.append(worker)
