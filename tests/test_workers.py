@@ -25,6 +25,7 @@ from cbert_core.run.lazy_attention import WindowAttention
 from cbert_core.run.plan import RunOptions, plan_note
 from cbert_core.run.trace import trace
 from cbert_core.run.worker_requests import InsideRequest, TraceRequest
+from cbert_core.serving.status import resident_bytes
 from cbert_core.serving.worker_pool import WorkerPool, spec_argument, worker_mode
 from tiny_models import write_bert
 
@@ -116,6 +117,14 @@ def test_a_workers_trace_equals_the_trace_run_here(pool: WorkerPool, tiny: Loade
         assert not theirs.hidden_states.flags.writeable
         with pytest.raises(ValueError):
             theirs.hidden_states[0, 0, 0] = 1
+
+
+def test_the_pool_counts_its_workers_and_their_memory(pool: WorkerPool, tiny_spec: ModelSpec) -> None:
+    state = pool.state()
+    [pid] = pool.worker_pids(tiny_spec)
+    assert state.ready == 1 and state.starting == 0
+    # the worker's own resident memory (torch and the model loaded: far more than nothing), not the server's
+    assert state.rss_bytes == pytest.approx(resident_bytes(pid), rel=0.2) and state.rss_bytes > 50 * 2**20
 
 
 def test_a_workers_walk_equals_the_walk_run_here(pool: WorkerPool, tiny: LoadedModel, tiny_spec: ModelSpec) -> None:

@@ -92,7 +92,8 @@ def _queue_text(queue: QueueState | None) -> str:
 def _workers_text(workers: PoolState) -> str:
     """The model worker processes in the status line."""
     starting = f", {workers.starting} starting" if workers.starting else ""
-    return f"{workers.ready} model worker process{'' if workers.ready == 1 else 'es'}{starting}"
+    memory = f" ({workers.rss_bytes / 2**30:.2f} GB resident)" if workers.ready else ""
+    return f"{workers.ready} model worker process{'' if workers.ready == 1 else 'es'}{memory}{starting}"
 
 
 @st.cache_resource(show_spinner=False)

@@ -21,10 +21,10 @@ class ServerStatus:
     queue: QueueState | None = None  # model work running and waiting for a turn
 
 
-def resident_bytes() -> int:
-    """Resident set size of this process (Linux /proc; 0 where unavailable)."""
+def resident_bytes(pid: int | str = "self") -> int:
+    """Resident set size of process ``pid``, this one by default (Linux /proc; 0 where unavailable)."""
     try:
-        with open("/proc/self/statm", encoding="ascii") as handle:
+        with open(f"/proc/{pid}/statm", encoding="ascii") as handle:
             return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0

@@ -48,6 +48,7 @@ from cbert_core.model.loading import ModelSpec
 from cbert_core.progress import Progress
 from cbert_core.serving.model_worker import ERROR, FAILED, GO, PROGRESS, READY, STOP
 from cbert_core.serving.shared_results import receive_value
+from cbert_core.serving.status import resident_bytes
 
 WorkerMode = Literal["auto", "always", "off"]
 WORKER_MODES: tuple[WorkerMode, ...] = ("auto", "always", "off")
@@ -211,10 +212,11 @@ class _Crew:
 
 @dataclass(frozen=True, kw_only=True)
 class PoolState:
-    """How many workers there are, for the status line."""
+    """How many workers there are and the memory they hold, for the status line."""
 
     ready: int  # loaded, idle or answering
     starting: int
+    rss_bytes: int  # resident memory of the ready workers together
 
 
 class WorkerPool:
@@ -318,8 +320,10 @@ class WorkerPool:
     def state(self) -> PoolState:
         with self._condition:
             crews = list(self._crews.values())
-            return PoolState(ready=sum(len(crew.idle) + len(crew.busy) for crew in crews),
-                             starting=sum(crew.starting for crew in crews))
+            workers = [worker for crew in crews for worker in (*crew.idle, *crew.busy)]
+            starting = sum(crew.starting for crew in crews)
+        return PoolState(ready=len(workers), starting=starting,
+                         rss_bytes=sum(resident_bytes(worker.pid) for worker in workers))
 
     def close(self) -> None:
         """Stop every worker; the pool starts none afterwards."""
