@@ -29,6 +29,8 @@ from cbert_core.serving.status import resident_bytes
 from cbert_core.serving.worker_pool import WorkerPool, spec_argument, worker_mode
 from tiny_models import write_bert
 
+# one torch thread here, as in the workers below, so sums are added up in the same order
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ROOT = Path(__file__).resolve().parent.parent
 NOTE = "HISTORY: Patient denies chest pain. COPD [MASK] exacerbation with cough."
 LONG_NOTE = " ".join(f"Patient denies chest pain {day}." for day in range(1, 30))  # several of the tiny model's windows
@@ -79,16 +81,6 @@ def pool(tiny: LoadedModel, tiny_spec: ModelSpec):
     assert workers.wait_ready(tiny_spec, 120)
     yield workers
     workers.close()
-
-
-@pytest.fixture(autouse=True)
-def one_thread_here():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the same thread count as the worker, so sums are added up the same way
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_worker_modes_are_read_strictly() -> None:

@@ -25,6 +25,7 @@ It writes nothing (no log, no file) and ends when the server closes its end or g
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 from multiprocessing.connection import Connection
 from typing import Any
@@ -101,8 +102,6 @@ def main(argv: list[str]) -> int:
         return 1
     warm_up(loaded)
     connection.send((READY, loaded.info.key))
-    try:
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the server went away mid-answer
         serve(connection, loaded)
-    except (BrokenPipeError, ConnectionResetError):  # the server went away while an answer was on its way
-        return 0
     return 0

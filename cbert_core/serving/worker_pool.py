@@ -36,7 +36,6 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -105,7 +104,6 @@ class ModelWorker:
         finally:
             theirs.close()
         self._connection = Connection(ours.detach())
-        self.model_key: str | None = None  # known once ready
         self.in_step = True  # False while an exchange is under way: an interruption leaves it out of step
 
     @property
@@ -129,8 +127,7 @@ class ModelWorker:
         if tag != READY:
             self.stop()
             raise WorkerLost(f"the model worker sent {tag!r} instead of saying it was ready")
-        self.model_key = str(detail)
-        return self.model_key
+        return str(detail)
 
     def ask(self, request: Any, progress: Progress | None = None) -> tuple[Any, BaseException | None]:
         """(the answer, None), or (None, the error raised while answering).
@@ -229,12 +226,10 @@ class WorkerPool:
         max_losses: workers of one model that may die before the model gets no more.
         wait_s: how long a request waits for a busy worker before its caller runs it.
         start_timeout_s: how long a worker may take to load its model.
-        make_worker: how a worker is started (a parameter so tests can count or break starts).
     """
 
     def __init__(self, size: int, *, threads: int | None = None, max_models: int = 2, max_losses: int = 3,
-                 wait_s: float = DEFAULT_WAIT_S, start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
-                 make_worker: Callable[[ModelSpec, int | None], ModelWorker] | None = None) -> None:
+                 wait_s: float = DEFAULT_WAIT_S, start_timeout_s: float = DEFAULT_START_TIMEOUT_S) -> None:
         if size < 1 or max_models < 1:
             raise ValueError("a worker pool needs at least one worker and one model")
         self._size = size
@@ -243,7 +238,6 @@ class WorkerPool:
         self._max_losses = max_losses
         self._wait_s = wait_s
         self._start_timeout_s = start_timeout_s
-        self._make_worker = make_worker or (lambda spec, threads: ModelWorker(spec, threads=threads))
         self._condition = threading.Condition()
         self._crews: OrderedDict[ModelSpec, _Crew] = OrderedDict()
         self._closed = False
@@ -343,12 +337,8 @@ class WorkerPool:
                 if crew is None or crew.failed or not (crew.idle or crew.busy):
                     return crew, None  # none ready (yet): the caller works without waiting
                 self._crews.move_to_end(spec)
-                if long:
-                    if len(crew.idle) < 2:  # the last idle worker stays for short work
-                        return crew, None
-                    worker = crew.idle.pop()
-                    crew.busy.add(worker)
-                    return crew, worker
+                if long and len(crew.idle) < 2:  # the last idle worker stays for short work; long work never waits
+                    return crew, None
                 if crew.idle:
                     worker = crew.idle.pop()
                     crew.busy.add(worker)
@@ -396,7 +386,7 @@ class WorkerPool:
         for _ in range(count):
             worker: ModelWorker | None = None
             try:
-                worker = self._make_worker(crew.spec, self._threads)
+                worker = ModelWorker(crew.spec, threads=self._threads)
                 key = worker.wait_ready(self._start_timeout_s)
                 usable = key == crew.model_key
             except Exception:  # the model did not load in a worker: the server keeps running it itself
