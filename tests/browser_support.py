@@ -389,7 +389,8 @@ async def aopen_page(page: object, title: str, script_ends: ScriptEnds | None = 
     return time.perf_counter() - clicked - 0.5
 
 
-def _server_pids(port: int) -> list[str]:
+def server_pids(port: int) -> list[str]:
+    """The processes of the app's server listening on ``port``."""
     return subprocess.run(["pgrep", "-f", f"streamlit run app.py.*--server.port {port}"], capture_output=True,
                           text=True, check=False).stdout.split()
 
@@ -405,7 +406,7 @@ def process_alive(pid: int | str) -> bool:
 
 def worker_pids(port: int) -> list[str]:
     """The model worker processes of the server listening on ``port``."""
-    return [pid for server in _server_pids(port)
+    return [pid for server in server_pids(port)
             for pid in subprocess.run(["pgrep", "-P", server, "-f", "cbert_core.serving.model_worker"],
                                       capture_output=True, text=True, check=False).stdout.split()]
 
@@ -426,7 +427,7 @@ def cpu_seconds(pids: list[str]) -> float:
 
 def server_cpu_seconds(port: int) -> float:
     """CPU time used so far by the Streamlit server listening on ``port`` and its model worker processes."""
-    return cpu_seconds(_server_pids(port) + worker_pids(port))
+    return cpu_seconds(server_pids(port) + worker_pids(port))
 
 
 def browser_pids() -> list[str]:
@@ -446,7 +447,7 @@ def browser_pids() -> list[str]:
 def process_rss_bytes(port: int) -> int:
     """Resident memory of the Streamlit server listening on ``port`` and its model worker processes (Linux /proc)."""
     total = 0
-    for pid in _server_pids(port) + worker_pids(port):
+    for pid in server_pids(port) + worker_pids(port):
         try:
             with open(f"/proc/{pid}/status", encoding="ascii") as handle:
                 for line in handle:

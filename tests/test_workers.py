@@ -18,13 +18,19 @@ import numpy as np
 import pytest
 
 from browser_support import process_alive
+from cbert_core.analyses.counterfactual import counterfactual
+from cbert_core.analyses.knockout_scan import head_importance
+from cbert_core.analyses.patching import patch_pair
+from cbert_core.analyses.targets import masked_token_target
+from cbert_core.analyses.whole_note import explain
+from cbert_core.corpus.embeddings import note_embeddings
 from cbert_core.errors import TargetError
-from cbert_core.model.loading import LoadedModel, ModelSpec, parse_spec
+from cbert_core.model.loading import LoadedModel, ModelSpec, load_model, parse_spec
 from cbert_core.run.inside_capture import inside_trace
 from cbert_core.run.lazy_attention import WindowAttention
 from cbert_core.run.plan import RunOptions, plan_note
 from cbert_core.run.trace import trace
-from cbert_core.run.worker_requests import InsideRequest, TraceRequest
+from cbert_core.run.worker_requests import MAX_REQUEST_BYTES, AnalysisRequest, InsideRequest, TraceRequest
 from cbert_core.serving.status import resident_bytes
 from cbert_core.serving.worker_pool import WorkerPool, spec_argument, worker_mode
 from tiny_models import write_bert
@@ -37,10 +43,14 @@ LONG_NOTE = " ".join(f"Patient denies chest pain {day}." for day in range(1, 30)
 
 
 def assert_same(ours: Any, theirs: Any, where: str = "value") -> None:
-    """Field by field and array by array (dtype, shape and every number) the same."""
+    """Field by field and array by array (dtype, shape and every number) the same (a record's own time taken
+    aside)."""
     if dataclasses.is_dataclass(ours):
         assert type(ours) is type(theirs), where
         for field in dataclasses.fields(ours):
+            if field.name == "seconds":  # how long the work took: measured anew on each run
+                assert isinstance(getattr(theirs, field.name), float), where
+                continue
             assert_same(getattr(ours, field.name), getattr(theirs, field.name), f"{where}.{field.name}")
     elif isinstance(ours, WindowAttention):
         assert_same(ours.full(), theirs.full(), f"{where} (weights recomputed)")
@@ -55,6 +65,8 @@ def assert_same(ours: Any, theirs: Any, where: str = "value") -> None:
         assert ours.keys() == theirs.keys(), where
         for key in ours:
             assert_same(ours[key], theirs[key], f"{where}[{key!r}]")
+    elif isinstance(ours, float) and np.isnan(ours):
+        assert isinstance(theirs, float) and np.isnan(theirs), where
     else:
         assert ours == theirs, where
 
@@ -180,6 +192,78 @@ def test_a_session_that_moves_on_stops_the_work_in_the_worker_which_serves_on(
                 "the next trace")
 
 
+def analysis_calls(tiny: LoadedModel) -> dict[str, tuple[Any, tuple[Any, ...], dict[str, Any]]]:
+    """The long analyses the pages run (function, inputs, arguments), on the tiny masked-LM."""
+    plan = plan_note(tiny, NOTE)
+    knocked = plan_note(tiny, NOTE, RunOptions(knocked_out=frozenset({(0, 1)})))
+    target = masked_token_target(tiny, "pain")
+    start = NOTE.index("denies")
+    return {
+        "integrated gradients": (explain, (tiny, plan, target), {"method": "integrated-gradients", "steps": 8}),
+        "occlusion with a head knocked out": (explain, (tiny, knocked, target), {"method": "occlusion"}),
+        "head scan": (head_importance, (tiny, plan, target), {}),
+        "counterfactual edit": (counterfactual, (tiny, plan, start, start + len("denies"), "reports", target),
+                                {"method": "saliency"}),
+        "activation patching": (patch_pair, (tiny, plan, NOTE.replace("denies", "reports"), target), {}),
+        "a collection's embeddings": (note_embeddings, (tiny, (plan, plan_note(tiny, LONG_NOTE))), {}),
+    }
+
+
+@pytest.mark.parametrize("name", ["integrated gradients", "occlusion with a head knocked out", "head scan",
+                                  "counterfactual edit", "activation patching", "a collection's embeddings"])
+def test_an_analysis_in_a_worker_equals_the_one_run_here(pool: WorkerPool, tiny: LoadedModel, tiny_spec: ModelSpec,
+                                                         name: str) -> None:
+    """The model travels as the worker's own copy, each note plan as its note and options (planned again
+    there), the rest as it is; the answer comes back array for array the same."""
+    function, inputs, arguments = analysis_calls(tiny)[name]
+    request = AnalysisRequest.of(tiny, function, inputs, arguments, reports_progress=True, long=False)
+    assert request is not None, "the request could not travel"
+    theirs = pool.answer(tiny_spec, request)
+    assert theirs is not None, "the worker did not answer"
+    assert_same(function(*inputs, **arguments), theirs, name)
+
+
+def test_an_analysis_in_a_worker_reports_its_steps_as_it_does_here(pair: WorkerPool, tiny: LoadedModel,
+                                                                   tiny_spec: ModelSpec) -> None:
+    function, inputs, arguments = analysis_calls(tiny)["head scan"]
+    here: list[tuple[float, str]] = []
+    ours = function(*inputs, **arguments, progress=lambda fraction, message: here.append((fraction, message)))
+    there: list[tuple[float, str]] = []
+    request = AnalysisRequest.of(tiny, function, inputs, arguments, reports_progress=True, long=True)
+    theirs = pair.answer(tiny_spec, request, lambda fraction, message: there.append((fraction, message)),
+                         long=True)
+    assert theirs is not None
+    assert there == here and len(there) >= 2
+    assert_same(ours, theirs, "head scan")
+
+
+def test_work_that_cannot_be_redone_in_a_worker_is_not_sent(tiny: LoadedModel, tmp_path: Path) -> None:
+    function, inputs, arguments = analysis_calls(tiny)["head scan"]
+    _model, plan, target = inputs
+    other = load_model(str(write_bert(tmp_path / "other")))
+
+    def of(function: Any, inputs: tuple[Any, ...], arguments: dict[str, Any]) -> AnalysisRequest | None:
+        return AnalysisRequest.of(tiny, function, inputs, arguments, reports_progress=True, long=True)
+
+    assert of(function, inputs, arguments) is not None
+    assert of(function, (other, plan, target), arguments) is None  # another model
+    assert of(function, (tiny, plan_note(other, NOTE), target), arguments) is None  # a note planned for it
+    assert of(function, (tiny, trace(tiny, plan), target), arguments) is None  # a trace: the server holds it
+    assert of(lambda *_inputs, **_arguments: None, inputs, arguments) is None  # not importable by name
+    assert of(function, inputs, {"unpicklable": threading.Lock()}) is None
+    assert of(function, inputs, {"huge": "x" * MAX_REQUEST_BYTES}) is None
+
+
+def test_an_answer_that_does_not_pickle_is_left_to_the_caller_and_the_worker_serves_on(
+        pool: WorkerPool, tiny: LoadedModel, tiny_spec: ModelSpec) -> None:
+    before = pool.worker_pids(tiny_spec)
+    lock = AnalysisRequest.of(tiny, threading.Lock, (), {}, reports_progress=False, long=False)
+    assert lock is not None  # the request travels: only its answer (a lock) cannot come back
+    assert pool.answer(tiny_spec, lock) is None
+    assert pool.worker_pids(tiny_spec) == before
+    assert pool.answer(tiny_spec, InsideRequest.of(plan_note(tiny, NOTE), 0)) is not None
+
+
 def test_an_error_in_the_worker_is_raised_here_and_the_worker_serves_on(pool: WorkerPool, tiny: LoadedModel,
                                                                        tiny_spec: ModelSpec) -> None:
     plan = plan_note(tiny, NOTE)
@@ -302,7 +386,7 @@ def test_a_worker_ends_with_the_server_and_writes_no_note_text(tiny_spec: ModelS
         import os, sys
         from cbert_core.model.loading import load_model, parse_spec
         from cbert_core.run.plan import plan_note
-        from cbert_core.run.worker_requests import InsideRequest, TraceRequest
+        from cbert_core.run.worker_requests import MAX_REQUEST_BYTES, AnalysisRequest, InsideRequest, TraceRequest
         from cbert_core.serving.worker_pool import WorkerPool
         spec = parse_spec({spec_argument(tiny_spec)!r})
         loaded = load_model(spec)

@@ -35,7 +35,7 @@ from cbert_core.progress import Progress
 from cbert_core.run.inside_capture import InsideTrace, inside_trace
 from cbert_core.run.plan import NotePlan, RunOptions, plan_note, plan_notes
 from cbert_core.run.trace import Trace, trace, trace_budget
-from cbert_core.run.worker_requests import InsideRequest, TraceRequest
+from cbert_core.run.worker_requests import AnalysisRequest, InsideRequest, TraceRequest
 from cbert_core.serving.cache import ResultCache, payload_bytes
 from cbert_core.serving.collector import set_aside_long_lived
 from cbert_core.serving.scheduler import Scheduler, Turn, default_slots
@@ -105,8 +105,10 @@ def model_slots() -> int:
 
 @st.cache_resource(show_spinner=False)
 def worker_pool() -> WorkerPool:
-    """Model worker processes for this server (:mod:`cbert_core.serving.worker_pool`): one per slot and model."""
-    pool = WorkerPool(model_slots())
+    """Model worker processes for this server (:mod:`cbert_core.serving.worker_pool`): per model, one per slot
+    and one more. Long work (a long trace, an attribution, a head scan) takes a worker only when another stays
+    free for short work, so with the one more, every slot's long work can run in a worker."""
+    pool = WorkerPool(model_slots() + 1)
     atexit.register(pool.close)
     return pool
 
@@ -124,13 +126,14 @@ def workers_mode() -> WorkerMode:
         raise ValueError(f"{WORKERS_SETTING}: {problem}") from problem
 
 
-def in_a_worker(loaded: LoadedModel, request: TraceRequest | InsideRequest,
+def in_a_worker(loaded: LoadedModel, request: TraceRequest | InsideRequest | AnalysisRequest,
                 progress: Progress | None = None) -> Any | None:
     """``request`` answered by a worker process with its own copy of ``loaded``, or None: run it here.
 
     ``progress`` (the session's step of its turn) is told the work's progress reports as they come: the turn
     pauses there as it would for work run here, and a session that moved on stops the work in the worker.
-    Long work (a trace of several windows) takes a worker only when another stays free for short work.
+    Long work (a trace of several windows, an analysis given ``passes``) takes a worker only when another stays
+    free for short work.
 
     ``CBERT_MODEL_WORKERS``: ``auto`` starts the workers of a model the first time its work overlaps other
     model work on this server (alone, one session's work never waits for the interpreter lock, and the
@@ -332,7 +335,7 @@ def computed(function: Callable[..., Any], *inputs: Any, label: str, passes: Pas
     Args:
         inputs: what it runs on (model, note plan, trace, an earlier result).
         label: what the progress bar says while it runs.
-        passes: what it runs through the model: its time is then recorded for estimates.
+        passes: what it runs through the model (long work): its time is then recorded for estimates.
         progress: whether ``function`` takes a ``progress`` callback.
         measure: told (result, seconds) after a computation, for estimates of other kinds of work.
 
@@ -341,7 +344,9 @@ def computed(function: Callable[..., Any], *inputs: Any, label: str, passes: Pas
     progress lets waiting sessions go first between its steps. One that only reads earlier results (a
     trace's head statistics, a projection of stored states) runs at once: it never queues behind model work.
     A changed input cancels the run (Streamlit interrupts it at the next progress update, or while it
-    waits); nothing half-done is cached.
+    waits); nothing half-done is cached. Model work runs in a model worker process when the model has
+    workers and the inputs can travel there (:func:`in_a_worker`, :class:`AnalysisRequest`: not another
+    model's, not a trace); work given ``passes`` counts as long work there. Otherwise it runs here.
     """
     key = analysis_key(function, inputs, arguments)
     cache = analysis_cache()
@@ -352,12 +357,20 @@ def computed(function: Callable[..., Any], *inputs: Any, label: str, passes: Pas
     measured = measure if passes is None else (lambda _result, seconds: record_speed(inputs, passes, seconds))
 
     def run() -> Any:
-        if not runs_a_model((inputs, tuple(arguments.values()))):
+        loaded = model_among((inputs, tuple(arguments.values())))
+        if loaded is None:
             extra = {"progress": report} if progress else {}
             return timed(lambda: function(*inputs, **extra, **arguments), measured)
         with model_turn(report) as (turn, step):
             extra = {"progress": step} if progress else {}
-            return timed(lambda: function(*inputs, **extra, **arguments), working(measured, turn))
+
+            def compute() -> Any:
+                request = AnalysisRequest.of(loaded, function, inputs, arguments, reports_progress=progress,
+                                             long=passes is not None)
+                found = None if request is None else in_a_worker(loaded, request, step)
+                return function(*inputs, **extra, **arguments) if found is None else found
+
+            return timed(compute, working(measured, turn))
 
     try:
         return cache.get_or_compute(key, run)
@@ -365,11 +378,13 @@ def computed(function: Callable[..., Any], *inputs: Any, label: str, passes: Pas
         done()
 
 
-def runs_a_model(inputs: Any) -> bool:
-    """Whether a loaded model is among ``inputs`` (or inside a list or tuple of them)."""
+def model_among(inputs: Any) -> LoadedModel | None:
+    """The first loaded model among ``inputs`` (or inside a list or tuple of them), if any."""
     if isinstance(inputs, LoadedModel):
-        return True
-    return isinstance(inputs, (list, tuple)) and any(runs_a_model(value) for value in inputs)
+        return inputs
+    if isinstance(inputs, (list, tuple)):
+        return next((found for value in inputs if (found := model_among(value)) is not None), None)
+    return None
 
 
 def is_computed(function: Callable[..., Any], *inputs: Any, **arguments: Any) -> bool:

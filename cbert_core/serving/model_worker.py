@@ -18,7 +18,8 @@ Started by :class:`cbert_core.serving.worker_pool.ModelWorker`, which runs :func
   for ``"go"`` (the server reported it, and its session may have waited for a turn on the model meanwhile)
   or ``"stop"`` (the session moved on: the work ends with :class:`Stopped`);
 * worker to server: the value (:func:`cbert_core.serving.shared_results.send_value`), or
-  ``("error", exception)`` when answering raised (the worker goes on serving).
+  ``("error", exception)`` when answering raised (the worker goes on serving), or ``("error", Unsendable)``
+  when the value does not pickle (the server then does the work itself).
 
 It writes nothing (no log, no file) and ends when the server closes its end or goes away.
 """
@@ -46,6 +47,10 @@ STOP = "stop"
 
 class Stopped(Exception):
     """The server stopped the work at a progress report (its session changed its input or went away)."""
+
+
+class Unsendable(Exception):
+    """The answer does not pickle (it holds a lock or an open resource): the server must do the work itself."""
 
 
 def reporter(connection: Connection) -> Progress:
@@ -88,7 +93,10 @@ def serve(connection: Connection, loaded: LoadedModel) -> None:
         except Exception as failure:
             connection.send((ERROR, portable(failure)))
             continue
-        send_value(connection, value)
+        try:
+            send_value(connection, value)  # pickled before anything is sent: a failure sends nothing
+        except (pickle.PicklingError, TypeError, AttributeError) as failure:
+            connection.send((ERROR, Unsendable(f"the answer does not pickle ({type(failure).__name__})")))
 
 
 def main(argv: list[str]) -> int:

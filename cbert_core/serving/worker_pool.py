@@ -45,7 +45,7 @@ import torch
 
 from cbert_core.model.loading import ModelSpec
 from cbert_core.progress import Progress
-from cbert_core.serving.model_worker import ERROR, FAILED, GO, PROGRESS, READY, STOP
+from cbert_core.serving.model_worker import ERROR, FAILED, GO, PROGRESS, READY, STOP, Unsendable
 from cbert_core.serving.shared_results import receive_value
 from cbert_core.serving.status import resident_bytes
 
@@ -261,8 +261,9 @@ class WorkerPool:
 
     def answer(self, spec: ModelSpec, request: Any, progress: Progress | None = None, *,
                long: bool = False) -> Any | None:
-        """A worker's answer to ``request`` (never None), or None: no worker of ``spec`` is ready, or the
-        one asked was lost; the caller then does the work itself.
+        """A worker's answer to ``request`` (never None), or None: no worker of ``spec`` is ready, the one
+        asked was lost, or its answer does not pickle (:class:`Unsendable`); the caller then does the work
+        itself.
 
         Args:
             progress: told the work's progress reports (see :meth:`ModelWorker.ask`): what it raises stops
@@ -286,6 +287,8 @@ class WorkerPool:
             (self._give_back if worker.in_step else self._lose)(crew, worker)
             raise
         self._give_back(crew, worker)
+        if isinstance(failure, Unsendable):
+            return None
         if failure is not None:
             raise failure
         return value
