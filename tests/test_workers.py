@@ -140,19 +140,49 @@ def test_a_workers_walk_equals_the_walk_run_here(pool: WorkerPool, tiny: LoadedM
 
 @pytest.fixture(scope="module")
 def pair(tiny: LoadedModel, tiny_spec: ModelSpec):
-    """Two workers: long work may take one of them (the other stays for short work)."""
-    workers = WorkerPool(2, threads=1)
+    """A worker for short work and one for long work."""
+    workers = WorkerPool(1, threads=1)
     workers.start(tiny_spec, tiny.info.key)
-    assert workers.wait_ready(tiny_spec, 120) and len(workers.worker_pids(tiny_spec)) == 2
+    workers.start(tiny_spec, tiny.info.key, long=True)
+    assert workers.wait_ready(tiny_spec, 120) and workers.wait_ready(tiny_spec, 120, long=True)
     yield workers
     workers.close()
 
 
-def test_long_work_never_takes_the_last_idle_worker(pool: WorkerPool, tiny: LoadedModel, tiny_spec: ModelSpec) -> None:
+def test_long_work_has_workers_of_its_own_at_a_lower_priority(pool: WorkerPool, tiny: LoadedModel,
+                                                              tiny_spec: ModelSpec) -> None:
     long_plan = plan_note(tiny, LONG_NOTE)
-    assert len(long_plan.windows) > 1 and TraceRequest.of(long_plan, capture_qk=False).long
-    assert pool.answer(tiny_spec, TraceRequest.of(long_plan, capture_qk=False), long=True) is None  # run it here
-    assert pool.answer(tiny_spec, TraceRequest.of(plan_note(tiny, NOTE), capture_qk=False)) is not None
+    request = TraceRequest.of(long_plan, capture_qk=False)
+    assert len(long_plan.windows) > 1 and request.long
+    # the short worker is not lent to long work: without long workers it runs here
+    assert pool.answer(tiny_spec, request, long=True) is None
+    [short] = pool.worker_pids(tiny_spec)
+    assert os.getpriority(os.PRIO_PROCESS, short) == os.getpriority(os.PRIO_PROCESS, 0)
+    pool.start(tiny_spec, tiny.info.key, long=True)
+    assert pool.wait_ready(tiny_spec, 120, long=True)
+    [long] = pool.worker_pids(tiny_spec, long=True)
+    assert long != short
+    assert os.getpriority(os.PRIO_PROCESS, long) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
+    assert pool.state().ready == 2
+    # every torch thread of the long worker runs at its priority (they were started after it was lowered)
+    threads = [entry.name for entry in os.scandir(f"/proc/{long}/task")]
+    assert len(threads) > 1 and {os.getpriority(os.PRIO_PROCESS, int(tid)) for tid in threads} == \
+        {os.getpriority(os.PRIO_PROCESS, long)}
+    assert_same(trace(tiny, long_plan), pool.answer(tiny_spec, request, long=True), "long trace")
+    assert pool.worker_pids(tiny_spec, long=True) == [long]  # it answered, and serves on
+
+
+def test_long_work_never_waits_for_a_long_worker(pair: WorkerPool, tiny: LoadedModel, tiny_spec: ModelSpec) -> None:
+    """While the long worker is busy, the next long request is run by its caller at once (None)."""
+    plan = plan_note(tiny, LONG_NOTE)
+    inside: list[Any] = []
+
+    def report(_fraction: float, _message: str) -> None:
+        if not inside:  # the first window's report: the long worker is busy, waiting for this
+            inside.append(pair.answer(tiny_spec, TraceRequest.of(plan, capture_qk=False), long=True))
+
+    assert pair.answer(tiny_spec, TraceRequest.of(plan, capture_qk=False), report, long=True) is not None
+    assert inside == [None]
 
 
 def test_a_long_notes_trace_in_a_worker_reports_each_window_and_equals_the_trace_run_here(
@@ -173,7 +203,7 @@ def test_a_session_that_moves_on_stops_the_work_in_the_worker_which_serves_on(
     """The progress report raises at the second window (as Streamlit does when the input changed): the trace
     ends in the worker there, the error is raised here, and the same workers answer the next request."""
     plan = plan_note(tiny, LONG_NOTE)
-    before = sorted(pair.worker_pids(tiny_spec))
+    before = pair.worker_pids(tiny_spec, long=True)
     reports: list[float] = []
 
     class MovedOn(Exception):
@@ -187,7 +217,7 @@ def test_a_session_that_moves_on_stops_the_work_in_the_worker_which_serves_on(
     with pytest.raises(MovedOn):
         pair.answer(tiny_spec, TraceRequest.of(plan, capture_qk=False), report, long=True)
     assert len(reports) == 2  # no report after the work was stopped
-    assert sorted(pair.worker_pids(tiny_spec)) == before
+    assert pair.worker_pids(tiny_spec, long=True) == before
     assert_same(trace(tiny, plan), pair.answer(tiny_spec, TraceRequest.of(plan, capture_qk=False), long=True),
                 "the next trace")
 

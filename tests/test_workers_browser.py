@@ -23,7 +23,7 @@ from browser_support import (
 from notes import LONG_NOTE
 
 pytestmark = needs_chromium
-WORKERS = len(os.sched_getaffinity(0)) + 1  # one per core (the server's model slots) and one more
+WORKERS = 2 * len(os.sched_getaffinity(0))  # one per core (the server's model slots) for short work, and for long
 FIRST_NOTE = "Patient reports a dry cough for three days. Denies fever. Lungs clear on auscultation."
 SECOND_NOTE = ("HISTORY: 67 year old man with COPD admitted with worsening dyspnea. Denies chest pain. "
                "PLAN: nebulizers, prednisone taper, follow up with pulmonology in two weeks.")
@@ -55,6 +55,10 @@ def test_model_work_runs_in_worker_processes_that_end_with_the_server(chromium, 
         assert f"{WORKERS} model worker processes" in _status_line(page)
         workers = worker_pids(port)
         assert len(workers) == WORKERS
+        # the long work's half runs at a lower CPU priority than the server, the short work's at the same
+        niceness = sorted(os.getpriority(os.PRIO_PROCESS, int(pid)) for pid in workers)
+        ours = os.getpriority(os.PRIO_PROCESS, int(server_pids(port)[0]))
+        assert niceness == [ours] * (WORKERS // 2) + [min(19, ours + 10)] * (WORKERS // 2)
 
         before = cpu_seconds(workers)
         set_note(page, SECOND_NOTE)  # the Note page traces it
@@ -66,8 +70,8 @@ def test_model_work_runs_in_worker_processes_that_end_with_the_server(chromium, 
         shot = screenshot(page, "inside-with-workers")
         assert shot.stat().st_size > 0
 
-        # a 700-word note (three windows): its trace is long work, which takes one worker while the other
-        # stays free for short work; its windows are reported back as they are done
+        # a 700-word note (three windows): its trace is long work, which runs in a long work's worker; its windows
+        # are reported back as they are done
         before = cpu_seconds(workers)
         set_note(page, LONG_NOTE)
         open_page(page, "Note")

@@ -106,9 +106,8 @@ def model_slots() -> int:
 @st.cache_resource(show_spinner=False)
 def worker_pool() -> WorkerPool:
     """Model worker processes for this server (:mod:`cbert_core.serving.worker_pool`): per model, one per slot
-    and one more. Long work (a long trace, an attribution, a head scan) takes a worker only when another stays
-    free for short work, so with the one more, every slot's long work can run in a worker."""
-    pool = WorkerPool(model_slots() + 1)
+    for short work and, once long work comes, one per slot for it, at a lower priority."""
+    pool = WorkerPool(model_slots())
     atexit.register(pool.close)
     return pool
 
@@ -132,20 +131,24 @@ def in_a_worker(loaded: LoadedModel, request: TraceRequest | InsideRequest | Ana
 
     ``progress`` (the session's step of its turn) is told the work's progress reports as they come: the turn
     pauses there as it would for work run here, and a session that moved on stops the work in the worker.
-    Long work (a trace of several windows, an analysis given ``passes``) takes a worker only when another stays
-    free for short work.
+    Long work (a trace of several windows, an analysis given ``passes``) has workers of its own, at a lower
+    CPU priority, started at the first long request: short pages get the cores first.
 
-    ``CBERT_MODEL_WORKERS``: ``auto`` starts the workers of a model the first time its work overlaps other
-    model work on this server (alone, one session's work never waits for the interpreter lock, and the
-    workers' memory is not spent); ``always`` starts them at the first request; ``off`` never does. Only a
+    ``CBERT_MODEL_WORKERS``: ``auto`` starts the workers of a model's lane (short or long work) the first
+    time such work overlaps other model work on this server (alone, one session's work never waits for the
+    interpreter lock, and the workers' memory is not spent); ``always`` starts both lanes at the first
+    request; ``off`` never does. Only a
     model this server loaded from its spec, on the CPU, has workers: a model held only in memory (one being
     fine-tuned) cannot be loaded by another process, and a GPU would hold one copy per worker.
     """
     mode = workers_mode()
     if mode == "off" or loaded.device.type != "cpu" or model_cache().get(loaded.info.spec) is not loaded:
         return None
-    if mode == "always" or scheduler().state().running > 1:
-        worker_pool().start(loaded.info.spec, loaded.info.key)
+    if mode == "always":
+        for long in (False, True):
+            worker_pool().start(loaded.info.spec, loaded.info.key, long=long)
+    elif scheduler().state().running > 1:
+        worker_pool().start(loaded.info.spec, loaded.info.key, long=request.long)
     return worker_pool().answer(loaded.info.spec, request, progress, long=request.long)
 
 

@@ -7,10 +7,11 @@ thread (``bench/convoy.py``). In its own process the model never waits for that 
 only waits for the answer, once.
 
 Started by :class:`cbert_core.serving.worker_pool.ModelWorker`, which runs :func:`main` with the arguments
-``DESCRIPTOR SPEC THREADS``.
+``DESCRIPTOR SPEC THREADS NICENESS``.
 
 ``DESCRIPTOR`` is this process's end of a socket pair with the server, ``SPEC`` what
-:func:`cbert_core.model.loading.parse_spec` reads, ``THREADS`` torch's thread count. Messages:
+:func:`cbert_core.model.loading.parse_spec` reads, ``THREADS`` torch's thread count (``NICENESS``, how much
+the process lowered its CPU priority, is applied by the entry line before this module is imported). Messages:
 
 * worker to server, once: ``("ready", model key)`` when the model is loaded, or ``("failed", exception)``;
 * server to worker: a request, any picklable object with ``answer(loaded, progress) -> value``;

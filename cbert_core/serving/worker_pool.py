@@ -1,4 +1,5 @@
-"""Model worker processes for a shared server: per model, one per core, each with its own copy of it.
+"""Model worker processes for a shared server: per model, one per core, each with its own copy of it, and
+as many more for long work, at a lower priority.
 
 Why: in one process every session's model work waits for the interpreter lock behind the other sessions'
 Python (see :mod:`cbert_core.serving.model_worker`). A worker answers a request in its own process, and the
@@ -11,10 +12,15 @@ How it behaves:
   overlaps, or always when asked), in the background, one after another; each loads the model by its spec,
   a few seconds for the bundled model. Until one is ready, :meth:`WorkerPool.answer` returns None and the
   caller runs the work itself, so nobody ever waits for a worker to start.
-* A request goes to an idle worker of its model; when all are busy the caller waits for one (short work:
-  a trace of one window, a walk through one window), up to ``wait_s``, then runs it itself. Long work (a
-  trace of several windows, which may hold its worker for long, also while its session waits for a turn)
-  takes a worker only when another stays idle for short work, and otherwise runs in the caller at once.
+* Short work (a trace of one window, a walk through one window, a quick analysis) goes to an idle worker of
+  its model's short lane; when all are busy the caller waits for one, up to ``wait_s``, then runs it itself.
+* Long work (an explanation, a head scan, a trace of several windows: it may hold its worker for a long
+  time, also while its session waits for a turn) has a lane of its own, whose workers run at a lower CPU
+  priority (``long_niceness``): the operating system gives the cores to short work first, and long work
+  takes what is left. Measured under the mixed load (``bench/load.py``): long work in workers of the same
+  priority took the cores from the short pages (their median rose by half, throughput fell to 0.94x the
+  server without workers). The long lane is started by the first long request (which the caller runs
+  itself meanwhile); long work that finds no idle long worker runs in the caller at once, never waiting.
 * The work's progress reports come back to the caller as they happen, and the work waits for each to be
   taken: its session's turn pauses there as it would in-process, and what the report raises (the session
   changed its input) stops the work in the worker, which then serves the next request.
@@ -22,7 +28,8 @@ How it behaves:
   there; the worker goes on serving. A worker that dies (killed, out of memory) or whose answer is broken
   off is stopped and replaced; the caller gets None and runs the work itself. A model whose workers fail to
   load, or die ``max_losses`` times, is not given workers again.
-* Workers of at most ``max_models`` models are kept; the least recently used model's are stopped.
+* Workers of at most ``max_models`` models are kept; the least recently used model's are stopped (both
+  lanes).
 * :meth:`WorkerPool.close` stops them all; a worker also ends by itself when the server's end of its
   connection closes, so none outlives the server.
 """
@@ -56,7 +63,10 @@ DEFAULT_WAIT_S = 30.0  # the longest a request waits for a busy worker before ru
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]  # where ``cbert_core`` is importable from
 # The worker's entry: imported rather than run as ``-m`` (which would make it ``__main__``), so that what it
 # sends back (its ``Stopped`` error) unpickles in the server under the same name.
-_WORKER_MAIN = "import sys; from cbert_core.serving.model_worker import main; sys.exit(main(sys.argv))"
+# It lowers its own priority first, while it has one thread: the threads torch starts later inherit it.
+_WORKER_MAIN = ("import os, sys; os.nice(int(sys.argv[4])); "
+                "from cbert_core.serving.model_worker import main; sys.exit(main(sys.argv))")
+DEFAULT_LONG_NICENESS = 10  # CPU weight 110 against 1024 for short work (Linux): long work gets what is left
 
 
 def worker_mode(value: str | None) -> WorkerMode:
@@ -87,16 +97,18 @@ class ModelWorker:
     Args:
         spec: the model to load (a hub model must be in the local cache: the worker never asks the hub).
         threads: torch's thread count in the worker (None: this process's).
+        niceness: how much lower than the server's the worker's CPU priority is (0: the same).
     """
 
-    def __init__(self, spec: ModelSpec, *, threads: int | None = None) -> None:
+    def __init__(self, spec: ModelSpec, *, threads: int | None = None, niceness: int = 0) -> None:
         threads = torch.get_num_threads() if threads is None else threads
         ours, theirs = socket.socketpair()
         path = os.pathsep.join(part for part in (str(_PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if part)
         environment = {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-c", _WORKER_MAIN, str(theirs.fileno()), spec_argument(spec), str(threads)],
+                [sys.executable, "-c", _WORKER_MAIN, str(theirs.fileno()), spec_argument(spec), str(threads),
+                 str(max(0, niceness))],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=environment)
         except BaseException:
             ours.close()
@@ -195,9 +207,10 @@ class ModelWorker:
 
 @dataclass(kw_only=True, eq=False)
 class _Crew:
-    """The workers of one model."""
+    """The workers of one model in one lane (short or long work)."""
 
     spec: ModelSpec
+    long: bool
     model_key: str  # what the server's copy of the model is keyed as: a worker must load the same
     idle: list[ModelWorker]
     busy: set[ModelWorker]
@@ -217,45 +230,53 @@ class PoolState:
 
 
 class WorkerPool:
-    """Worker processes for up to ``max_models`` models, ``size`` per model.
+    """Worker processes for up to ``max_models`` models, ``size`` per model and lane (short and long work).
 
     Args:
-        size: workers per model (the app uses one per core).
+        size: workers per model and lane (the app uses one per core).
         threads: torch's thread count in each worker (None: this process's).
+        long_niceness: how much lower the long lane's CPU priority is than the server's.
         max_models: models that keep workers at once (least recently used first to go).
-        max_losses: workers of one model that may die before the model gets no more.
-        wait_s: how long a request waits for a busy worker before its caller runs it.
+        max_losses: workers of one model and lane that may die before that lane gets no more.
+        wait_s: how long a short request waits for a busy worker before its caller runs it.
         start_timeout_s: how long a worker may take to load its model.
     """
 
-    def __init__(self, size: int, *, threads: int | None = None, max_models: int = 2, max_losses: int = 3,
-                 wait_s: float = DEFAULT_WAIT_S, start_timeout_s: float = DEFAULT_START_TIMEOUT_S) -> None:
+    def __init__(self, size: int, *, threads: int | None = None, long_niceness: int = DEFAULT_LONG_NICENESS,
+                 max_models: int = 2, max_losses: int = 3, wait_s: float = DEFAULT_WAIT_S,
+                 start_timeout_s: float = DEFAULT_START_TIMEOUT_S) -> None:
         if size < 1 or max_models < 1:
             raise ValueError("a worker pool needs at least one worker and one model")
         self._size = size
         self._threads = threads
+        self._long_niceness = long_niceness
         self._max_models = max_models
         self._max_losses = max_losses
         self._wait_s = wait_s
         self._start_timeout_s = start_timeout_s
         self._condition = threading.Condition()
-        self._crews: OrderedDict[ModelSpec, _Crew] = OrderedDict()
+        self._crews: OrderedDict[ModelSpec, dict[bool, _Crew]] = OrderedDict()  # model -> lane (long?) -> crew
         self._closed = False
 
-    def start(self, spec: ModelSpec, model_key: str) -> None:
-        """Start ``size`` workers for ``spec`` in the background, unless it has them (or they failed).
+    def start(self, spec: ModelSpec, model_key: str, *, long: bool = False) -> None:
+        """Start ``size`` workers of ``spec``'s lane in the background, unless it has them (or they failed).
 
-        ``model_key``: the key of the server's own copy; a worker that loads a model keyed otherwise is
-        not used (the files changed under the server).
+        Args:
+            model_key: the key of the server's own copy; a worker that loads a model keyed otherwise is not
+                used (the files changed under the server).
+            long: the lane of long work (lower priority) instead of short work's.
         """
         with self._condition:
-            if self._closed or spec in self._crews:
+            lanes = self._crews.get(spec, {})
+            if self._closed or long in lanes:
                 return
-            crew = _Crew(spec=spec, model_key=model_key, idle=[], busy=set(), starting=self._size)
-            self._crews[spec] = crew
+            crew = _Crew(spec=spec, long=long, model_key=model_key, idle=[], busy=set(), starting=self._size)
+            self._crews[spec] = {**lanes, long: crew}
+            self._crews.move_to_end(spec)
             while len(self._crews) > self._max_models:
                 _spec, evicted = self._crews.popitem(last=False)
-                self._retire(evicted)
+                for lane in evicted.values():
+                    self._retire(lane)
         threading.Thread(target=self._bring_up, args=(crew, self._size), name="cbert-worker-start",
                          daemon=True).start()
 
@@ -268,9 +289,8 @@ class WorkerPool:
         Args:
             progress: told the work's progress reports (see :meth:`ModelWorker.ask`): what it raises stops
                 the work and is raised here.
-            long: work of several steps, which may hold its worker for long (and while its session waits
-                for a turn): it takes a worker only when another stays idle for short work, and never
-                waits for one.
+            long: work of many steps, which may hold its worker for long (and while its session waits for a
+                turn): it goes to the long lane's workers, and never waits for one.
 
         Raises:
             What answering raised in the worker (the same error the caller would have met), or ``progress``.
@@ -293,12 +313,12 @@ class WorkerPool:
             raise failure
         return value
 
-    def wait_ready(self, spec: ModelSpec, timeout_s: float) -> bool:
-        """Block until every worker of ``spec`` has started (or failed to); whether any is ready."""
+    def wait_ready(self, spec: ModelSpec, timeout_s: float, *, long: bool = False) -> bool:
+        """Block until every worker of ``spec``'s lane has started (or failed to); whether any is ready."""
         deadline = time.monotonic() + timeout_s
         with self._condition:
             while True:
-                crew = self._crews.get(spec)
+                crew = self._crews.get(spec, {}).get(long)
                 if crew is None:
                     return False
                 if crew.starting == 0 or crew.failed:
@@ -308,15 +328,15 @@ class WorkerPool:
                     return bool(crew.idle or crew.busy)
                 self._condition.wait(remaining)
 
-    def worker_pids(self, spec: ModelSpec) -> list[int]:
-        """Process ids of ``spec``'s ready workers (idle first)."""
+    def worker_pids(self, spec: ModelSpec, *, long: bool = False) -> list[int]:
+        """Process ids of the ready workers of ``spec``'s lane (idle first)."""
         with self._condition:
-            crew = self._crews.get(spec)
+            crew = self._crews.get(spec, {}).get(long)
             return [] if crew is None else [worker.pid for worker in (*crew.idle, *crew.busy)]
 
     def state(self) -> PoolState:
         with self._condition:
-            crews = list(self._crews.values())
+            crews = [crew for lanes in self._crews.values() for crew in lanes.values()]
             workers = [worker for crew in crews for worker in (*crew.idle, *crew.busy)]
             starting = sum(crew.starting for crew in crews)
         return PoolState(ready=len(workers), starting=starting,
@@ -326,7 +346,7 @@ class WorkerPool:
         """Stop every worker; the pool starts none afterwards."""
         with self._condition:
             self._closed = True
-            crews = list(self._crews.values())
+            crews = [crew for lanes in self._crews.values() for crew in lanes.values()]
             self._crews.clear()
             for crew in crews:
                 self._retire(crew)
@@ -336,11 +356,11 @@ class WorkerPool:
         deadline = time.monotonic() + self._wait_s
         with self._condition:
             while True:
-                crew = self._crews.get(spec)
+                crew = self._crews.get(spec, {}).get(long)
                 if crew is None or crew.failed or not (crew.idle or crew.busy):
                     return crew, None  # none ready (yet): the caller works without waiting
                 self._crews.move_to_end(spec)
-                if long and len(crew.idle) < 2:  # the last idle worker stays for short work; long work never waits
+                if long and not crew.idle:  # long work never waits for a worker
                     return crew, None
                 if crew.idle:
                     worker = crew.idle.pop()
@@ -389,7 +409,8 @@ class WorkerPool:
         for _ in range(count):
             worker: ModelWorker | None = None
             try:
-                worker = ModelWorker(crew.spec, threads=self._threads)
+                worker = ModelWorker(crew.spec, threads=self._threads,
+                                     niceness=self._long_niceness if crew.long else 0)
                 key = worker.wait_ready(self._start_timeout_s)
                 usable = key == crew.model_key
             except Exception:  # the model did not load in a worker: the server keeps running it itself
