@@ -32,7 +32,7 @@ from cbert_core.run.plan import RunOptions, plan_note
 from cbert_core.run.trace import trace
 from cbert_core.run.worker_requests import MAX_REQUEST_BYTES, AnalysisRequest, InsideRequest, TraceRequest
 from cbert_core.serving.status import resident_bytes
-from cbert_core.serving.worker_pool import WorkerPool, spec_argument, worker_mode
+from cbert_core.serving.worker_pool import DEFAULT_LONG_NICENESS, WorkerPool, spec_argument, worker_mode
 from tiny_models import write_bert
 
 # one torch thread here, as in the workers below, so sums are added up in the same order
@@ -162,7 +162,7 @@ def test_long_work_has_workers_of_its_own_at_a_lower_priority(pool: WorkerPool, 
     assert pool.wait_ready(tiny_spec, 120, long=True)
     [long] = pool.worker_pids(tiny_spec, long=True)
     assert long != short
-    assert os.getpriority(os.PRIO_PROCESS, long) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
+    assert os.getpriority(os.PRIO_PROCESS, long) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + DEFAULT_LONG_NICENESS)
     assert pool.state().ready == 2
     # every torch thread of the long worker runs at its priority (they were started after it was lowered)
     threads = [entry.name for entry in os.scandir(f"/proc/{long}/task")]

@@ -20,6 +20,7 @@ from browser_support import (
     settle,
     worker_pids,
 )
+from cbert_core.serving.worker_pool import DEFAULT_LONG_NICENESS
 from notes import LONG_NOTE
 
 pytestmark = needs_chromium
@@ -58,7 +59,7 @@ def test_model_work_runs_in_worker_processes_that_end_with_the_server(chromium, 
         # the long work's half runs at a lower CPU priority than the server, the short work's at the same
         niceness = sorted(os.getpriority(os.PRIO_PROCESS, int(pid)) for pid in workers)
         ours = os.getpriority(os.PRIO_PROCESS, int(server_pids(port)[0]))
-        assert niceness == [ours] * (WORKERS // 2) + [min(19, ours + 10)] * (WORKERS // 2)
+        assert niceness == [ours] * (WORKERS // 2) + [min(19, ours + DEFAULT_LONG_NICENESS)] * (WORKERS // 2)
 
         before = cpu_seconds(workers)
         set_note(page, SECOND_NOTE)  # the Note page traces it

@@ -28,7 +28,10 @@ It writes nothing (no log, no file) and ends when the server closes its end or g
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import pickle
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -82,8 +85,18 @@ def warm_up(loaded: LoadedModel) -> None:
         loaded.model(input_ids=encoded["input_ids"].to(loaded.device))
 
 
+def memory_trimmer() -> Callable[[], None]:
+    """What hands the memory freed by an answer back to the system. glibc's allocator keeps freed memory for
+    later; a worker's analyses free hundreds of megabytes of temporaries, and a worker is long-lived. Nothing
+    to do where the C library has no ``malloc_trim`` (not glibc)."""
+    found = ctypes.util.find_library("c")
+    trim = getattr(ctypes.CDLL(found), "malloc_trim", None) if found else None
+    return (lambda: None) if trim is None else (lambda: trim(0))
+
+
 def serve(connection: Connection, loaded: LoadedModel) -> None:
     """Answer requests until the server closes the connection."""
+    trim = memory_trimmer()
     while True:
         try:
             request: Any = connection.recv()
@@ -94,10 +107,14 @@ def serve(connection: Connection, loaded: LoadedModel) -> None:
         except Exception as failure:
             connection.send((ERROR, portable(failure)))
             continue
+        finally:
+            request = None  # what the request planned is freed before the memory is trimmed
         try:
             send_value(connection, value)  # pickled before anything is sent: a failure sends nothing
         except (pickle.PicklingError, TypeError, AttributeError) as failure:
             connection.send((ERROR, Unsendable(f"the answer does not pickle ({type(failure).__name__})")))
+        value = None
+        trim()
 
 
 def main(argv: list[str]) -> int:

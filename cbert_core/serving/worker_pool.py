@@ -66,7 +66,7 @@ _PROJECT_ROOT = Path(__file__).resolve().parents[2]  # where ``cbert_core`` is i
 # It lowers its own priority first, while it has one thread: the threads torch starts later inherit it.
 _WORKER_MAIN = ("import os, sys; os.nice(int(sys.argv[4])); "
                 "from cbert_core.serving.model_worker import main; sys.exit(main(sys.argv))")
-DEFAULT_LONG_NICENESS = 10  # CPU weight 110 against 1024 for short work (Linux): long work gets what is left
+DEFAULT_LONG_NICENESS = 19  # CPU weight 15 against 1024 for short work (Linux): long work gets what is left
 
 
 def worker_mode(value: str | None) -> WorkerMode:
