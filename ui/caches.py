@@ -106,8 +106,8 @@ def model_slots() -> int:
 @st.cache_resource(show_spinner=False)
 def worker_pool() -> WorkerPool:
     """Model worker processes for this server (:mod:`cbert_core.serving.worker_pool`): per model, one per slot
-    for short work and, once long work comes, one per slot for it, at a lower priority."""
-    pool = WorkerPool(model_slots())
+    for short work and, once long work comes, one on one torch thread for it, at the lowest priority."""
+    pool = WorkerPool(model_slots(), long_size=1, long_threads=1)
     atexit.register(pool.close)
     return pool
 

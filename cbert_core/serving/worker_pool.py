@@ -230,11 +230,14 @@ class PoolState:
 
 
 class WorkerPool:
-    """Worker processes for up to ``max_models`` models, ``size`` per model and lane (short and long work).
+    """Worker processes for up to ``max_models`` models, ``size`` per model for short work and ``long_size``
+    for long work.
 
     Args:
-        size: workers per model and lane (the app uses one per core).
+        size: workers per model for short work (the app uses one per core).
         threads: torch's thread count in each worker (None: this process's).
+        long_size: workers per model for long work (None: ``size``).
+        long_threads: torch's thread count in each long work's worker (None: ``threads``).
         long_niceness: how much lower the long lane's CPU priority is than the server's.
         max_models: models that keep workers at once (least recently used first to go).
         max_losses: workers of one model and lane that may die before that lane gets no more.
@@ -242,13 +245,14 @@ class WorkerPool:
         start_timeout_s: how long a worker may take to load its model.
     """
 
-    def __init__(self, size: int, *, threads: int | None = None, long_niceness: int = DEFAULT_LONG_NICENESS,
+    def __init__(self, size: int, *, threads: int | None = None, long_size: int | None = None,
+                 long_threads: int | None = None, long_niceness: int = DEFAULT_LONG_NICENESS,
                  max_models: int = 2, max_losses: int = 3, wait_s: float = DEFAULT_WAIT_S,
                  start_timeout_s: float = DEFAULT_START_TIMEOUT_S) -> None:
         if size < 1 or max_models < 1:
             raise ValueError("a worker pool needs at least one worker and one model")
-        self._size = size
-        self._threads = threads
+        self._size = {False: size, True: size if long_size is None else max(1, long_size)}
+        self._threads = {False: threads, True: threads if long_threads is None else long_threads}
         self._long_niceness = long_niceness
         self._max_models = max_models
         self._max_losses = max_losses
@@ -270,14 +274,14 @@ class WorkerPool:
             lanes = self._crews.get(spec, {})
             if self._closed or long in lanes:
                 return
-            crew = _Crew(spec=spec, long=long, model_key=model_key, idle=[], busy=set(), starting=self._size)
+            crew = _Crew(spec=spec, long=long, model_key=model_key, idle=[], busy=set(), starting=self._size[long])
             self._crews[spec] = {**lanes, long: crew}
             self._crews.move_to_end(spec)
             while len(self._crews) > self._max_models:
                 _spec, evicted = self._crews.popitem(last=False)
                 for lane in evicted.values():
                     self._retire(lane)
-        threading.Thread(target=self._bring_up, args=(crew, self._size), name="cbert-worker-start",
+        threading.Thread(target=self._bring_up, args=(crew, self._size[long]), name="cbert-worker-start",
                          daemon=True).start()
 
     def answer(self, spec: ModelSpec, request: Any, progress: Progress | None = None, *,
@@ -409,7 +413,7 @@ class WorkerPool:
         for _ in range(count):
             worker: ModelWorker | None = None
             try:
-                worker = ModelWorker(crew.spec, threads=self._threads,
+                worker = ModelWorker(crew.spec, threads=self._threads[crew.long],
                                      niceness=self._long_niceness if crew.long else 0)
                 key = worker.wait_ready(self._start_timeout_s)
                 usable = key == crew.model_key
