@@ -172,6 +172,17 @@ def test_long_work_has_workers_of_its_own_at_a_lower_priority(pool: WorkerPool, 
     assert pool.worker_pids(tiny_spec, long=True) == [long]  # it answered, and serves on
 
 
+def test_the_long_lane_has_its_own_size(tiny: LoadedModel, tiny_spec: ModelSpec) -> None:
+    workers = WorkerPool(1, threads=1, long_size=2, long_threads=1)
+    try:
+        workers.start(tiny_spec, tiny.info.key, long=True)
+        assert workers.wait_ready(tiny_spec, 120, long=True)
+        assert len(workers.worker_pids(tiny_spec, long=True)) == 2 and workers.worker_pids(tiny_spec) == []
+        assert workers.state().ready == 2
+    finally:
+        workers.close()
+
+
 def test_long_work_never_waits_for_a_long_worker(pair: WorkerPool, tiny: LoadedModel, tiny_spec: ModelSpec) -> None:
     """While the long worker is busy, the next long request is run by its caller at once (None)."""
     plan = plan_note(tiny, LONG_NOTE)

@@ -24,7 +24,8 @@ from cbert_core.serving.worker_pool import DEFAULT_LONG_NICENESS
 from notes import LONG_NOTE
 
 pytestmark = needs_chromium
-WORKERS = 2 * len(os.sched_getaffinity(0))  # one per core (the server's model slots) for short work, and for long
+CORES = len(os.sched_getaffinity(0))
+WORKERS = CORES + 1  # one per core (the server's model slots) for short work, and one for long work
 FIRST_NOTE = "Patient reports a dry cough for three days. Denies fever. Lungs clear on auscultation."
 SECOND_NOTE = ("HISTORY: 67 year old man with COPD admitted with worsening dyspnea. Denies chest pain. "
                "PLAN: nebulizers, prednisone taper, follow up with pulmonology in two weeks.")
@@ -56,10 +57,10 @@ def test_model_work_runs_in_worker_processes_that_end_with_the_server(chromium, 
         assert f"{WORKERS} model worker processes" in _status_line(page)
         workers = worker_pids(port)
         assert len(workers) == WORKERS
-        # the long work's half runs at a lower CPU priority than the server, the short work's at the same
+        # the long work's worker runs at a lower CPU priority than the server, the short work's at the same
         niceness = sorted(os.getpriority(os.PRIO_PROCESS, int(pid)) for pid in workers)
         ours = os.getpriority(os.PRIO_PROCESS, int(server_pids(port)[0]))
-        assert niceness == [ours] * (WORKERS // 2) + [min(19, ours + DEFAULT_LONG_NICENESS)] * (WORKERS // 2)
+        assert niceness == [ours] * CORES + [min(19, ours + DEFAULT_LONG_NICENESS)]
 
         before = cpu_seconds(workers)
         set_note(page, SECOND_NOTE)  # the Note page traces it

@@ -1,5 +1,5 @@
-"""Model worker processes for a shared server: per model, one per core, each with its own copy of it, and
-as many more for long work, at a lower priority.
+"""Model worker processes for a shared server: per model, one per core for short work and some for long work
+at a lower priority, each with its own copy of the model.
 
 Why: in one process every session's model work waits for the interpreter lock behind the other sessions'
 Python (see :mod:`cbert_core.serving.model_worker`). A worker answers a request in its own process, and the
@@ -15,12 +15,12 @@ How it behaves:
 * Short work (a trace of one window, a walk through one window, a quick analysis) goes to an idle worker of
   its model's short lane; when all are busy the caller waits for one, up to ``wait_s``, then runs it itself.
 * Long work (an explanation, a head scan, a trace of several windows: it may hold its worker for a long
-  time, also while its session waits for a turn) has a lane of its own, whose workers run at a lower CPU
-  priority (``long_niceness``): the operating system gives the cores to short work first, and long work
-  takes what is left. Measured under the mixed load (``bench/load.py``): long work in workers of the same
-  priority took the cores from the short pages (their median rose by half, throughput fell to 0.94x the
-  server without workers). The long lane is started by the first long request (which the caller runs
-  itself meanwhile); long work that finds no idle long worker runs in the caller at once, never waiting.
+  time, also while its session waits for a turn) has a lane of its own (``long_size`` workers on
+  ``long_threads`` torch threads), at a lower CPU priority (``long_niceness``). Long work that finds no idle
+  long worker runs in the caller at once, never waiting. Measured under the mixed load (``bench/load.py``,
+  2 cores): long work in the short lane's workers took the cores from the short pages (their median rose by
+  half, throughput 0.94x the server without workers), and the lower priority alone did not give them back;
+  one long worker on one thread (the app's setting) left the short pages one core: 1.24x.
 * The work's progress reports come back to the caller as they happen, and the work waits for each to be
   taken: its session's turn pauses there as it would in-process, and what the report raises (the session
   changed its input) stops the work in the worker, which then serves the next request.
