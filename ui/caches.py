@@ -125,6 +125,13 @@ def workers_mode() -> WorkerMode:
         raise ValueError(f"{WORKERS_SETTING}: {problem}") from problem
 
 
+def may_have_workers(loaded: LoadedModel) -> bool:
+    """Whether ``loaded``'s work may go to worker processes (see :func:`in_a_worker`), so that a request for
+    them is worth building."""
+    return (workers_mode() != "off" and loaded.device.type == "cpu"
+            and model_cache().get(loaded.info.spec) is loaded)
+
+
 def in_a_worker(loaded: LoadedModel, request: TraceRequest | InsideRequest | AnalysisRequest,
                 progress: Progress | None = None) -> Any | None:
     """``request`` answered by a worker process with its own copy of ``loaded``, or None: run it here.
@@ -141,10 +148,9 @@ def in_a_worker(loaded: LoadedModel, request: TraceRequest | InsideRequest | Ana
     model this server loaded from its spec, on the CPU, has workers: a model held only in memory (one being
     fine-tuned) cannot be loaded by another process, and a GPU would hold one copy per worker.
     """
-    mode = workers_mode()
-    if mode == "off" or loaded.device.type != "cpu" or model_cache().get(loaded.info.spec) is not loaded:
+    if not may_have_workers(loaded):
         return None
-    if mode == "always":
+    if workers_mode() == "always":
         for long in (False, True):
             worker_pool().start(loaded.info.spec, loaded.info.key, long=long)
     elif scheduler().state().running > 1:
@@ -368,8 +374,8 @@ def computed(function: Callable[..., Any], *inputs: Any, label: str, passes: Pas
             extra = {"progress": step} if progress else {}
 
             def compute() -> Any:
-                request = AnalysisRequest.of(loaded, function, inputs, arguments, reports_progress=progress,
-                                             long=passes is not None)
+                request = None if not may_have_workers(loaded) else AnalysisRequest.of(
+                    loaded, function, inputs, arguments, reports_progress=progress, long=passes is not None)
                 found = None if request is None else in_a_worker(loaded, request, step)
                 return function(*inputs, **extra, **arguments) if found is None else found
 

@@ -340,7 +340,7 @@ class WorkerPool:
 
     def state(self) -> PoolState:
         with self._condition:
-            crews = [crew for lanes in self._crews.values() for crew in lanes.values()]
+            crews = self._every_crew()
             workers = [worker for crew in crews for worker in (*crew.idle, *crew.busy)]
             starting = sum(crew.starting for crew in crews)
         return PoolState(ready=len(workers), starting=starting,
@@ -350,11 +350,15 @@ class WorkerPool:
         """Stop every worker; the pool starts none afterwards."""
         with self._condition:
             self._closed = True
-            crews = [crew for lanes in self._crews.values() for crew in lanes.values()]
+            crews = self._every_crew()
             self._crews.clear()
             for crew in crews:
                 self._retire(crew)
             self._condition.notify_all()
+
+    def _every_crew(self) -> list[_Crew]:
+        """Every model's crews, both lanes. Called holding the condition."""
+        return [crew for lanes in self._crews.values() for crew in lanes.values()]
 
     def _take(self, spec: ModelSpec, *, long: bool) -> tuple[_Crew | None, ModelWorker | None]:
         deadline = time.monotonic() + self._wait_s
