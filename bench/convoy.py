@@ -13,7 +13,9 @@ Torch work in other threads, which lets go of the lock, costs far less.
 It times a trace and the "Inside the model" walk of a short note (the load bench's kind): alone; beside
 one and two threads building Plotly figures (what page scripts spend the lock on); beside two threads of
 torch matrix products (one torch thread each); each with torch's default thread count and with one.
-Medians of ``--repeats``, and each as a multiple of the time alone with the same thread count.
+Medians of ``--repeats``, and each as a multiple of the time alone with the same thread count. Then the
+other CPU work a page does in the server: the Embeddings page's plane (PCA) of a 512-piece window's hidden
+states at every layer, by a full SVD (before) and as the app does (``principal_plane``).
 
 ``--quick``: a tiny model, two repeats and torch's default thread count only, no ../shared.
 """
@@ -27,22 +29,29 @@ from collections.abc import Callable
 
 from common import announce, bench_parser, cpu_line, tiny_checkpoint
 
+# isort: split
+# after common, which sets torch's thread waiting before anything imports it
+import numpy as np
+import plotly.graph_objects as go
+import plotly.io as pio
+
 NOTE = ("HISTORY: " + " ".join(f"Patient denies chest pain number {i}." for i in range(8))
         + " COPD [MASK] exacerbation.")
 QUICK_NOTE = "Patient denies chest pain. COPD [MASK] exacerbation."  # within the tiny model's 64 positions
+FIGURE_VALUES = np.random.default_rng(0).random((6, 48))  # a page figure's heatmap
 
 
 def build_figures(stop: threading.Event) -> None:
     """What a page script does with the lock: Plotly figures built and serialised, over and over."""
-    import numpy as np
-    import plotly.graph_objects as go
-    import plotly.io as pio
-
-    values = np.random.default_rng(0).random((6, 48))
     while not stop.is_set():
-        figure = go.Figure(go.Heatmap(z=values, x=[f"piece {i}" for i in range(48)]))
-        figure.update_layout(title="a page's figure", height=300)
-        pio.to_json(figure, validate=False)
+        build_figure()
+
+
+def build_figure() -> None:
+    """One Plotly figure built and serialised, as a page script does."""
+    figure = go.Figure(go.Heatmap(z=FIGURE_VALUES, x=[f"piece {i}" for i in range(FIGURE_VALUES.shape[1])]))
+    figure.update_layout(title="a page's figure", height=300)
+    pio.to_json(figure, validate=False)
 
 
 def multiply_matrices(stop: threading.Event) -> None:
@@ -128,6 +137,34 @@ def main() -> None:
                     f"{times[name]:26.1f} {times[name] / alone[name]:8.1f}" for name in names))
         finally:
             pool.close()
+    planes(loaded.info.hidden_size, 64 if args.quick else 7 * 512, args.repeats)
+
+
+def planes(hidden: int, rows: int, repeats: int) -> None:
+    """The Embeddings page's plane (PCA) of ``rows`` hidden states: wall and CPU time, full SVD against the app's."""
+    from sklearn.decomposition import PCA
+
+    from cbert_core.analyses.projection import principal_plane
+
+    data = np.random.default_rng(0).standard_normal((rows, hidden)).astype(np.float32)
+    fits = {"full SVD (before)": lambda: PCA(2, svd_solver="full", random_state=0).fit_transform(data),
+            "principal_plane (the app)": lambda: principal_plane(data)}
+    print(f"\nthe Embeddings page's plane of {rows} x {hidden} hidden states (a 512-piece window at every layer), "
+          f"medians of {repeats}; CPU counts every thread of the process (BLAS's too)")
+    measured = {}
+    for label, fit in fits.items():
+        fit()  # warm
+        walls, cpus = [], []
+        for _ in range(repeats):
+            wall, cpu = time.perf_counter(), time.process_time()
+            fit()
+            walls.append(time.perf_counter() - wall)
+            cpus.append(time.process_time() - cpu)
+        measured[label] = statistics.median(walls) * 1000, statistics.median(cpus) * 1000
+    before_wall, before_cpu = measured["full SVD (before)"]
+    for label, (wall, cpu) in measured.items():
+        print(f"  {label:28s} {wall:8.1f} ms ({before_wall / wall:.1f}x faster)  CPU {cpu:8.1f} ms "
+              f"({before_cpu / cpu:.1f}x less)")
 
 
 def answered(pool: object, loaded: object, request: object) -> object:

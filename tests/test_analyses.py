@@ -89,6 +89,21 @@ def test_rollout_rows_sum_to_one_and_first_layer_is_the_mixed_mean(note_trace) -
                                           keepdims=True)) @ plain[0], atol=1e-4)
 
 
+@pytest.mark.parametrize("rows", [5, 40, 900])  # fewer rows than features, and more (the covariance's path)
+def test_principal_plane_is_the_data_svds_first_two_axes(rows: int) -> None:
+    rng = np.random.default_rng(rows)
+    data = rng.standard_normal((rows, 64)) @ rng.standard_normal((64, 64)) + 3.0  # correlated, off-centre
+    coords, explained = projection.principal_plane(data.astype(np.float32))
+    centred = data - data.mean(0)
+    left, singular, right = np.linalg.svd(centred, full_matrices=False)
+    expected = centred @ right[:2].T  # [rows, 2]: each axis up to its sign
+    assert coords.dtype == np.float32 and coords.shape == (rows, 2)
+    for axis in range(2):
+        sign = np.sign(expected[:, axis] @ coords[:, axis])
+        np.testing.assert_allclose(coords[:, axis], sign * expected[:, axis], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(explained, singular[:2] ** 2 / (singular ** 2).sum(), rtol=1e-5)
+
+
 def test_pca_projection_and_trajectories(note_trace) -> None:
     projected = projection.project(note_trace, 3)
     assert projected.coords.shape == (note_trace.num_positions, 2)

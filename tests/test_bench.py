@@ -30,6 +30,9 @@ REPORTS = {
         "1 thread building figures ",
         "2 threads building figures ",
         "2 threads of torch products ",
+        "the Embeddings page's plane of ",
+        "  full SVD (before) ",
+        "  principal_plane (the app) ",
     ],
     "trace.py": [
         "checkpoint:",

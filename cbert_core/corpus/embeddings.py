@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 from sklearn.decomposition import PCA
 
+from cbert_core.analyses.projection import principal_plane
 from cbert_core.errors import ResourceLimitError
 from cbert_core.model.loading import LoadedModel
 from cbert_core.progress import Progress
@@ -126,13 +127,8 @@ def project_notes(embeddings: np.ndarray, layer: int, *, method: Literal["pca", 
     layer = layer % embeddings.shape[1]
 
     if len(data) < 3 or method == "pca":
-        components = min(2, *data.shape)
-        model = PCA(n_components=components, random_state=seed)
-        coords = model.fit_transform(data)
-        if components < 2:
-            coords = np.pad(coords, ((0, 0), (0, 2 - components)))
-        return NoteProjection(method="pca", layer=layer, coords=coords.astype(np.float32),
-                              explained=tuple(float(v) for v in model.explained_variance_ratio_))
+        coords, explained = principal_plane(data)
+        return NoteProjection(method="pca", layer=layer, coords=coords, explained=explained)
     if method != "umap":
         raise ValueError(f"unknown projection method {method!r}")
     if progress is not None:
