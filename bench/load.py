@@ -69,6 +69,20 @@ def after_warm_up(report: LoadReport) -> dict[str, list[float]]:
                          if began >= WARM_UP_S])}
 
 
+def crowding(report: LoadReport) -> dict[str, tuple[float, float]]:
+    """Per short page: the other work in flight during its slowest visit, and during its visits around the median."""
+    found = {}
+    for title, times in report.by_page.items():
+        began = report.began_by_page.get(title, [])
+        if len(began) != len(times) or len(times) < 5:
+            continue
+        visits = sorted(zip(times, began))
+        middle = visits[int(len(visits) * 0.4):int(len(visits) * 0.6) + 1]
+        found[title] = (report.in_flight(visits[-1][1], visits[-1][0]),
+                        statistics.mean(report.in_flight(start, seconds) for seconds, start in middle))
+    return found
+
+
 def throughput_ratio(runs: list[tuple[str, str, LoadReport]]) -> float:
     """Work per minute with the scheduler over that bypassed, each mode's ``runs`` (label, mode, report) pooled."""
     bypassed = pooled_rate(report for _, mode, report in runs if mode == "bypassed")
@@ -110,6 +124,9 @@ def one_mode(name: str, env: dict[str, str], args) -> LoadReport:
         print(f"[{name}]   each page's slowest began at: " + ", ".join(
             f"{title} {began[times.index(max(times))]:.0f} s" for title, times in report.by_page.items()
             if (began := report.began_by_page.get(title))) + " into the run")
+        print(f"[{name}]   other pieces of work in flight, on average, during each page's slowest visit and "
+              "during its visits around the median (40th to 60th percentile): " + ", ".join(
+                  f"{title} {slowest:.1f} vs {middle:.1f}" for title, (slowest, middle) in crowding(report).items()))
         print(f"[{name}]   once the server has warmed up (pieces of work that began {WARM_UP_S:.0f} s or more "
               "into the run):")
         for title, times in after_warm_up(report).items():

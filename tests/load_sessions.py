@@ -73,17 +73,27 @@ class LoadReport:
     started: float = field(default_factory=time.perf_counter)  # the run's start (perf_counter)
     # short pages' start times per page title (seconds since the run's start), in the order of by_page
     began_by_page: dict[str, list[float]] = field(default_factory=dict)
+    # every piece of work's (start, end), seconds since the run's start: what else was in flight during a visit
+    spans: list[tuple[float, float]] = field(default_factory=list)
 
     def record(self, kind: str, seconds: float, page: str | None = None, served_s: float | None = None) -> None:
         """One piece of work that took ``seconds`` and has just finished."""
+        ended = time.perf_counter() - self.started
+        self.spans.append((ended - seconds, ended))
         if page is not None:
-            self.began_by_page.setdefault(page, []).append(time.perf_counter() - seconds - self.started)
+            self.began_by_page.setdefault(page, []).append(ended - seconds)
         self.page_times.append(seconds)
         self.times.setdefault(kind, []).append(seconds)
         if page is not None:
             self.by_page.setdefault(page, []).append(seconds)
         if page is not None and served_s is not None:
             self.served_by_page.setdefault(page, []).append(served_s)
+
+    def in_flight(self, began: float, seconds: float) -> float:
+        """How many other pieces of work were in flight, on average, over the ``seconds`` from ``began``."""
+        ended = began + seconds
+        overlap = sum(max(0.0, min(ended, other_end) - max(began, other_start)) for other_start, other_end in self.spans)
+        return max(0.0, overlap / seconds - 1.0) if seconds > 0 else 0.0  # less the piece itself
 
     @property
     def median_page_s(self) -> float:

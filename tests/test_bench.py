@@ -188,6 +188,7 @@ REPORTS = {
         "Attribution explain",
         "head scan",
         "each page's slowest began at:",
+        "other pieces of work in flight, on average, during each page's slowest visit",
         "once the server has warmed up",
         "server RSS:",
         "server status afterwards:",

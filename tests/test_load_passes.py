@@ -1,4 +1,5 @@
-"""How bench/load.py orders its runs and pools them, so a drifting machine does not favour one mode."""
+"""How bench/load.py orders its runs and pools them, so a drifting machine does not favour one mode, and what
+else was in flight during a visit."""
 
 from __future__ import annotations
 
@@ -49,3 +50,10 @@ def test_pooled_rate_is_all_the_work_over_all_the_time_not_the_mean_of_the_rates
 
 def test_pooled_rate_of_no_time_is_not_a_number() -> None:
     assert math.isnan(pooled_rate([]))
+
+
+def test_in_flight_is_the_other_work_overlapping_a_visit_on_average() -> None:
+    timed = LoadReport(sessions=3, seconds=10.0)
+    timed.spans = [(0.0, 2.0), (1.0, 2.0), (1.5, 4.0), (5.0, 6.0)]  # the visit [0, 2] and three other pieces
+    assert timed.in_flight(0.0, 2.0) == pytest.approx((1.0 + 0.5) / 2.0)  # half of it beside one, a quarter another
+    assert timed.in_flight(5.0, 1.0) == pytest.approx(0.0)  # alone
